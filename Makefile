@@ -1,0 +1,56 @@
+# Roost — set-up, run, test and benchmark entry points.
+# Every target creates the virtual environment it needs; none needs anything installed first
+# but python3 (with venv) and, for the Debian packages, apt-get when run as root.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint typecheck bench deps-test deps-run clean
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,dev,postgresql]'
+	touch $(STAMP)
+
+deps-run:
+	@scripts/debian-deps run
+
+deps-test:
+	@scripts/debian-deps test
+
+## run: the daemon on the session bus (a private bus is started when none is there)
+run: deps-run $(STAMP)
+	@scripts/run-daemon $(VENV)
+
+## test: the whole test suite against real dbus-daemon, Prosody, ejabberd and SQLite
+test: deps-test $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check storage service bridge cli tests bench
+	$(VENV)/bin/ruff format --check storage service bridge cli tests bench
+
+# mypy cannot follow setuptools' package_dir mapping: give it a tree of links shaped as
+# the installed package.
+typecheck: $(STAMP)
+	@rm -rf $(VENV)/typecheck && mkdir -p $(VENV)/typecheck/roost
+	@for d in storage service bridge cli; do ln -s "$$PWD/$$d" $(VENV)/typecheck/roost/$$d; done
+	cd $(VENV)/typecheck && MYPYPATH=. $(abspath $(VENV))/bin/mypy \
+		--config-file $(abspath pyproject.toml) \
+		-p roost.storage -p roost.service -p roost.bridge -p roost.cli
+
+## bench: every bench/*.py, then a table of their JSON lines
+bench: deps-test $(STAMP)
+	@mkdir -p bench/results
+	@rm -f bench/results/latest.jsonl
+	@for b in bench/*.py; do \
+		echo "== $$b" >&2; \
+		$(PY) $$b | tee -a bench/results/latest.jsonl || exit 1; \
+	done
+	@$(PY) bench/report.py bench/results/latest.jsonl
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

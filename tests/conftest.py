@@ -1,0 +1,5 @@
+"""Shared fixtures: each real part (bus, servers, database) has its module in fixtures/."""
+
+pytest_plugins = [
+    "tests.fixtures.database",
+]
