@@ -1,0 +1,287 @@
+"""Bring a database to the schema this code expects, at start.
+
+The state is read first: an empty database is created at the head revision, an older one
+is copied aside (SQLite) and upgraded, a current one is left alone, one newer than the
+code or one with tables but no revision is refused. Then, on SQLite, the full-text index
+is checked against its content table and rebuilt if it has drifted.
+
+Alembic is synchronous: it runs inside ``AsyncConnection.run_sync`` on the connection
+this module hands it (``config.attributes["connection"]``, read by ``migrations/env.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import event, inspect
+from sqlalchemy.engine import URL, Connection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from roost.storage.engine import is_sqlite, sqlite_file
+from roost.storage.errors import DatabaseTooNew, StorageError
+from roost.storage.fulltext import FTS_TABLE, sqlite_fts_is_consistent, sqlite_fts_rebuild
+
+logger = logging.getLogger(__name__)
+
+#: Tables Alembic keeps for itself; they do not make a database "non-empty".
+VERSION_TABLE = "alembic_version"
+
+
+class UnmanagedDatabase(StorageError):
+    """The database has tables but no Alembic revision: Roost will not guess its schema."""
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationOutcome:
+    """What :func:`prepare_database` found and did.
+
+    Attributes:
+        action: ``created`` (was empty), ``upgraded`` (was older) or ``current``.
+        from_revision: the revision found, None for an empty database.
+        to_revision: the head revision the database is at now.
+        backup: the copy made before upgrading an SQLite file, else None.
+        fts_rebuilt: True when the full-text index had drifted and was rebuilt.
+    """
+
+    action: Literal["created", "upgraded", "current"]
+    from_revision: str | None
+    to_revision: str
+    backup: Path | None = None
+    fts_rebuilt: bool = False
+
+
+def alembic_config() -> Config:
+    """The Alembic configuration of the migrations shipped in this package."""
+    ini = resources.files("roost.storage.migrations").joinpath("alembic.ini")
+    return Config(str(ini))
+
+
+def script_directory() -> ScriptDirectory:
+    """The script directory (the list of revisions) this code knows."""
+    return ScriptDirectory.from_config(alembic_config())
+
+
+def include_object(
+    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
+    """Tell autogenerate which database objects the mapping describes.
+
+    The FTS5 table and its shadow tables are dialect DDL written out in the migrations,
+    and ``ix_parsed_*`` expression indexes are created at run time for parsed keys: none
+    of them is in the mapping, so comparing them would report a false drift.
+    """
+    if name is None:
+        return True
+    if type_ == "table" and name.startswith(FTS_TABLE):
+        return False
+    return not (type_ == "index" and name.startswith("ix_parsed_"))
+
+
+@contextmanager
+def sqlite_migration_transaction(connection: Connection) -> Iterator[None]:
+    """Run what the block does on SQLite with foreign keys off, in one real transaction.
+
+    Batch mode rebuilds a table (copy, drop, rename): with foreign keys on, dropping a
+    parent table would cascade-delete its children's rows. ``PRAGMA foreign_keys`` is a
+    no-op inside a transaction, so it is set first, with the driver in autocommit mode;
+    the block's SQLAlchemy transaction then emits an explicit ``BEGIN`` so that the DDL
+    is atomic (the driver would otherwise leave DDL outside any transaction). The
+    previous settings are restored afterwards, also on failure.
+    """
+    if connection.in_transaction():
+        connection.commit()
+    previous_isolation = connection.get_isolation_level()
+    connection.execution_options(isolation_level="AUTOCOMMIT")
+    foreign_keys = connection.exec_driver_sql("PRAGMA foreign_keys").scalar()
+    connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+    connection.commit()
+
+    def emit_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN")
+
+    event.listen(connection, "begin", emit_begin)
+    try:
+        yield
+    finally:
+        event.remove(connection, "begin", emit_begin)
+        if connection.in_transaction():
+            connection.rollback()
+        connection.exec_driver_sql(f"PRAGMA foreign_keys={1 if foreign_keys else 0}")
+        connection.commit()
+        connection.execution_options(isolation_level=previous_isolation)
+
+
+def run_alembic_upgrade(connection: Connection, revision: str = "head") -> None:
+    """Upgrade the database on ``connection`` to ``revision`` (sync; use ``run_sync``)."""
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.upgrade(config, revision)
+
+
+def run_alembic_downgrade(connection: Connection, revision: str) -> None:
+    """Downgrade the database on ``connection`` to ``revision`` (sync; use ``run_sync``)."""
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.downgrade(config, revision)
+
+
+@dataclass(frozen=True, slots=True)
+class _State:
+    revisions: tuple[str, ...]
+    tables: tuple[str, ...]
+
+
+def _read_state(connection: Connection) -> _State:
+    revisions = MigrationContext.configure(connection).get_current_heads()
+    tables = tuple(
+        name
+        for name in inspect(connection).get_table_names()
+        if name != VERSION_TABLE and not name.startswith("sqlite_")
+    )
+    return _State(tuple(revisions), tables)
+
+
+async def backup_sqlite_database(conn: AsyncConnection, path: Path, revision: str) -> Path:
+    """Copy the SQLite file at ``path`` aside, as ``<name>.bak-<revision>-<UTC time>``.
+
+    The WAL is checkpointed into the main file first, so that the copy holds every
+    committed page. The copy is created 0600: it holds passwords too.
+
+    Args:
+        conn: a connection on that database, used for the checkpoint.
+        path: the database file.
+        revision: the revision the database is at, written into the copy's name.
+
+    Returns:
+        The path of the copy.
+
+    Raises:
+        StorageError: when another connection keeps the checkpoint from completing (the
+            copy would then miss committed data).
+    """
+    row = (await conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")).one()
+    await conn.rollback()
+    if row[0]:
+        raise StorageError(
+            "another process is using the database, so it cannot be copied safely "
+            "before the upgrade; stop it and start again"
+        )
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    return await asyncio.to_thread(_copy_private, path, f"{path.name}.bak-{revision}-{stamp}")
+
+
+def _copy_private(path: Path, name: str) -> Path:
+    target = path.with_name(name)
+    counter = 1
+    while target.exists():  # two upgrades within a second: keep both copies
+        target = path.with_name(f"{name}.{counter}")
+        counter += 1
+    fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    with os.fdopen(fd, "wb") as out, path.open("rb") as src:
+        shutil.copyfileobj(src, out, 1 << 20)
+        out.flush()
+        os.fsync(out.fileno())
+    return target
+
+
+async def _check_fulltext(engine: AsyncEngine) -> bool:
+    """Check the FTS index against the items; rebuild it when it drifted."""
+    async with engine.connect() as conn:
+        tables = await conn.run_sync(lambda c: inspect(c).get_table_names())
+        if FTS_TABLE not in tables:
+            return False
+        consistent = await sqlite_fts_is_consistent(conn)
+        await conn.rollback()
+        if consistent:
+            return False
+        started = time.perf_counter()
+        await sqlite_fts_rebuild(conn)
+        await conn.commit()
+    logger.warning(
+        "the full-text index had drifted from the cached items (an interrupted write?); "
+        "rebuilt it in %.1f s",
+        time.perf_counter() - started,
+    )
+    return True
+
+
+async def prepare_database(engine: AsyncEngine, url: URL) -> MigrationOutcome:
+    """Detect the database's state and bring it to the head revision.
+
+    Args:
+        engine: the engine on the database.
+        url: its URL (tells where an SQLite file lives, for the backup copy).
+
+    Returns:
+        What was found and done.
+
+    Raises:
+        DatabaseTooNew: the database is at a revision this code does not know.
+        UnmanagedDatabase: the database has tables but no revision.
+        StorageError: the copy before an upgrade could not be made safely.
+    """
+    scripts = script_directory()
+    head = scripts.get_current_head()
+    if head is None:  # pragma: no cover - the package always ships revisions
+        raise StorageError("no migrations found in the installed package")
+    known = {script.revision for script in scripts.walk_revisions()}
+
+    async with engine.connect() as conn:
+        state = await conn.run_sync(_read_state)
+        await conn.rollback()
+
+    backup: Path | None = None
+    action: Literal["created", "upgraded", "current"]
+    from_revision = state.revisions[0] if state.revisions else None
+    if not state.revisions:
+        if state.tables:
+            raise UnmanagedDatabase(
+                f"the database {url.render_as_string(hide_password=True)} has tables "
+                f"({', '.join(sorted(state.tables)[:5])}…) but no schema revision: it was "
+                "not created by Roost, or its alembic_version table was lost; point Roost "
+                "at another database, or check its schema and stamp it with alembic"
+            )
+        action = "created"
+    else:
+        unknown = [rev for rev in state.revisions if rev not in known]
+        if unknown:
+            raise DatabaseTooNew(unknown[0], head)
+        action = "current" if state.revisions == (head,) else "upgraded"
+
+    if action == "upgraded" and from_revision is not None:
+        path = sqlite_file(url)
+        if path is not None:
+            async with engine.connect() as conn:
+                backup = await backup_sqlite_database(conn, path, from_revision)
+            logger.info("copied the database to %s before upgrading it", backup)
+        else:
+            logger.info("upgrading a server database: its backups are its operator's")
+
+    if action != "current":
+        started = time.perf_counter()
+        async with engine.connect() as conn:
+            await conn.run_sync(run_alembic_upgrade)
+        logger.info(
+            "database %s from %s to %s in %.2f s",
+            action,
+            from_revision or "empty",
+            head,
+            time.perf_counter() - started,
+        )
+
+    fts_rebuilt = await _check_fulltext(engine) if is_sqlite(url) else False
+    return MigrationOutcome(action, from_revision, head, backup, fts_rebuilt)
