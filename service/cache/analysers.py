@@ -1,0 +1,447 @@
+"""Analysers: which pubsub nodes the cache keeps, what they are, and how to parse their items.
+
+An :class:`Analyser` recognises a node (by name or name prefix, by payload namespace or
+``pubsub#type``, by a callable) and says what it is (``type``, ``subtype``), whether to
+synchronise it (``to_sync``) and how to turn an item's payload into JSON (``parser``). The
+:class:`AnalyserRegistry` holds them in order and answers "which analyser, if any, for this
+node?" — the first one that matches.
+
+Order. Analysers come from three sources, checked in this order:
+
+1. **config** — ``[[cache.rules]]`` tables of the configuration file. They come first
+   because they are what the user asked for on this machine, and must be able to
+   override (or switch off, with ``to_sync = false``) what code ships.
+2. **plugin** — analysers registered from code: the ``roost.analysers`` entry-point group
+   and direct :meth:`AnalyserRegistry.register_analyser` calls. They come before the
+   built-ins so that a plugin can specialise a node the built-ins also claim.
+3. **builtin** — those Roost ships (XEP-0277 microblog and its comment nodes).
+
+Within a source, registration order, unless ``position`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import math
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from roost.service.cache.microblog import ATOM_NS, parse_microblog_entry
+from roost.service.errors import Conflict, InvalidArgument, NotFound
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "roost.analysers"
+MICROBLOG_NODE = "urn:xmpp:microblog:0"
+MICROBLOG_COMMENTS_PREFIX = "urn:xmpp:microblog:0:comments/"
+
+AnalyserSource = Literal["config", "plugin", "builtin"]
+_SOURCE_RANK: dict[AnalyserSource, int] = {"config": 0, "plugin": 1, "builtin": 2}
+
+Parser = Callable[[ET.Element], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class AnalysisContext:
+    """What is known about a node when it is analysed.
+
+    Attributes:
+        profile: the profile asking.
+        service: the pubsub service's JID (the owner's bare JID for PEP).
+        node: the node name.
+        node_type: the node's ``pubsub#type`` when its metadata gave one.
+        payload_namespaces: the namespaces of the payloads of the first items fetched
+            (empty when the node is empty or was not fetched yet).
+        is_pep: whether the service is a PEP service (a bare account JID).
+    """
+
+    profile: str
+    service: str
+    node: str
+    node_type: str | None = None
+    payload_namespaces: frozenset[str] = frozenset()
+    is_pep: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class Analyser:
+    """One rule of the cache: which nodes it recognises and what to do with them.
+
+    Matching: every criterion given must hold, and at least one of ``node``,
+    ``node_prefix``, ``namespace`` and ``match`` must be given.
+
+    - ``node``: the node's name, exactly; ``node_prefix``: the start of its name (at most
+      one of the two).
+    - ``namespace``: a payload namespace seen in the node's first items, or the node's
+      ``pubsub#type``. With a ``node`` or ``node_prefix`` beside it, it is a guard: it
+      fails only when the node's namespaces are known and none is this one (an empty node
+      named as expected still matches). Alone, it must be seen.
+    - ``match``: a callable given the :class:`AnalysisContext`, returning whether it
+      matches; one that raises counts as no match (and is logged).
+
+    Outcome: ``type`` and ``subtype`` (free strings, stored with the node and offered to
+    Search's ``types``/``subtypes``), ``to_sync`` (keep a synchronised copy and answer from
+    it), ``parser`` (payload element → JSON-able dict, stored as the item's parsed data),
+    ``indexed_keys`` (parsed keys worth a database index, e.g. ``("published_ts",)``),
+    ``refresh_interval`` (seconds: refresh a node periodically when it cannot be kept
+    current by events; ``None`` means such a node is not cached).
+    """
+
+    name: str
+    type: str = ""
+    subtype: str | None = None
+    node: str | None = None
+    node_prefix: str | None = None
+    namespace: str | None = None
+    match: Callable[[AnalysisContext], bool] | None = None
+    to_sync: bool = False
+    parser: Parser | None = None
+    indexed_keys: tuple[str, ...] = ()
+    refresh_interval: float | None = None
+
+    def __post_init__(self) -> None:
+        problem = _analyser_problem(self)
+        if problem:
+            raise InvalidArgument(f"analyser {self.name!r}: {problem}")
+
+    def matches(self, context: AnalysisContext) -> bool:
+        """Whether this analyser recognises the node described by ``context``."""
+        if self.node is not None and context.node != self.node:
+            return False
+        if self.node_prefix is not None and not context.node.startswith(self.node_prefix):
+            return False
+        if self.namespace is not None:
+            seen = set(context.payload_namespaces)
+            if context.node_type:
+                seen.add(context.node_type)
+            named = self.node is not None or self.node_prefix is not None
+            if (seen or not named) and self.namespace not in seen:
+                return False
+        if self.match is not None:
+            try:
+                return bool(self.match(context))
+            except Exception:
+                log.exception(
+                    "analyser %r: match() failed on %s node %r; treated as no match",
+                    self.name,
+                    context.service,
+                    context.node,
+                )
+                return False
+        return True
+
+
+def _analyser_problem(analyser: Analyser) -> str | None:
+    if not isinstance(analyser.name, str) or not analyser.name.strip():
+        return "the name must be a non-empty string"
+    if analyser.node is not None and analyser.node_prefix is not None:
+        return "give node or node_prefix, not both"
+    if (
+        analyser.node is None
+        and analyser.node_prefix is None
+        and analyser.namespace is None
+        and analyser.match is None
+    ):
+        return "it matches nothing: give node, node_prefix, namespace or match"
+    if analyser.node_prefix == "":
+        return "node_prefix must not be empty"
+    interval = analyser.refresh_interval
+    if interval is not None and (
+        isinstance(interval, bool)
+        or not isinstance(interval, int | float)
+        or not math.isfinite(interval)
+        or interval <= 0
+    ):
+        return f"refresh_interval must be a positive number of seconds, not {interval!r}"
+    return None
+
+
+@dataclass(frozen=True)
+class _Entry:
+    analyser: Analyser
+    source: AnalyserSource
+
+
+class AnalyserRegistry:
+    """The ordered analysers of one daemon; the first that matches a node wins.
+
+    See the module docstring for the order of the three sources.
+    """
+
+    def __init__(self, *, builtins: bool = True) -> None:
+        self._entries: list[_Entry] = []
+        if builtins:
+            for analyser in builtin_analysers():
+                self.register_analyser(analyser, source="builtin")
+
+    def register_analyser(
+        self,
+        analyser: Analyser,
+        *,
+        position: int | None = None,
+        source: AnalyserSource = "plugin",
+    ) -> None:
+        """Add an analyser, deciding which pubsub nodes the cache keeps and how.
+
+        Analysers are consulted in order when a node is first seen (or re-analysed) and
+        the first whose criteria all hold decides the node's ``type``, ``subtype``,
+        whether it is synchronised (``to_sync``) and how its items are parsed
+        (``parser``); the node keeps that analysis. The order is by source, then by
+        registration: configuration rules first (the user's intent on this machine),
+        then analysers from code (this method, and the ``roost.analysers`` entry
+        points), then the built-ins (XEP-0277 microblog and comments), so code can
+        specialise what Roost ships and the configuration can override both.
+
+        Args:
+            analyser: the :class:`Analyser`; its ``name`` must be unique in the registry.
+            position: where to insert it among the analysers of the same source
+                (0 = before all of them, as in :meth:`list.insert`); ``None`` appends.
+            source: ``"plugin"`` for code (the default), ``"config"`` and ``"builtin"``
+                for the registry's own loaders.
+
+        Raises:
+            Conflict: an analyser of that name is registered already.
+            InvalidArgument: ``analyser`` is not an :class:`Analyser` or ``source`` is
+                unknown.
+        """
+        if not isinstance(analyser, Analyser):
+            raise InvalidArgument(f"expected an Analyser, got {type(analyser).__name__}")
+        if source not in _SOURCE_RANK:
+            raise InvalidArgument(f"unknown analyser source {source!r}")
+        if any(e.analyser.name == analyser.name for e in self._entries):
+            raise Conflict(f"an analyser named {analyser.name!r} is registered already")
+        rank = _SOURCE_RANK[source]
+        start = sum(1 for e in self._entries if _SOURCE_RANK[e.source] < rank)
+        same = sum(1 for e in self._entries if e.source == source)
+        if position is None:
+            offset = same
+        elif position < 0:
+            offset = max(0, same + position)
+        else:
+            offset = min(position, same)
+        self._entries.insert(start + offset, _Entry(analyser, source))
+
+    def unregister(self, name: str) -> Analyser:
+        """Remove the analyser named ``name`` and return it.
+
+        Raises:
+            NotFound: no analyser has that name.
+        """
+        for index, entry in enumerate(self._entries):
+            if entry.analyser.name == name:
+                del self._entries[index]
+                return entry.analyser
+        raise NotFound(f"no analyser named {name!r}")
+
+    def get(self, name: str) -> Analyser | None:
+        """The analyser named ``name``, or ``None``."""
+        return next((e.analyser for e in self._entries if e.analyser.name == name), None)
+
+    def analysers(self) -> list[Analyser]:
+        """Every analyser, in the order they are consulted."""
+        return [e.analyser for e in self._entries]
+
+    def source_of(self, name: str) -> AnalyserSource:
+        """Where the analyser named ``name`` came from.
+
+        Raises:
+            NotFound: no analyser has that name.
+        """
+        for entry in self._entries:
+            if entry.analyser.name == name:
+                return entry.source
+        raise NotFound(f"no analyser named {name!r}")
+
+    def match(self, context: AnalysisContext) -> Analyser | None:
+        """The first analyser recognising the node of ``context``, or ``None``."""
+        for entry in self._entries:
+            if entry.analyser.matches(context):
+                return entry.analyser
+        return None
+
+    def load_entry_points(self) -> list[Analyser]:
+        """Register the analysers of the installed ``roost.analysers`` entry points.
+
+        Each entry point names an :class:`Analyser`, or a callable returning one or a
+        sequence of them. A plugin that fails to import, returns something else, or
+        reuses a taken name is logged and skipped: a broken plugin never stops the
+        daemon.
+
+        Returns:
+            The analysers registered, in order.
+        """
+        added: list[Analyser] = []
+        for entry_point in sorted(
+            importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name
+        ):
+            try:
+                analysers = _analysers_from(entry_point.load())
+                for analyser in analysers:
+                    self.register_analyser(analyser, source="plugin")
+                    added.append(analyser)
+            except Exception as exc:
+                log.error(
+                    "analyser plugin %r (%s) skipped: %s",
+                    entry_point.name,
+                    entry_point.value,
+                    exc,
+                    exc_info=not isinstance(exc, Conflict | InvalidArgument),
+                )
+        return added
+
+    def load_config_rules(self, rules: Iterable[Mapping[str, Any]]) -> list[Analyser]:
+        """Replace the configuration's analysers with ``rules`` (``[[cache.rules]]`` tables).
+
+        A rule holds ``name`` (required), ``node`` or ``node_prefix``, ``namespace``,
+        ``type``, ``subtype``, ``to_sync`` (default false) and ``refresh_interval``
+        (seconds). Every rule is checked before any is registered, so a bad file
+        changes nothing.
+
+        Raises:
+            InvalidArgument: a rule is malformed; the message gives its index (from 0),
+                its name when it has one, and what is wrong.
+        """
+        parsed = [_rule_to_analyser(index, rule) for index, rule in enumerate(rules)]
+        names: dict[str, int] = {}
+        for index, analyser in enumerate(parsed):
+            if analyser.name in names:
+                raise InvalidArgument(
+                    f"cache rule {index}: the name {analyser.name!r} is used by rule "
+                    f"{names[analyser.name]} too"
+                )
+            names[analyser.name] = index
+            taken = next((e for e in self._entries if e.analyser.name == analyser.name), None)
+            if taken is not None and taken.source != "config":
+                raise InvalidArgument(
+                    f"cache rule {index}: the name {analyser.name!r} is taken by a "
+                    f"{taken.source} analyser"
+                )
+        self._entries = [e for e in self._entries if e.source != "config"]
+        for analyser in parsed:
+            self.register_analyser(analyser, source="config")
+        return parsed
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Every analyser as a record for ``ListAnalysers``, in the order they are consulted.
+
+        Keys: ``name``, ``node``, ``node_prefix``, ``namespace``, ``type``, ``subtype``
+        (strings, empty when unset), ``to_sync``, ``has_parser``, ``has_match`` (bools),
+        ``indexed_keys`` (strings), ``refresh_interval`` (seconds, 0 when unset) and
+        ``source`` (``builtin``, ``plugin`` or ``config``).
+        """
+        return [
+            {
+                "name": e.analyser.name,
+                "node": e.analyser.node or "",
+                "node_prefix": e.analyser.node_prefix or "",
+                "namespace": e.analyser.namespace or "",
+                "type": e.analyser.type,
+                "subtype": e.analyser.subtype or "",
+                "to_sync": e.analyser.to_sync,
+                "has_parser": e.analyser.parser is not None,
+                "has_match": e.analyser.match is not None,
+                "indexed_keys": list(e.analyser.indexed_keys),
+                "refresh_interval": float(e.analyser.refresh_interval or 0.0),
+                "source": e.source,
+            }
+            for e in self._entries
+        ]
+
+
+def builtin_analysers() -> list[Analyser]:
+    """The analysers Roost ships: XEP-0277 microblog posts and their comment nodes."""
+    indexed = ("published_ts", "updated_ts", "author_jid", "title")
+    return [
+        Analyser(
+            name="microblog",
+            node=MICROBLOG_NODE,
+            namespace=ATOM_NS,
+            type="blog",
+            to_sync=True,
+            parser=parse_microblog_entry,
+            indexed_keys=indexed,
+        ),
+        Analyser(
+            name="microblog_comments",
+            node_prefix=MICROBLOG_COMMENTS_PREFIX,
+            namespace=ATOM_NS,
+            type="blog",
+            subtype="comment",
+            to_sync=True,
+            parser=parse_microblog_entry,
+            indexed_keys=indexed,
+        ),
+    ]
+
+
+def _analysers_from(loaded: object) -> list[Analyser]:
+    """What an entry point gave, as analysers: the object itself, or what calling it returns."""
+    produced = loaded
+    if not isinstance(loaded, Analyser) and callable(loaded):
+        produced = loaded()
+    if isinstance(produced, Analyser):
+        return [produced]
+    if isinstance(produced, Sequence) and not isinstance(produced, str | bytes):
+        items = list(produced)
+        if items and all(isinstance(item, Analyser) for item in items):
+            return items
+    raise InvalidArgument(
+        f"expected an Analyser or a callable returning one or a list of them, "
+        f"got {type(produced).__name__}"
+    )
+
+
+_RULE_KEYS = {
+    "name",
+    "node",
+    "node_prefix",
+    "namespace",
+    "type",
+    "subtype",
+    "to_sync",
+    "refresh_interval",
+}
+_RULE_STRINGS = ("name", "node", "node_prefix", "namespace", "type", "subtype")
+
+
+def _rule_to_analyser(index: int, rule: Mapping[str, Any]) -> Analyser:
+    """One ``[[cache.rules]]`` table as an analyser, or InvalidArgument saying what is wrong."""
+    if not isinstance(rule, Mapping):
+        raise InvalidArgument(f"cache rule {index}: expected a table, got {type(rule).__name__}")
+    label = f"cache rule {index}" + (
+        f" ({rule['name']!r})" if isinstance(rule.get("name"), str) else ""
+    )
+    unknown = sorted(set(rule) - _RULE_KEYS)
+    if unknown:
+        raise InvalidArgument(
+            f"{label}: unknown key(s) {', '.join(unknown)}; "
+            f"a rule may hold {', '.join(sorted(_RULE_KEYS))}"
+        )
+    for key in _RULE_STRINGS:
+        if key in rule and not isinstance(rule[key], str):
+            raise InvalidArgument(f"{label}: {key} must be a string, not {rule[key]!r}")
+    if "name" not in rule:
+        raise InvalidArgument(f"{label}: name is required")
+    if not any(key in rule for key in ("node", "node_prefix", "namespace")):
+        raise InvalidArgument(f"{label}: give node, node_prefix or namespace to match on")
+    to_sync = rule.get("to_sync", False)
+    if not isinstance(to_sync, bool):
+        raise InvalidArgument(f"{label}: to_sync must be true or false, not {to_sync!r}")
+    try:
+        return Analyser(
+            name=rule["name"],
+            node=rule.get("node"),
+            node_prefix=rule.get("node_prefix"),
+            namespace=rule.get("namespace"),
+            type=rule.get("type", ""),
+            subtype=rule.get("subtype"),
+            to_sync=to_sync,
+            refresh_interval=rule.get("refresh_interval"),
+        )
+    except InvalidArgument as exc:
+        # Analyser's own check names the analyser; the user needs the rule's index.
+        detail = exc.message.partition(": ")[2] or exc.message
+        raise InvalidArgument(f"{label}: {detail}") from None
