@@ -325,9 +325,11 @@ def _in_reply_to(element: ET.Element, base: str | None) -> dict[str, str | None]
 def _geoloc(element: ET.Element) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     for child in element:
-        if not isinstance(child.tag, str):
+        # Comments and processing instructions have a function as their tag.
+        tag: object = child.tag
+        if not isinstance(tag, str):
             continue
-        name = child.tag.rpartition("}")[2]
+        name = tag.rpartition("}")[2]
         text = "".join(child.itertext()).strip()
         if name in _GEOLOC_NUMBERS:
             try:

@@ -32,9 +32,13 @@ _URI = re.compile(
 )
 _SPACE = re.compile(r"\s+")
 # Elements that separate words ("a<br/>b" is two words, "a<b>b</b>" is one).
-_BREAKING_TAGS = frozenset(
-    ["address", "article", "aside", "blockquote", "br", "dd", "div", "dl", "dt", "figcaption", "figure", "footer", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr", "img", "li", "main", "nav", "ol", "p", "pre", "section", "table", "td", "th", "tr", "ul"]
-)
+# fmt: off
+_BREAKING_TAGS = frozenset({
+    "address", "article", "aside", "blockquote", "br", "dd", "div", "dl", "dt", "figcaption",
+    "figure", "footer", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr", "img", "li",
+    "main", "nav", "ol", "p", "pre", "section", "table", "td", "th", "tr", "ul",
+})
+# fmt: on
 
 
 def search_text_for(parsed: Any | None, payload: ET.Element | None) -> str:
