@@ -1,0 +1,189 @@
+"""``roostd``: the daemon's entry point.
+
+Start-up order: read the config, set up logging, open (and migrate) the database, build
+the :class:`~roost.service.backend.Backend`, then start every bridge of the
+``roost.bridges`` entry-point group. Loading bridges by entry point keeps this layer free
+of D-Bus: the D-Bus bridge is one plugin (``dbus = roost.bridge.server:DBusBridge``).
+
+SIGTERM and SIGINT stop the bridges (no new calls; calls in flight finish), close the
+sessions and the database, and exit 0. A failure the user can fix (name already owned,
+bus unreachable, database newer than the code, bad config) is one line on stderr and a
+non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Protocol
+
+from roost.service.backend import Backend
+from roost.service.config import LOG_LEVELS, Config, ConfigError, load_config
+from roost.storage.errors import DatabaseTooNew, StorageError
+
+log = logging.getLogger("roost.daemon")
+
+BRIDGE_GROUP = "roost.bridges"
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+
+
+class StartupError(Exception):
+    """A start-up failure the user can act on; its message is printed as the one line."""
+
+
+class Bridge(Protocol):
+    """What the daemon expects of a bridge class from the ``roost.bridges`` group."""
+
+    def __init__(self, backend: Backend, options: argparse.Namespace) -> None: ...
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """Add the bridge's own command-line options."""
+        ...
+
+    async def start(self) -> None:
+        """Serve; raise :class:`StartupError` for a failure the user can fix."""
+        ...
+
+    async def wait_closed(self) -> str:
+        """Return (with a reason) when the bridge stopped serving by itself."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop taking calls, let the calls in flight finish, and disconnect."""
+        ...
+
+
+def load_bridge_classes() -> list[type[Bridge]]:
+    """The bridge classes registered in the ``roost.bridges`` entry-point group."""
+    classes: list[type[Bridge]] = []
+    for entry in sorted(metadata.entry_points(group=BRIDGE_GROUP), key=lambda e: e.name):
+        classes.append(entry.load())
+    return classes
+
+
+def build_parser(bridges: Sequence[type[Bridge]]) -> argparse.ArgumentParser:
+    """The command-line parser, with every bridge's options."""
+    parser = argparse.ArgumentParser(
+        prog="roostd", description="Roost: the XMPP backend daemon on the session bus."
+    )
+    parser.add_argument("--config", type=Path, metavar="FILE", help="TOML configuration file")
+    parser.add_argument(
+        "--database",
+        metavar="URL",
+        help="database URL (default: the config's, ROOST_DATABASE_URL, or an SQLite file "
+        "under the XDG data directory)",
+    )
+    parser.add_argument(
+        "--log-level", choices=LOG_LEVELS, help="log level (default: the config's, or info)"
+    )
+    for bridge in bridges:
+        bridge.add_arguments(parser)
+    return parser
+
+
+class _JournalFormatter(logging.Formatter):
+    """``<priority>logger: message``: journald reads the priority prefix and stamps time."""
+
+    PRIORITIES = {
+        logging.DEBUG: 7,
+        logging.INFO: 6,
+        logging.WARNING: 4,
+        logging.ERROR: 3,
+        logging.CRITICAL: 2,
+    }
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Prefix each line with its syslog priority, so tracebacks keep theirs too."""
+        priority = self.PRIORITIES.get(record.levelno, 6)
+        text = super().format(record)
+        return "\n".join(f"<{priority}>{line}" for line in text.splitlines())
+
+
+def setup_logging(level: int) -> None:
+    """Log to stderr; without timestamps when journald takes the stream (it adds them)."""
+    handler = logging.StreamHandler(sys.stderr)
+    if os.environ.get("JOURNAL_STREAM"):
+        handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+async def serve(
+    config: Config, options: argparse.Namespace, bridge_classes: Sequence[type[Bridge]]
+) -> int:
+    """Run the daemon until a signal or a lost bridge; return the exit status."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+
+    try:
+        backend = await Backend.open(config, options.database)
+    except DatabaseTooNew as err:
+        raise StartupError(f"cannot open the database: {err}") from None
+    except (StorageError, OSError) as err:
+        raise StartupError(f"cannot open the database: {err}") from None
+
+    bridges: list[Bridge] = []
+    status = 0
+    try:
+        for cls in bridge_classes:
+            bridge = cls(backend, options)
+            await bridge.start()
+            bridges.append(bridge)
+        log.info("roostd %s ready", backend.version)
+
+        stopped = asyncio.ensure_future(stop.wait())
+        lost = [asyncio.ensure_future(bridge.wait_closed()) for bridge in bridges]
+        done, pending = await asyncio.wait([stopped, *lost], return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        if stopped in done:
+            log.info("stopping on signal")
+        else:
+            reason = next(task.result() for task in done if task is not stopped)
+            log.error("stopping: %s", reason)
+            status = EXIT_FAILURE
+    finally:
+        for bridge in reversed(bridges):
+            try:
+                await bridge.stop()
+            except Exception:
+                log.exception("stopping a bridge failed")
+        await backend.close()
+    log.info("stopped")
+    return status
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``roostd`` console script."""
+    bridge_classes = load_bridge_classes()
+    options = build_parser(bridge_classes).parse_args(argv)
+    try:
+        config = load_config(options.config)
+    except ConfigError as err:
+        print(f"roostd: {err}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
+    setup_logging(logging.getLevelName((options.log_level or config.log_level).upper()))
+    try:
+        status = asyncio.run(serve(config, options, bridge_classes))
+    except StartupError as err:
+        print(f"roostd: {err}", file=sys.stderr)
+        raise SystemExit(EXIT_FAILURE) from None
+    raise SystemExit(status)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+"""Parameters and the namespaced key/value store, per profile or global.
+
+A ``profile`` argument is a profile name, ``""`` for the default profile, or
+:data:`GLOBAL` (``@global@``) for values that belong to no profile.
+
+Limits, checked before anything is stored (a refused call changes nothing):
+
+- category, parameter name, namespace and key: 1 to :data:`MAX_NAME_LENGTH` (255)
+  printable characters; a category or namespace may not start with ``@`` (reserved);
+- parameter value: at most :data:`MAX_PARAM_LENGTH` (65536) characters;
+- stored value: its JSON encoding at most :data:`MAX_VALUE_BYTES` (65536) bytes, its
+  type tag at most 255 characters; NaN and infinities are refused (JSON has none);
+- at most :data:`MAX_KEYS_PER_NAMESPACE` (1024) keys per namespace and profile, and at
+  most as many keys asked for in one :meth:`SettingsService.get_values` call, so that
+  a whole namespace always fits in one reply.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from roost.service.errors import InvalidArgument, NotFound
+from roost.service.events import EventHub, ParamChanged
+from roost.service.profiles import ProfileService
+from roost.storage.database import Database
+
+log = logging.getLogger(__name__)
+
+GLOBAL = "@global@"
+MAX_NAME_LENGTH = 255
+MAX_PARAM_LENGTH = 65536
+MAX_VALUE_BYTES = 65536
+MAX_TYPE_LENGTH = 255
+MAX_KEYS_PER_NAMESPACE = 1024
+
+
+def check_name(kind: str, value: str, *, reserved_prefix: bool = False) -> str:
+    """Return ``value`` if it is a usable category/name/namespace/key."""
+    if not isinstance(value, str) or not value:
+        raise InvalidArgument(f"the {kind} is empty")
+    if len(value) > MAX_NAME_LENGTH:
+        raise InvalidArgument(f"the {kind} is longer than {MAX_NAME_LENGTH} characters")
+    if not value.isprintable():
+        raise InvalidArgument(f"the {kind} {value!r} contains non-printable characters")
+    if reserved_prefix and value.startswith("@"):
+        raise InvalidArgument(f"the {kind} {value!r} starts with '@', which Roost reserves")
+    return value
+
+
+def _check_text(kind: str, value: str, limit: int) -> str:
+    if len(value) > limit:
+        raise InvalidArgument(f"the {kind} is longer than {limit} characters")
+    if "\x00" in value:
+        raise InvalidArgument(f"the {kind} contains a NUL character")
+    # Lone surrogates cannot be stored as UTF-8.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgument(f"the {kind} is not valid Unicode text") from None
+    return value
+
+
+class SettingsService:
+    """Reads and writes parameters and key/value entries; announces parameter changes."""
+
+    def __init__(self, db: Database, events: EventHub, profiles: ProfileService) -> None:
+        self._db = db
+        self._events = events
+        self._profiles = profiles
+
+    async def _owner(self, profile: str) -> str | None:
+        """The storage owner of ``profile``: a profile name, or None for global."""
+        if profile == GLOBAL:
+            return None
+        return await self._profiles.resolve(profile)
+
+    async def get_param(self, profile: str, category: str, name: str) -> str:
+        """The parameter's value.
+
+        Raises:
+            NotFound: the profile or the parameter does not exist.
+        """
+        check_name("category", category)
+        check_name("parameter name", name)
+        owner = await self._owner(profile)
+        value = await self._db.params.get_param(owner, category, name)
+        if value is None:
+            raise NotFound(f"no parameter {category}/{name} for {owner or GLOBAL}")
+        return value
+
+    async def set_param(self, profile: str, category: str, name: str, value: str) -> None:
+        """Store a parameter and announce it with :class:`ParamChanged`."""
+        check_name("category", category, reserved_prefix=True)
+        check_name("parameter name", name)
+        _check_text("parameter value", value, MAX_PARAM_LENGTH)
+        owner = await self._owner(profile)
+        await self._db.params.set_param(owner, category, name, value)
+        self._events.publish(ParamChanged(owner or GLOBAL, category, name, value))
+
+    async def list_params(self, profile: str, category: str) -> dict[str, str]:
+        """Every parameter of ``category``, name to value (empty when there is none)."""
+        check_name("category", category)
+        owner = await self._owner(profile)
+        return dict(await self._db.params.list_params(owner, category))
+
+    async def get_values(
+        self, profile: str, namespace: str, keys: Sequence[str]
+    ) -> dict[str, tuple[str, Any]]:
+        """The stored values of ``keys`` (every key when empty) as (type tag, value).
+
+        Keys that are not stored are absent from the result.
+        """
+        check_name("namespace", namespace)
+        if len(keys) > MAX_KEYS_PER_NAMESPACE:
+            raise InvalidArgument(f"at most {MAX_KEYS_PER_NAMESPACE} keys may be asked for at once")
+        for key in keys:
+            check_name("key", key)
+        owner = await self._owner(profile)
+        found = await self._db.values.get_values(owner, namespace, list(keys))
+        return {key: (typed.value_type, typed.value) for key, typed in found.items()}
+
+    async def set_value(
+        self, profile: str, namespace: str, key: str, value_type: str, value: Any
+    ) -> None:
+        """Store ``value`` (JSON-able) with its type tag under ``namespace``/``key``."""
+        check_name("namespace", namespace, reserved_prefix=True)
+        check_name("key", key)
+        if not isinstance(value_type, str) or not value_type or len(value_type) > MAX_TYPE_LENGTH:
+            raise InvalidArgument(f"the value's type must be 1 to {MAX_TYPE_LENGTH} characters")
+        try:
+            encoded = json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        except (TypeError, ValueError, UnicodeEncodeError) as err:
+            raise InvalidArgument(f"the value cannot be stored: {err}") from None
+        if len(encoded) > MAX_VALUE_BYTES:
+            raise InvalidArgument(
+                f"the value takes {len(encoded)} bytes encoded, more than the "
+                f"{MAX_VALUE_BYTES} allowed; store large data elsewhere"
+            )
+        owner = await self._owner(profile)
+        existing = await self._db.values.get_values(owner, namespace, [key])
+        if key not in existing:
+            count = len(await self._db.values.get_values(owner, namespace, []))
+            if count >= MAX_KEYS_PER_NAMESPACE:
+                raise InvalidArgument(
+                    f"the namespace {namespace!r} holds {MAX_KEYS_PER_NAMESPACE} keys "
+                    "already, the most it may; delete some first"
+                )
+        await self._db.values.set_value(owner, namespace, key, value_type, value)
+
+    async def delete_value(self, profile: str, namespace: str, key: str) -> None:
+        """Remove ``namespace``/``key``.
+
+        Raises:
+            NotFound: nothing is stored there.
+        """
+        check_name("namespace", namespace)
+        check_name("key", key)
+        owner = await self._owner(profile)
+        if not await self._db.values.delete_value(owner, namespace, key):
+            raise NotFound(f"no value {namespace}/{key} for {owner or GLOBAL}")
