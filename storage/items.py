@@ -1,0 +1,452 @@
+"""The store of cached pubsub items: writes in batches, paged reads, purges.
+
+A node's items are kept in the order the server gives (oldest first) by ``position``,
+which grows with every write: a republished item moves to the end, as on the servers.
+Paging is done in SQL with keyset conditions on ``position`` (never an OFFSET scan for
+``before``/``after``), with exactly the semantics described in :meth:`ItemStore.get_items`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import Float, String, Table, Text, bindparam, delete, func, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from roost.storage.dialect import dialect_for
+from roost.storage.errors import InvalidQuery, RowNotFound
+from roost.storage.item_records import (
+    DEFAULT_PAGE_SIZE,
+    ItemInput,
+    ItemPage,
+    ItemRecord,
+)
+from roost.storage.models import Profile, PubsubItem, PubsubNode
+from roost.storage.search import parse_path
+
+log = logging.getLogger(__name__)
+
+_items: Table = PubsubItem.__table__  # type: ignore[assignment]
+_nodes: Table = PubsubNode.__table__  # type: ignore[assignment]
+_profiles: Table = Profile.__table__  # type: ignore[assignment]
+
+# Rows per executemany call: large enough to amortise the round trip through the async
+# driver's thread, small enough to keep the parameter list's memory modest.
+_WRITE_CHUNK = 1000
+_RECORD_COLUMNS = (
+    _items.c.item_id,
+    _items.c.publisher,
+    _items.c.data,
+    _items.c.parsed,
+    _items.c.created,
+    _items.c.updated,
+)
+_UPDATED_ON_CONFLICT = ("publisher", "position", "data", "parsed", "search_text", "updated")
+
+
+def _record(row: Any) -> ItemRecord:
+    return ItemRecord(row[0], row[1], row[2], row[3], row[4], row[5])
+
+
+def _check_count(name: str, value: int | None) -> None:
+    if value is not None and (isinstance(value, bool) or value < 0):
+        raise InvalidQuery(f"{name} must be a non-negative integer, not {value!r}")
+
+
+def parsed_key_index_name(path: str) -> str:
+    """The name of the expression index :meth:`ItemStore.ensure_parsed_key_index` creates.
+
+    ``ix_parsed_`` and the path with dots doubled; a path holding ``-`` or ``_`` also
+    gets a short hash, so that two different paths never share a name.
+    """
+    name = "ix_parsed_" + path.replace(".", "__").replace("-", "_")
+    if "-" in path or "_" in path:
+        name += "_" + hashlib.sha1(path.encode()).hexdigest()[:8]
+    return name
+
+
+class ItemStore:
+    """Cached pubsub items of the nodes in ``pubsub_nodes``.
+
+    Every method runs in one transaction, named after the method in the debug log.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        """Bind the store to ``engine`` (its dialect picks the dialect-specific SQL)."""
+        self._engine = engine
+        self._dialect = dialect_for(engine)
+        self._upsert = self._dialect.upsert(
+            _items,
+            {
+                "node_id": bindparam("node_id"),
+                "item_id": bindparam("item_id", type_=String()),
+                "publisher": bindparam("publisher", type_=String()),
+                "position": bindparam("position"),
+                "data": bindparam("data", type_=Text()),
+                # Serialised here, so that None is stored as SQL NULL, not JSON null.
+                "parsed": bindparam("parsed", type_=Text()),
+                "search_text": bindparam("search_text", type_=Text()),
+                "created": bindparam("created", type_=Float()),
+                "updated": bindparam("updated", type_=Float()),
+            },
+            conflict=("node_id", "item_id"),
+            update=_UPDATED_ON_CONFLICT,
+        )
+
+    @asynccontextmanager
+    async def _transaction(self, name: str, *, write: bool) -> AsyncIterator[AsyncConnection]:
+        start = time.perf_counter()
+        if write:
+            async with self._engine.begin() as conn:
+                yield conn
+        else:
+            async with self._engine.connect() as conn:
+                yield conn
+        log.debug("transaction %s: %.1f ms", name, (time.perf_counter() - start) * 1000)
+
+    async def upsert_items(self, node_id: int, items: Sequence[ItemInput]) -> int:
+        """Store items in a node, replacing those with the same id.
+
+        Each item gets a position after every other item of the node, in the order given,
+        so a republished item moves to the end. An existing item keeps its ``created``.
+
+        Args:
+            node_id: the node's row id.
+            items: the items, oldest first.
+
+        Returns:
+            How many items were written.
+        """
+        if not items:
+            return 0
+        now = time.time()
+        async with self._transaction("upsert_items", write=True) as conn:
+            top = await conn.scalar(
+                select(func.max(_items.c.position)).where(_items.c.node_id == node_id)
+            )
+            base = int(top or 0)
+            rows = [
+                {
+                    "node_id": node_id,
+                    "item_id": it.item_id,
+                    "publisher": it.publisher,
+                    "position": base + n,
+                    "data": it.data,
+                    "parsed": None
+                    if it.parsed is None
+                    else json.dumps(it.parsed, ensure_ascii=False, separators=(",", ":")),
+                    "search_text": it.search_text,
+                    "created": now if it.created is None else it.created,
+                    "updated": now,
+                }
+                for n, it in enumerate(items, start=1)
+            ]
+            for start in range(0, len(rows), _WRITE_CHUNK):
+                await conn.execute(self._upsert, rows[start : start + _WRITE_CHUNK])
+        return len(items)
+
+    async def delete_items(self, node_id: int, item_ids: Sequence[str]) -> int:
+        """Delete items of a node by id.
+
+        Args:
+            node_id: the node's row id.
+            item_ids: ids to delete; ids not in the node are ignored.
+
+        Returns:
+            How many items were deleted.
+        """
+        if not item_ids:
+            return 0
+        async with self._transaction("delete_items", write=True) as conn:
+            result = await conn.execute(
+                delete(_items).where(
+                    _items.c.node_id == node_id, self._dialect.in_values(_items.c.item_id, item_ids)
+                )
+            )
+        return int(result.rowcount)
+
+    async def delete_items_not_in(self, node_id: int, keep_ids: Sequence[str]) -> int:
+        """Delete every item of a node whose id is not in ``keep_ids``.
+
+        Args:
+            node_id: the node's row id.
+            keep_ids: the ids to keep (those the server still has).
+
+        Returns:
+            How many items were deleted.
+        """
+        async with self._transaction("delete_items_not_in", write=True) as conn:
+            result = await conn.execute(
+                delete(_items).where(
+                    _items.c.node_id == node_id,
+                    ~self._dialect.in_values(_items.c.item_id, keep_ids),
+                )
+            )
+        return int(result.rowcount)
+
+    async def clear_node(self, node_id: int) -> int:
+        """Delete every item of a node.
+
+        Args:
+            node_id: the node's row id.
+
+        Returns:
+            How many items were deleted.
+        """
+        async with self._transaction("clear_node", write=True) as conn:
+            result = await conn.execute(delete(_items).where(_items.c.node_id == node_id))
+        return int(result.rowcount)
+
+    async def trim_node(self, node_id: int, keep: int) -> int:
+        """Delete a node's oldest items beyond the newest ``keep``.
+
+        Args:
+            node_id: the node's row id.
+            keep: how many of the newest items stay.
+
+        Returns:
+            How many items were deleted.
+
+        Raises:
+            InvalidQuery: ``keep`` is negative.
+        """
+        _check_count("keep", keep)
+        async with self._transaction("trim_node", write=True) as conn:
+            beyond = (
+                select(_items.c.id)
+                .where(_items.c.node_id == node_id)
+                .order_by(_items.c.position.desc())
+                .limit(-1)
+                .offset(keep)
+            )
+            result = await conn.execute(delete(_items).where(_items.c.id.in_(beyond)))
+        return int(result.rowcount)
+
+    async def count_items(self, node_id: int) -> int:
+        """How many items a node holds.
+
+        Args:
+            node_id: the node's row id.
+
+        Returns:
+            The number of items.
+        """
+        async with self._transaction("count_items", write=False) as conn:
+            count = await conn.scalar(
+                select(func.count()).select_from(_items).where(_items.c.node_id == node_id)
+            )
+        return int(count or 0)
+
+    async def list_item_ids(self, node_id: int) -> list[tuple[str, float]]:
+        """The ids of a node's items with when each was last written, in node order.
+
+        Args:
+            node_id: the node's row id.
+
+        Returns:
+            ``(item_id, updated)`` pairs, oldest first.
+        """
+        async with self._transaction("list_item_ids", write=False) as conn:
+            result = await conn.execute(
+                select(_items.c.item_id, _items.c.updated)
+                .where(_items.c.node_id == node_id)
+                .order_by(_items.c.position)
+            )
+            return [(row[0], row[1]) for row in result]
+
+    async def get_item(self, node_id: int, item_id: str) -> ItemRecord | None:
+        """One item of a node.
+
+        Args:
+            node_id: the node's row id.
+            item_id: the item's id.
+
+        Returns:
+            The item, or None when the node does not hold it.
+        """
+        async with self._transaction("get_item", write=False) as conn:
+            row = (
+                await conn.execute(
+                    select(*_RECORD_COLUMNS).where(
+                        _items.c.node_id == node_id, _items.c.item_id == item_id
+                    )
+                )
+            ).first()
+        return None if row is None else _record(row)
+
+    async def get_items(
+        self,
+        node_id: int,
+        *,
+        item_ids: Sequence[str] | None = None,
+        max_items: int | None = None,
+        before: str | None = None,
+        after: str | None = None,
+        index: int | None = None,
+        page_size: int = DEFAULT_PAGE_SIZE,
+    ) -> ItemPage:
+        """Read a page of a node's items, as a pubsub service with RSM answers.
+
+        L is the node's items oldest first, only those in ``item_ids`` when given.
+        Without ``before``/``after``/``index``: the newest ``max_items`` of L (oldest
+        first), complete when that is all of L; without ``max_items`` all of L. With
+        ``after``: the first N items strictly after that item (``""``: from the start),
+        complete when the page reaches the end of L. With ``before``: the last N items
+        strictly before it (``""``: from the end), complete when the page reaches the
+        start. With ``index``: ``L[index:index + N]``, complete when it reaches the end.
+        N is ``max_items``, else ``page_size``.
+
+        Args:
+            node_id: the node's row id.
+            item_ids: restrict L to these ids.
+            max_items: the page size, or the newest N when no other paging is given.
+            before: an item id of L, or ``""`` for the last page.
+            after: an item id of L, or ``""`` for the first page.
+            index: a position in L.
+            page_size: N when ``max_items`` is None and paging is given.
+
+        Returns:
+            The page, with first/last ids, first_index, count and complete.
+
+        Raises:
+            RowNotFound: ``before``/``after`` names an item not in L.
+            InvalidQuery: conflicting or negative paging arguments.
+        """
+        for name, value in (("max_items", max_items), ("index", index), ("page_size", page_size)):
+            _check_count(name, value)
+        if before is not None and after is not None:
+            raise InvalidQuery("give either before or after, not both")
+        if index is not None and (before is not None or after is not None):
+            raise InvalidQuery("index cannot be combined with before or after")
+        size = page_size if max_items is None else max_items
+        where = [_items.c.node_id == node_id]
+        if item_ids is not None:
+            where.append(self._dialect.in_values(_items.c.item_id, item_ids))
+        pos = _items.c.position
+
+        async with self._transaction("get_items", write=False) as conn:
+
+            async def fetch(*extra: Any, desc: bool = False, offset: int = 0) -> list[Any]:
+                stmt = select(*_RECORD_COLUMNS).where(*where, *extra)
+                stmt = stmt.order_by(pos.desc() if desc else pos)
+                if size is not None and (before is not None or after is not None or desc):
+                    stmt = stmt.limit(size)
+                if index is not None:
+                    stmt = stmt.limit(size).offset(offset)
+                rows = list(await conn.execute(stmt))
+                return rows[::-1] if desc else rows
+
+            async def count(*extra: Any) -> int:
+                stmt = select(func.count()).select_from(_items).where(*where, *extra)
+                return int(await conn.scalar(stmt) or 0)
+
+            total = await count()
+            anchor = after if after is not None else before
+            if anchor:
+                anchor_pos = await conn.scalar(
+                    select(pos).where(*where, _items.c.item_id == anchor)
+                )
+                if anchor_pos is None:
+                    raise RowNotFound(f"item {anchor!r} is not in the node's item list")
+            if after is not None:
+                if after:
+                    rows = await fetch(pos > anchor_pos)
+                    first_index = await count(pos <= anchor_pos)
+                else:
+                    rows, first_index = await fetch(), 0
+                complete = first_index + len(rows) >= total
+            elif before is not None:
+                rows = (
+                    await fetch(pos < anchor_pos, desc=True) if before else await fetch(desc=True)
+                )
+                first_index = (await count(pos < anchor_pos) if before else total) - len(rows)
+                complete = first_index == 0
+            elif index is not None:
+                rows = await fetch(offset=index)
+                first_index = min(index, total)
+                complete = first_index + len(rows) >= total
+            elif max_items is not None:
+                rows = await fetch(desc=True)
+                first_index, complete = total - len(rows), max_items >= total
+            else:
+                rows, first_index, complete = await fetch(), 0, True
+
+        records = [_record(r) for r in rows]
+        return ItemPage(
+            items=records,
+            first=records[0].item_id if records else None,
+            last=records[-1].item_id if records else None,
+            first_index=first_index,
+            count=total,
+            complete=complete,
+        )
+
+    async def purge_items(
+        self,
+        *,
+        profiles: Sequence[str] | None = None,
+        services: Sequence[str] | None = None,
+        nodes: Sequence[str] | None = None,
+        types: Sequence[str] | None = None,
+        older_than: float | None = None,
+    ) -> int:
+        """Delete cached items matching every filter given (no filter: every item).
+
+        Args:
+            profiles: profile names.
+            services: pubsub service JIDs.
+            nodes: node names.
+            types: node types (from their analysers).
+            older_than: a timestamp; only items last written before it go.
+
+        Returns:
+            How many items were deleted.
+        """
+        node_filter = []
+        for column, values in (
+            (_profiles.c.name, profiles),
+            (_nodes.c.service, services),
+            (_nodes.c.name, nodes),
+            (_nodes.c.type, types),
+        ):
+            if values is not None:
+                node_filter.append(self._dialect.in_values(column, values))
+        stmt = delete(_items)
+        if node_filter:
+            matching_nodes = (
+                select(_nodes.c.id)
+                .join(_profiles, _profiles.c.id == _nodes.c.profile_id)
+                .where(*node_filter)
+            )
+            stmt = stmt.where(_items.c.node_id.in_(matching_nodes))
+        if older_than is not None:
+            stmt = stmt.where(_items.c.updated < older_than)
+        async with self._transaction("purge_items", write=True) as conn:
+            result = await conn.execute(stmt)
+        return int(result.rowcount)
+
+    async def ensure_parsed_key_index(self, path: str) -> None:
+        """Index the parsed data's value at ``path``, for equality filters in searches.
+
+        The index is on exactly the expression a search writes for that path (an
+        expression index serves only an identical expression), named by
+        :func:`parsed_key_index_name`; it is created only when missing.
+
+        Args:
+            path: a dotted key path, as in search filters.
+
+        Raises:
+            InvalidQuery: the path is not a plain key path.
+        """
+        segments = parse_path(path)
+        ddl = self._dialect.expression_index_ddl(
+            parsed_key_index_name(path), _items.name, _items.c.parsed.name, segments
+        )
+        async with self._transaction("ensure_parsed_key_index", write=True) as conn:
+            await conn.exec_driver_sql(ddl)

@@ -1,0 +1,395 @@
+"""Cache search: the query model, its validation, and the SQL it becomes.
+
+A query is data (a mapping, as a D-Bus ``a{sv}`` gives it) and never SQL: every key,
+operator, path and value is checked by :meth:`SearchQuery.from_mapping`, which raises
+:class:`~roost.storage.errors.InvalidQuery` with a message a person can act on. Values are
+bound as parameters; paths, checked against a strict grammar, are written as literals so
+that expression indexes apply (see :mod:`roost.storage.dialect`).
+
+Semantics of the ``parsed`` filters (each ``{path, op, value}``):
+
+- ``path`` is a dotted key path into the parsed data: segments are keys
+  (``[A-Za-z_][A-Za-z0-9_-]*``) or non-negative integers, which index arrays
+  (``tags.0``).
+- Values compare as JSON values do in Python, kind with kind: numbers as numbers
+  (integers and reals together), strings as strings (by code point), booleans only with
+  ``eq``/``ne``/``in``/``not_in``/``contains``/``overlap``. A value of another JSON kind
+  than the operand, or a missing one, never matches, for any operator (``ne`` and
+  ``not_in`` included). JSON null is not an operand.
+- ``lt`` is strict, ``le`` is ``<=``, ``between [low, high]`` includes both ends.
+- ``in``/``not_in``/``overlap`` take a list of values of one kind; an empty ``in`` or
+  ``overlap`` list matches nothing, an empty ``not_in`` is refused.
+- ``like`` (case-sensitive) and ``ilike`` (ignoring case, non-ASCII letters included)
+  take a pattern where ``%`` is any run of characters, ``_`` one character, and a
+  backslash makes the next character literal; they match strings only.
+- ``contains``: the value at the path is an array holding the operand;
+  ``overlap``: an array sharing at least one element with the operand list.
+
+``fts`` is full text over each item's indexed text. Its words and ``"quoted phrases"``
+are all required (AND) and matched as plain words: FTS5 syntax (``OR``, ``NOT``, ``*``,
+``NEAR``, column filters) is not interpreted, so no input can make a malformed query.
+Terms without a letter or digit are dropped.
+
+Results are ordered by ``order_by`` (keys of the parsed data, or the ``created`` /
+``updated`` fields; items lacking a key come after those having it in either direction),
+then newest first; without ``order_by``, newest first (``created`` descending, then the
+most recently stored). ``limit`` defaults to :data:`DEFAULT_SEARCH_LIMIT` and may not pass
+:data:`MAX_SEARCH_LIMIT`, which keeps every answer bounded.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, Table, and_, false, or_, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from roost.storage.dialect import Dialect, JsonKind, JsonPath, dialect_for, path_label
+from roost.storage.errors import InvalidQuery
+from roost.storage.item_records import SearchHit
+from roost.storage.models import Profile, PubsubItem, PubsubNode
+
+DEFAULT_SEARCH_LIMIT = 100
+MAX_SEARCH_LIMIT = 1000
+
+_items: Table = PubsubItem.__table__  # type: ignore[assignment]
+_nodes: Table = PubsubNode.__table__  # type: ignore[assignment]
+_profiles: Table = Profile.__table__  # type: ignore[assignment]
+
+LIST_KEYS = ("profiles", "services", "nodes", "types", "subtypes", "item_ids")
+QUERY_KEYS = (*LIST_KEYS, "fts", "parsed", "order_by", "limit", "offset")
+COMPARE_OPS = ("eq", "ne", "lt", "le", "gt", "ge")
+ORDERED_OPS = ("lt", "le", "gt", "ge", "between")
+LIST_OPS = ("in", "not_in", "overlap")
+OPERATORS = (*COMPARE_OPS, "in", "not_in", "between", "like", "ilike", "contains", "overlap")
+ORDER_FIELDS = ("created", "updated")
+
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
+_INDEX = re.compile(r"(0|[1-9][0-9]*)\Z")
+_FTS_TERM = re.compile(r'"([^"]*)(?:"|$)|([^\s"]+)')
+_INT64 = 2**63
+
+
+def parse_path(path: Any) -> JsonPath:
+    """Check a dotted key path and split it into segments (integers for array indexes).
+
+    Raises:
+        InvalidQuery: the path is not a string of plain keys and indexes.
+    """
+    if not isinstance(path, str) or not path:
+        raise InvalidQuery(f"a path must be a non-empty string like 'author.name', not {path!r}")
+    segments: list[str | int] = []
+    for seg in path.split("."):
+        if _INDEX.match(seg):
+            segments.append(int(seg))
+        elif _KEY.match(seg):
+            segments.append(seg)
+        else:
+            raise InvalidQuery(
+                f"path {path!r}: segment {seg!r} is neither a key (letters, digits, '_', '-', "
+                "not starting with a digit or '-') nor an array index (a non-negative integer)"
+            )
+    return tuple(segments)
+
+
+def value_kind(value: Any) -> JsonKind | None:
+    """The JSON kind of a scalar operand, or None when it is not a usable scalar."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "number" if -_INT64 <= value < _INT64 else None
+    if isinstance(value, float):
+        return "number" if math.isfinite(value) else None
+    if isinstance(value, str):
+        return "string"
+    return None
+
+
+def fts_expression(text: Any) -> str:
+    """Turn user text into an FTS5 query of quoted words and phrases, all required.
+
+    Raises:
+        InvalidQuery: not a string, or no word to search for.
+    """
+    if not isinstance(text, str):
+        raise InvalidQuery(f"fts must be a string, not {type(text).__name__}")
+    terms = [m.group(1) if m.group(1) is not None else m.group(2) for m in _FTS_TERM.finditer(text)]
+    quoted = ['"' + t.strip() + '"' for t in terms if any(c.isalnum() for c in t)]
+    if not quoted:
+        raise InvalidQuery(f"fts {text!r} holds no word to search for")
+    return " ".join(quoted)
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedFilter:
+    """One validated filter on the parsed data.
+
+    Attributes:
+        path: the path's segments.
+        op: the operator.
+        value: the operand (a tuple for list operators and ``between``).
+        kind: the JSON kind the operand compares with.
+    """
+
+    path: JsonPath
+    op: str
+    value: Any
+    kind: JsonKind
+
+    @classmethod
+    def from_mapping(cls, spec: Any) -> ParsedFilter:
+        """Validate one ``{path, op, value}`` mapping.
+
+        Raises:
+            InvalidQuery: a missing or unknown key, bad path, unknown operator, or a value
+                of the wrong type for the operator.
+        """
+        if not isinstance(spec, Mapping) or set(spec) != {"path", "op", "value"}:
+            raise InvalidQuery(
+                f"each parsed filter is a mapping with exactly path, op and value, not {spec!r}"
+            )
+        path, op, value = parse_path(spec["path"]), spec["op"], spec["value"]
+        where = f"filter on {path_label(path)!r}"
+        if op not in OPERATORS:
+            raise InvalidQuery(
+                f"{where}: unknown operator {op!r}; use one of {', '.join(OPERATORS)}"
+            )
+        if op in LIST_OPS or op == "between":
+            if not isinstance(value, list | tuple):
+                raise InvalidQuery(f"{where}: {op} takes a list of values, not {value!r}")
+            kinds = {value_kind(v) for v in value}
+            if None in kinds or len(kinds) > 1:
+                raise InvalidQuery(
+                    f"{where}: {op} takes values of one kind (strings, numbers or booleans), "
+                    f"not {value!r}"
+                )
+            if op == "between" and len(value) != 2:
+                raise InvalidQuery(f"{where}: between takes [low, high], not {value!r}")
+            if op == "not_in" and not value:
+                raise InvalidQuery(f"{where}: not_in needs at least one value")
+            kind: JsonKind = next((k for k in kinds if k is not None), "string")
+            value = tuple(value)
+        else:
+            found = value_kind(value)
+            if found is None:
+                raise InvalidQuery(
+                    f"{where}: {op} takes a string, a finite number or a boolean, not {value!r}"
+                )
+            kind = found
+        if op in ORDERED_OPS and kind == "boolean":
+            raise InvalidQuery(f"{where}: {op} compares strings or numbers, not booleans")
+        if op in ("like", "ilike") and kind != "string":
+            raise InvalidQuery(f"{where}: {op} takes a pattern string, not {value!r}")
+        return cls(path, op, value, kind)
+
+
+@dataclass(frozen=True, slots=True)
+class OrderKey:
+    """One sort key: a path into the parsed data, or a field (``created``/``updated``)."""
+
+    path: JsonPath | None
+    field: str | None
+    descending: bool
+
+    @classmethod
+    def from_mapping(cls, spec: Any) -> OrderKey:
+        """Validate one ``{path|field, direction}`` mapping.
+
+        Raises:
+            InvalidQuery: both or neither of path and field, an unknown field or direction.
+        """
+        if not isinstance(spec, Mapping) or not set(spec) <= {"path", "field", "direction"}:
+            raise InvalidQuery(
+                f"each order_by entry is a mapping of path or field, and direction, not {spec!r}"
+            )
+        if ("path" in spec) == ("field" in spec):
+            raise InvalidQuery(f"an order_by entry needs either path or field: {dict(spec)!r}")
+        direction = spec.get("direction", "asc")
+        if direction not in ("asc", "desc"):
+            raise InvalidQuery(f"order_by direction must be 'asc' or 'desc', not {direction!r}")
+        if "field" in spec:
+            if spec["field"] not in ORDER_FIELDS:
+                raise InvalidQuery(
+                    f"order_by field must be one of {', '.join(ORDER_FIELDS)}, "
+                    f"not {spec['field']!r}"
+                )
+            return cls(None, spec["field"], direction == "desc")
+        return cls(parse_path(spec["path"]), None, direction == "desc")
+
+
+def _str_list(key: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise InvalidQuery(f"{key} must be a list of strings, not {value!r}")
+    return tuple(value)
+
+
+def _count(key: str, value: Any, maximum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidQuery(f"{key} must be a non-negative integer, not {value!r}")
+    if maximum is not None and value > maximum:
+        raise InvalidQuery(f"{key} may be at most {maximum}, not {value}; page with offset")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class SearchQuery:
+    """A validated cache search; build it with :meth:`from_mapping`.
+
+    The list filters are None when absent; an empty list is the same as absent.
+    """
+
+    profiles: tuple[str, ...] | None = None
+    services: tuple[str, ...] | None = None
+    nodes: tuple[str, ...] | None = None
+    types: tuple[str, ...] | None = None
+    subtypes: tuple[str, ...] | None = None
+    item_ids: tuple[str, ...] | None = None
+    fts: str | None = None
+    parsed: tuple[ParsedFilter, ...] = ()
+    order_by: tuple[OrderKey, ...] = ()
+    limit: int = DEFAULT_SEARCH_LIMIT
+    offset: int = 0
+
+    @classmethod
+    def from_mapping(cls, query: Mapping[str, Any]) -> SearchQuery:
+        """Validate a query mapping (the keys of the module documentation).
+
+        Raises:
+            InvalidQuery: with what is wrong and what is expected.
+        """
+        unknown = sorted(set(query) - set(QUERY_KEYS))
+        if unknown:
+            raise InvalidQuery(
+                f"unknown search key(s) {', '.join(unknown)}; known: {', '.join(QUERY_KEYS)}"
+            )
+        lists = {k: _str_list(k, query[k]) or None for k in LIST_KEYS if k in query}
+        parsed = query.get("parsed", [])
+        order_by = query.get("order_by", [])
+        for key, value in (("parsed", parsed), ("order_by", order_by)):
+            if not isinstance(value, list | tuple):
+                raise InvalidQuery(f"{key} must be a list of mappings, not {value!r}")
+        return cls(
+            **lists,
+            fts=fts_expression(query["fts"]) if "fts" in query else None,
+            parsed=tuple(ParsedFilter.from_mapping(f) for f in parsed),
+            order_by=tuple(OrderKey.from_mapping(o) for o in order_by),
+            limit=_count("limit", query.get("limit", DEFAULT_SEARCH_LIMIT), MAX_SEARCH_LIMIT),
+            offset=_count("offset", query.get("offset", 0)),
+        )
+
+
+def _filter_condition(d: Dialect, f: ParsedFilter) -> ColumnElement[bool]:
+    col, path, op, kind = _items.c.parsed, f.path, f.op, f.kind
+    if op in ("contains", "overlap"):
+        values = (f.value,) if op == "contains" else f.value
+        return d.array_has_any(col, path, kind, values) if values else false()
+    if op == "in" and not f.value:
+        return false()
+    if kind == "boolean":
+        wanted = {f.value} if op in ("eq", "ne") else set(f.value)
+        if op in ("ne", "not_in"):
+            wanted = {True, False} - wanted
+        return or_(false(), *(d.json_is_bool(col, path, b) for b in wanted))
+    value = d.json_value(col, path)
+    conditions: dict[str, Any] = {
+        "eq": lambda: value == f.value,
+        "ne": lambda: value != f.value,
+        "lt": lambda: value < f.value,
+        "le": lambda: value <= f.value,
+        "gt": lambda: value > f.value,
+        "ge": lambda: value >= f.value,
+        "between": lambda: value.between(f.value[0], f.value[1]),
+        "in": lambda: value.in_(list(f.value)),
+        "not_in": lambda: value.not_in(list(f.value)),
+        "like": lambda: d.like(value, f.value, ignore_case=False),
+        "ilike": lambda: d.like(value, f.value, ignore_case=True),
+    }
+    # The equality comes first so that an expression index on the value is usable.
+    return and_(conditions[op](), d.json_is(col, path, kind))
+
+
+def build_search(query: SearchQuery, dialect: Dialect) -> Select[Any]:
+    """The SELECT statement answering ``query`` (columns in :class:`SearchHit` order)."""
+    stmt = (
+        select(
+            _items.c.item_id,
+            _items.c.publisher,
+            _items.c.data,
+            _items.c.parsed,
+            _items.c.created,
+            _items.c.updated,
+            _profiles.c.name,
+            _nodes.c.service,
+            _nodes.c.name,
+            _nodes.c.type,
+            _nodes.c.subtype,
+        )
+        .join_from(_items, _nodes, _nodes.c.id == _items.c.node_id)
+        .join(_profiles, _profiles.c.id == _nodes.c.profile_id)
+    )
+    for column, values in (
+        (_profiles.c.name, query.profiles),
+        (_nodes.c.service, query.services),
+        (_nodes.c.name, query.nodes),
+        (_nodes.c.type, query.types),
+        (_nodes.c.subtype, query.subtypes),
+        (_items.c.item_id, query.item_ids),
+    ):
+        if values:
+            stmt = stmt.where(dialect.in_values(column, values))
+    if query.fts is not None:
+        stmt = stmt.where(dialect.fulltext_match(_items.c.id, query.fts))
+    for f in query.parsed:
+        stmt = stmt.where(_filter_condition(dialect, f))
+    order: list[Any] = []
+    for key in query.order_by:
+        if key.path is not None:
+            expr = dialect.json_value(_items.c.parsed, key.path)
+            order.append(expr.is_(None))  # missing keys last, in either direction
+        else:
+            expr = _items.c[key.field or "created"]
+        order.append(expr.desc() if key.descending else expr.asc())
+    if not query.order_by:
+        order.append(_items.c.created.desc())
+    order.append(_items.c.id.desc())
+    return stmt.order_by(*order).limit(query.limit).offset(query.offset)
+
+
+class SearchStore:
+    """Searches across every cached item (the Database facade's ``db.search``)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        """Bind the store to ``engine`` (its dialect picks the dialect-specific SQL)."""
+        self._engine = engine
+        self._dialect = dialect_for(engine)
+
+    async def search_items(self, query: SearchQuery) -> list[SearchHit]:
+        """Run a validated search.
+
+        Args:
+            query: from :meth:`SearchQuery.from_mapping`.
+
+        Returns:
+            At most ``query.limit`` hits, in the query's order.
+        """
+        async with self._engine.connect() as conn:
+            result = await conn.execute(build_search(query, self._dialect))
+            return [SearchHit(*row) for row in result]
+
+    async def search(self, query: Mapping[str, Any]) -> list[SearchHit]:
+        """Validate a query mapping and run it.
+
+        Args:
+            query: the query keys of the module documentation.
+
+        Returns:
+            The hits, as :meth:`search_items` returns them.
+
+        Raises:
+            InvalidQuery: the query is malformed.
+        """
+        return await self.search_items(SearchQuery.from_mapping(query))
