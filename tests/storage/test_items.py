@@ -1,0 +1,278 @@
+"""The item store on a real SQLite file: writes, deletes, reads, purges, indexes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import insert, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from roost.storage.engine import create_engine
+from roost.storage.errors import InvalidQuery, RowNotFound
+from roost.storage.fulltext import SQLITE_FTS_DDL, sqlite_fts_is_consistent
+from roost.storage.item_records import ItemInput
+from roost.storage.items import ItemStore, parsed_key_index_name
+from roost.storage.models import Base, Profile, PubsubNode
+from roost.storage.search import SearchQuery, SearchStore
+
+
+@dataclass
+class Stores:
+    """An open database with its item and search stores and a few nodes."""
+
+    engine: AsyncEngine
+    items: ItemStore
+    search: SearchStore
+    nodes: dict[str, int]
+
+
+# (profile, service, node, type, subtype) of the nodes every test database holds.
+NODES = {
+    "blog": ("alice", "pubsub.example.org", "urn:xmpp:microblog:0", "blog", None),
+    "news": ("alice", "news.example.org", "news", "feed", "atom"),
+    "bob_blog": ("bob", "pubsub.example.org", "urn:xmpp:microblog:0", "blog", None),
+}
+
+
+async def open_stores(path: Path) -> Stores:
+    """Create the schema in a new SQLite file, with two profiles and the nodes of NODES."""
+    engine = create_engine(f"sqlite+aiosqlite:///{path}")
+    async with engine.begin() as conn:
+        await conn.run_sync(Base.metadata.create_all)
+        for ddl in SQLITE_FTS_DDL:
+            await conn.execute(text(ddl))
+        profile_ids = {}
+        for n, name in enumerate(("alice", "bob"), start=1):
+            await conn.execute(
+                insert(Profile).values(
+                    id=n, name=name, jid=f"{name}@example.org", password="x", options={}, created=0
+                )
+            )
+            profile_ids[name] = n
+        nodes = {}
+        for n, (key, (profile, service, node, type_, subtype)) in enumerate(NODES.items(), start=1):
+            await conn.execute(
+                insert(PubsubNode).values(
+                    id=n,
+                    profile_id=profile_ids[profile],
+                    service=service,
+                    name=node,
+                    type=type_,
+                    subtype=subtype,
+                    extra={},
+                )
+            )
+            nodes[key] = n
+    return Stores(engine, ItemStore(engine), SearchStore(engine), nodes)
+
+
+def item(item_id: str, text_: str = "", parsed: object = None, created: float | None = None):  # type: ignore[no-untyped-def]
+    """An ItemInput with XML made from its id."""
+    return ItemInput(
+        item_id=item_id,
+        publisher="alice@example.org",
+        data=f"<item xmlns='http://jabber.org/protocol/pubsub' id='{item_id}'/>",
+        parsed=parsed,
+        search_text=text_ or f"text of {item_id}",
+        created=created,
+    )
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Stores]:
+    stores = await open_stores(tmp_path / "roost.sqlite")
+    yield stores
+    await stores.engine.dispose()
+
+
+def ids(records: Sequence[object]) -> list[str]:
+    return [r.item_id for r in records]  # type: ignore[attr-defined]
+
+
+async def test_upsert_orders_items_and_republish_moves_to_end(db: Stores) -> None:
+    blog = db.nodes["blog"]
+    assert await db.items.upsert_items(blog, [item("a"), item("b"), item("c")]) == 3
+    before = await db.items.get_item(blog, "a")
+    assert before is not None
+    await db.items.upsert_items(blog, [item("a", parsed={"v": 2})])
+    page = await db.items.get_items(blog)
+    assert ids(page.items) == ["b", "c", "a"]
+    after = await db.items.get_item(blog, "a")
+    assert after is not None
+    assert after.parsed == {"v": 2}
+    assert after.created == before.created
+    assert after.updated >= before.updated
+    assert await db.items.count_items(blog) == 3
+    assert [i for i, _ in await db.items.list_item_ids(blog)] == ["b", "c", "a"]
+
+
+async def test_created_is_given_or_kept_and_parsed_none_is_sql_null(db: Stores) -> None:
+    blog = db.nodes["blog"]
+    await db.items.upsert_items(blog, [item("a", created=1000.0)])
+    await db.items.upsert_items(blog, [item("a", created=2000.0)])
+    record = await db.items.get_item(blog, "a")
+    assert record is not None
+    assert record.created == 1000.0
+    assert record.parsed is None
+    assert record.data.startswith("<item ")
+    async with db.engine.connect() as conn:
+        assert (await conn.scalar(text("SELECT parsed IS NULL FROM pubsub_items"))) == 1
+
+
+async def test_same_id_in_two_nodes_is_two_items(db: Stores) -> None:
+    await db.items.upsert_items(db.nodes["blog"], [item("a", parsed={"n": 1})])
+    await db.items.upsert_items(db.nodes["news"], [item("a", parsed={"n": 2})])
+    first = await db.items.get_item(db.nodes["blog"], "a")
+    second = await db.items.get_item(db.nodes["news"], "a")
+    assert first is not None and second is not None
+    assert (first.parsed, second.parsed) == ({"n": 1}, {"n": 2})
+    assert await db.items.get_item(db.nodes["bob_blog"], "a") is None
+
+
+async def test_large_batch_is_written_whole(db: Stores) -> None:
+    blog = db.nodes["blog"]
+    batch = [item(f"i{n}") for n in range(2500)]
+    assert await db.items.upsert_items(blog, batch) == 2500
+    assert [i for i, _ in await db.items.list_item_ids(blog)] == [f"i{n}" for n in range(2500)]
+    async with db.engine.connect() as conn:
+        assert await sqlite_fts_is_consistent(conn)
+
+
+async def test_deletes(db: Stores) -> None:
+    blog, news = db.nodes["blog"], db.nodes["news"]
+    await db.items.upsert_items(blog, [item(x) for x in "abcdef"])
+    await db.items.upsert_items(news, [item(x) for x in "abc"])
+    assert await db.items.delete_items(blog, ["a", "zz"]) == 1
+    assert await db.items.delete_items(blog, []) == 0
+    assert await db.items.delete_items_not_in(blog, ["b", "c", "nope"]) == 3
+    assert [i for i, _ in await db.items.list_item_ids(blog)] == ["b", "c"]
+    assert await db.items.count_items(news) == 3
+    assert await db.items.clear_node(news) == 3
+    assert await db.items.count_items(news) == 0
+    assert await db.items.count_items(blog) == 2
+
+
+async def test_trim_keeps_the_newest(db: Stores) -> None:
+    blog = db.nodes["blog"]
+    await db.items.upsert_items(blog, [item(x) for x in "abcdef"])
+    await db.items.upsert_items(blog, [item("a")])  # now the newest
+    assert await db.items.trim_node(blog, 3) == 3
+    assert [i for i, _ in await db.items.list_item_ids(blog)] == ["e", "f", "a"]
+    assert await db.items.trim_node(blog, 10) == 0
+    assert await db.items.trim_node(blog, 0) == 3
+    with pytest.raises(InvalidQuery):
+        await db.items.trim_node(blog, -1)
+
+
+async def test_deleted_items_leave_the_fulltext_index(db: Stores) -> None:
+    blog = db.nodes["blog"]
+    await db.items.upsert_items(blog, [item("a", "marmalade"), item("b", "toast")])
+    query = SearchQuery.from_mapping({"fts": "marmalade"})
+    assert ids(await db.search.search_items(query)) == ["a"]
+    await db.items.upsert_items(blog, [item("a", "jam")])
+    assert await db.search.search_items(query) == []
+    await db.items.delete_items(blog, ["b"])
+    assert await db.search.search_items(SearchQuery.from_mapping({"fts": "toast"})) == []
+    async with db.engine.connect() as conn:
+        assert await sqlite_fts_is_consistent(conn)
+
+
+async def test_get_items_paging_examples(db: Stores) -> None:
+    blog = db.nodes["blog"]
+    await db.items.upsert_items(blog, [item(x) for x in "abcdefg"])
+    page = await db.items.get_items(blog, max_items=3)
+    assert (ids(page.items), page.first, page.last) == (["e", "f", "g"], "e", "g")
+    assert (page.first_index, page.count, page.complete) == (4, 7, False)
+    page = await db.items.get_items(blog, max_items=2, before="e")
+    assert (ids(page.items), page.first_index, page.complete) == (["c", "d"], 2, False)
+    page = await db.items.get_items(blog, max_items=5, before="c")
+    assert (ids(page.items), page.first_index, page.complete) == (["a", "b"], 0, True)
+    page = await db.items.get_items(blog, max_items=3, after="")
+    assert (ids(page.items), page.complete) == (["a", "b", "c"], False)
+    page = await db.items.get_items(blog, max_items=3, after="e")
+    assert (ids(page.items), page.first_index, page.complete) == (["f", "g"], 5, True)
+    page = await db.items.get_items(blog, max_items=3, after="g")
+    assert (page.items, page.first, page.last, page.complete) == ([], None, None, True)
+    page = await db.items.get_items(blog, max_items=2, index=3)
+    assert (ids(page.items), page.first_index) == (["d", "e"], 3)
+    page = await db.items.get_items(blog, item_ids=["g", "b", "zz", "d"], before="", max_items=2)
+    assert (ids(page.items), page.count, page.first_index) == (["d", "g"], 3, 1)
+    page = await db.items.get_items(blog, before="", page_size=4)
+    assert ids(page.items) == ["d", "e", "f", "g"]
+
+
+async def test_get_items_refuses_unknown_anchor_and_bad_arguments(db: Stores) -> None:
+    blog = db.nodes["blog"]
+    await db.items.upsert_items(blog, [item(x) for x in "abc"])
+    with pytest.raises(RowNotFound):
+        await db.items.get_items(blog, after="zz")
+    with pytest.raises(RowNotFound):  # in the node, but not in the item_ids list
+        await db.items.get_items(blog, before="a", item_ids=["b", "c"])
+    with pytest.raises(RowNotFound):  # another node's item
+        await db.items.get_items(db.nodes["news"], after="a")
+    with pytest.raises(InvalidQuery):
+        await db.items.get_items(blog, after="a", before="c")
+    with pytest.raises(InvalidQuery):
+        await db.items.get_items(blog, after="a", index=1)
+    with pytest.raises(InvalidQuery):
+        await db.items.get_items(blog, max_items=-1)
+
+
+async def test_purge_by_filters(db: Stores) -> None:
+    for key in db.nodes:
+        await db.items.upsert_items(db.nodes[key], [item(x) for x in "abc"])
+    async with db.engine.begin() as conn:
+        await conn.execute(text("UPDATE pubsub_items SET updated = 100 WHERE item_id = 'a'"))
+    assert await db.items.purge_items(profiles=["bob"], older_than=200) == 1
+    assert await db.items.count_items(db.nodes["bob_blog"]) == 2
+    assert await db.items.purge_items(types=["feed"]) == 3
+    assert await db.items.purge_items(services=["pubsub.example.org"], nodes=["nope"]) == 0
+    assert await db.items.purge_items(older_than=200) == 1  # alice's blog "a"
+    assert await db.items.count_items(db.nodes["blog"]) == 2
+    assert await db.items.purge_items() == 4
+    assert await db.items.purge_items() == 0
+
+
+async def test_parsed_key_index_is_used_by_equality_search(db: Stores) -> None:
+    blog = db.nodes["blog"]
+    await db.items.upsert_items(
+        blog, [item(f"i{n}", parsed={"author": {"name": f"user{n % 3}"}}) for n in range(9)]
+    )
+    await db.items.ensure_parsed_key_index("author.name")
+    await db.items.ensure_parsed_key_index("author.name")  # idempotent
+    name = parsed_key_index_name("author.name")
+    assert name == "ix_parsed_author__name"
+    query = SearchQuery.from_mapping(
+        {"parsed": [{"path": "author.name", "op": "eq", "value": "user1"}]}
+    )
+    from roost.storage.dialect import SQLiteDialect
+    from roost.storage.search import build_search
+
+    stmt = build_search(query, SQLiteDialect())
+    compiled = stmt.compile(db.engine.sync_engine, compile_kwargs={"literal_binds": True})
+    async with db.engine.connect() as conn:
+        plan = (await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}")).all()
+    assert any(name in row[-1] for row in plan), plan
+    assert sorted(ids(await db.search.search_items(query))) == ["i1", "i4", "i7"]
+    with pytest.raises(InvalidQuery):
+        await db.items.ensure_parsed_key_index("author;drop")
+
+
+def test_index_names_never_collide() -> None:
+    paths = ["a.b", "a__b", "a-b", "a_b", "a._b", "a_.b", "tags.0"]
+    assert len({parsed_key_index_name(p) for p in paths}) == len(paths)
+
+
+async def test_search_hit_carries_location(db: Stores) -> None:
+    await db.items.upsert_items(
+        db.nodes["news"], [item("n1", "breaking story", parsed={"title": "T"}, created=5.0)]
+    )
+    [hit] = await db.search.search({"fts": "story"})
+    assert (hit.profile, hit.service, hit.node) == ("alice", "news.example.org", "news")
+    assert (hit.type, hit.subtype, hit.created) == ("feed", "atom", 5.0)
+    assert hit.record().parsed == {"title": "T"}
+    assert json.loads(json.dumps(hit.parsed)) == {"title": "T"}
