@@ -1,0 +1,44 @@
+"""Roost's storage layer: the schema, its migrations, and the async stores over it.
+
+Open the database with :meth:`Database.open`; reach each concern through the facade
+(``db.profiles``, ``db.params``, ``db.values``, ``db.nodes``, ``db.items``,
+``db.search``). Nothing outside this package touches the database directly.
+"""
+
+from roost.storage.database import Database
+from roost.storage.engine import default_database_path, resolve_database_url
+from roost.storage.errors import (
+    AlreadyExists,
+    DatabaseTooNew,
+    InvalidQuery,
+    RowNotFound,
+    StorageError,
+)
+from roost.storage.migrate import MigrationOutcome, UnmanagedDatabase, prepare_database
+from roost.storage.nodes import NodeStore
+from roost.storage.params import ParamStore
+from roost.storage.profiles import ProfileStore
+from roost.storage.records import NODE_STATES, NodeRecord, ProfileRecord, TypedValue
+from roost.storage.values import ValueStore
+
+__all__ = [
+    "NODE_STATES",
+    "AlreadyExists",
+    "Database",
+    "DatabaseTooNew",
+    "InvalidQuery",
+    "MigrationOutcome",
+    "NodeRecord",
+    "NodeStore",
+    "ParamStore",
+    "ProfileRecord",
+    "ProfileStore",
+    "RowNotFound",
+    "StorageError",
+    "TypedValue",
+    "UnmanagedDatabase",
+    "ValueStore",
+    "default_database_path",
+    "prepare_database",
+    "resolve_database_url",
+]

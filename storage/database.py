@@ -1,0 +1,123 @@
+"""The storage facade: one object that opens the database and carries every store.
+
+The service layer holds one :class:`Database` and reaches each concern through it
+(``db.profiles``, ``db.nodes``, ``db.items``…); nothing above this package sees an
+engine, a session or SQL.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from roost.storage.engine import create_engine, resolve_database_url
+from roost.storage.migrate import MigrationOutcome, prepare_database
+from roost.storage.nodes import NodeStore
+from roost.storage.params import ParamStore
+from roost.storage.profiles import ProfileStore
+from roost.storage.values import ValueStore
+
+if TYPE_CHECKING:
+    from roost.storage.items import ItemStore
+    from roost.storage.search import SearchStore
+
+logger = logging.getLogger(__name__)
+
+
+def _optional_store(module: str, name: str, engine: AsyncEngine) -> Any:
+    # The item and search stores are built beside this module; until their modules are
+    # there, the facade still opens, and asking for them says why they are missing.
+    try:
+        found = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name != module:
+            raise
+        return None
+    return getattr(found, name)(engine)
+
+
+class Database:
+    """An open database, brought to the current schema, with its stores.
+
+    Build it with :meth:`open`; close it with :meth:`close` (or ``async with``).
+
+    Attributes:
+        engine: the async engine.
+        url: the database URL.
+        migration: what :func:`~roost.storage.migrate.prepare_database` did at open.
+        profiles, params, values, nodes: the stores of those concerns.
+    """
+
+    def __init__(self, engine: AsyncEngine, url: URL, migration: MigrationOutcome) -> None:
+        self.engine = engine
+        self.url = url
+        self.migration = migration
+        sessions = async_sessionmaker[AsyncSession](engine, expire_on_commit=False)
+        self.profiles = ProfileStore(sessions)
+        self.params = ParamStore(sessions)
+        self.values = ValueStore(sessions)
+        self.nodes = NodeStore(sessions)
+        self._items = _optional_store("roost.storage.items", "ItemStore", engine)
+        self._search = _optional_store("roost.storage.search", "SearchStore", engine)
+
+    @classmethod
+    async def open(cls, url: str | URL | None = None) -> Database:
+        """Open the database at ``url``, creating or migrating it as needed.
+
+        Args:
+            url: the database URL; None for ``ROOST_DATABASE_URL``, else the default
+                SQLite file under the XDG data directory.
+
+        Returns:
+            The open database.
+
+        Raises:
+            DatabaseTooNew: the database was written by a newer Roost.
+            UnmanagedDatabase: the database has tables but no schema revision.
+        """
+        if isinstance(url, URL):
+            url = url.render_as_string(hide_password=False)
+        resolved = resolve_database_url(url)
+        engine = create_engine(resolved)
+        try:
+            outcome = await prepare_database(engine, resolved)
+        except BaseException:
+            await engine.dispose()
+            raise
+        logger.info(
+            "database %s: %s at %s",
+            resolved.render_as_string(hide_password=True),
+            outcome.action,
+            outcome.to_revision,
+        )
+        return cls(engine, resolved, outcome)
+
+    @property
+    def items(self) -> ItemStore:
+        """The cached pubsub items."""
+        if self._items is None:
+            raise RuntimeError("this build of roost.storage has no item store")
+        store: ItemStore = self._items
+        return store
+
+    @property
+    def search(self) -> SearchStore:
+        """Searches across the cache."""
+        if self._search is None:
+            raise RuntimeError("this build of roost.storage has no search store")
+        store: SearchStore = self._search
+        return store
+
+    async def close(self) -> None:
+        """Close every connection of the engine."""
+        await self.engine.dispose()
+
+    async def __aenter__(self) -> Database:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()

@@ -1,0 +1,181 @@
+"""Profiles: the XMPP accounts the daemon keeps, and the store base the other stores share.
+
+Every other per-profile table refers to a profile by id; callers name profiles, so the
+name-to-id lookup lives here beside the transaction helper every store uses.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, cast
+
+from sqlalchemy import delete, select
+from sqlalchemy.engine import CursorResult, Result
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from roost.storage.errors import AlreadyExists, RowNotFound
+from roost.storage.models import Profile
+from roost.storage.records import ProfileRecord
+
+logger = logging.getLogger(__name__)
+
+
+class Store:
+    """Base of the stores: one session per named transaction.
+
+    Args:
+        engine: the engine, or a session factory bound to it (tests and the facade may
+            share one factory between stores).
+    """
+
+    def __init__(self, engine: AsyncEngine | async_sessionmaker[AsyncSession]) -> None:
+        if isinstance(engine, async_sessionmaker):
+            self._sessions = engine
+        else:
+            # Records are built before commit returns; nothing is read after it.
+            self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+
+    @asynccontextmanager
+    async def transaction(self, name: str) -> AsyncIterator[AsyncSession]:
+        """A session in a transaction, committed on success, logged under ``name``.
+
+        The name says in the logs which store call a slow or failed transaction was.
+        """
+        started = time.perf_counter()
+        try:
+            async with self._sessions() as session, session.begin():
+                yield session
+        except Exception:
+            logger.debug("transaction %s failed after %.1f ms", name, _ms_since(started))
+            raise
+        logger.debug("transaction %s took %.1f ms", name, _ms_since(started))
+
+    @staticmethod
+    async def profile_id(session: AsyncSession, profile: str | None) -> int | None:
+        """The id of the profile named ``profile``; None stays None (global scope).
+
+        Raises:
+            RowNotFound: no profile has that name.
+        """
+        if profile is None:
+            return None
+        found = await session.scalar(select(Profile.id).where(Profile.name == profile))
+        if found is None:
+            raise RowNotFound(f"no profile named {profile!r}")
+        return found
+
+
+def affected_rows(result: Result[Any]) -> int:
+    """How many rows an UPDATE or DELETE touched."""
+    # DML results are cursor results; Session.execute is typed with the general Result.
+    return cast(CursorResult[Any], result).rowcount
+
+
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
+
+
+def _record(row: Profile) -> ProfileRecord:
+    return ProfileRecord(
+        id=row.id,
+        name=row.name,
+        jid=row.jid,
+        password=row.password,
+        options=dict(row.options),
+        created=row.created,
+    )
+
+
+class ProfileStore(Store):
+    """Create, read, change and delete profiles."""
+
+    async def create_profile(
+        self, name: str, jid: str, password: str, options: Mapping[str, Any] | None = None
+    ) -> ProfileRecord:
+        """Create a profile.
+
+        Args:
+            name: the profile's unique name.
+            jid: the account's bare JID.
+            password: the account's password (stored as given; the file is 0600).
+            options: connection overrides and flags (JSON-able).
+
+        Returns:
+            The new profile.
+
+        Raises:
+            AlreadyExists: a profile has that name.
+        """
+        try:
+            async with self.transaction("create_profile") as session:
+                exists = await session.scalar(select(Profile.id).where(Profile.name == name))
+                if exists is not None:
+                    raise AlreadyExists(f"a profile named {name!r} exists already")
+                row = Profile(
+                    name=name,
+                    jid=jid,
+                    password=password,
+                    options=dict(options or {}),
+                    created=time.time(),
+                )
+                session.add(row)
+                await session.flush()
+                return _record(row)
+        except IntegrityError as exc:  # created by a concurrent call since the check
+            raise AlreadyExists(f"a profile named {name!r} exists already") from exc
+
+    async def get_profile(self, name: str) -> ProfileRecord:
+        """The profile named ``name``.
+
+        Raises:
+            RowNotFound: no profile has that name.
+        """
+        async with self.transaction("get_profile") as session:
+            row = await session.scalar(select(Profile).where(Profile.name == name))
+            if row is None:
+                raise RowNotFound(f"no profile named {name!r}")
+            return _record(row)
+
+    async def list_profiles(self) -> list[ProfileRecord]:
+        """Every profile, ordered by name."""
+        async with self.transaction("list_profiles") as session:
+            rows = await session.scalars(select(Profile).order_by(Profile.name))
+            return [_record(row) for row in rows]
+
+    async def update_profile_options(self, name: str, options: Mapping[str, Any]) -> ProfileRecord:
+        """Replace the options of the profile named ``name``.
+
+        Returns:
+            The profile as it is now.
+
+        Raises:
+            RowNotFound: no profile has that name.
+        """
+        async with self.transaction("update_profile_options") as session:
+            row = await session.scalar(select(Profile).where(Profile.name == name))
+            if row is None:
+                raise RowNotFound(f"no profile named {name!r}")
+            row.options = dict(options)
+            await session.flush()
+            return _record(row)
+
+    async def delete_profile(self, name: str) -> None:
+        """Delete a profile with its params, values, nodes and cached items.
+
+        The database cascades the delete (foreign keys with ON DELETE CASCADE).
+
+        Raises:
+            RowNotFound: no profile has that name.
+        """
+        async with self.transaction("delete_profile") as session:
+            result = await session.execute(
+                delete(Profile)
+                .where(Profile.name == name)
+                .execution_options(synchronize_session=False)
+            )
+            if not affected_rows(result):
+                raise RowNotFound(f"no profile named {name!r}")

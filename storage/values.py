@@ -1,0 +1,112 @@
+"""The namespaced key/value store for frontends and plugins, per profile or global.
+
+Each value keeps the type tag its writer gave (the D-Bus bridge writes the D-Bus
+signature), so that it can be handed back with the same type: JSON alone cannot tell an
+``int32`` from a ``uint64``, or a struct from an array.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import JSON, ColumnElement, delete, select
+
+from roost.storage.models import StoredValue
+from roost.storage.profiles import Store, affected_rows
+from roost.storage.records import TypedValue
+
+
+def _scope(profile_id: int | None, namespace: str) -> ColumnElement[bool]:
+    # "= NULL" is never true in SQL: the global scope needs IS NULL.
+    owner = (
+        StoredValue.profile_id.is_(None)
+        if profile_id is None
+        else StoredValue.profile_id == profile_id
+    )
+    return owner & (StoredValue.namespace == namespace)
+
+
+class ValueStore(Store):
+    """Read, write and delete namespaced values. A ``profile`` of None means global."""
+
+    async def get_values(
+        self, profile: str | None, namespace: str, keys: Sequence[str] = ()
+    ) -> dict[str, TypedValue]:
+        """Values of a namespace.
+
+        Args:
+            profile: the profile's name, or None for the global scope.
+            namespace: the namespace the keys live in.
+            keys: the keys wanted; empty for every key of the namespace.
+
+        Returns:
+            The values found, by key; a key that was never set is simply absent.
+
+        Raises:
+            RowNotFound: no profile has that name.
+        """
+        async with self.transaction("get_values") as session:
+            profile_id = await self.profile_id(session, profile)
+            query = select(StoredValue.key, StoredValue.value_type, StoredValue.value).where(
+                _scope(profile_id, namespace)
+            )
+            if keys:
+                query = query.where(StoredValue.key.in_(list(keys)))
+            rows = await session.execute(query.order_by(StoredValue.key))
+            return {key: TypedValue(value_type, value) for key, value_type, value in rows}
+
+    async def set_value(
+        self, profile: str | None, namespace: str, key: str, value_type: str, value: Any
+    ) -> None:
+        """Set a value, creating it or replacing it.
+
+        Args:
+            profile: the profile's name, or None for the global scope.
+            namespace: the namespace of the key.
+            key: the key.
+            value_type: an opaque type tag, handed back with the value.
+            value: a JSON-able value (tuples come back as lists).
+
+        Raises:
+            RowNotFound: no profile has that name.
+        """
+        # JSON.NULL stores the JSON literal null: the column is NOT NULL, and a stored
+        # None must read back as None rather than fail the insert.
+        stored = JSON.NULL if value is None else value
+        async with self.transaction("set_value") as session:
+            profile_id = await self.profile_id(session, profile)
+            row = await session.scalar(
+                select(StoredValue).where(_scope(profile_id, namespace), StoredValue.key == key)
+            )
+            if row is None:
+                session.add(
+                    StoredValue(
+                        profile_id=profile_id,
+                        namespace=namespace,
+                        key=key,
+                        value_type=value_type,
+                        value=stored,
+                    )
+                )
+            else:
+                row.value_type = value_type
+                row.value = stored
+
+    async def delete_value(self, profile: str | None, namespace: str, key: str) -> bool:
+        """Delete a value.
+
+        Returns:
+            True when the value existed.
+
+        Raises:
+            RowNotFound: no profile has that name.
+        """
+        async with self.transaction("delete_value") as session:
+            profile_id = await self.profile_id(session, profile)
+            result = await session.execute(
+                delete(StoredValue)
+                .where(_scope(profile_id, namespace), StoredValue.key == key)
+                .execution_options(synchronize_session=False)
+            )
+            return affected_rows(result) > 0
