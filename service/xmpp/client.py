@@ -1,0 +1,150 @@
+"""The slixmpp client behind one profile's XMPP session.
+
+It loads the plugins Roost uses (disco, pubsub, RSM, entity capabilities, PEP), applies
+the profile's connection options, and advertises ``+notify`` for the PEP nodes the daemon
+cares about so that the server pushes their events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from slixmpp import ClientXMPP
+
+from roost.service.errors import InvalidArgument
+
+TLS_MODES = ("required", "starttls", "none")
+DEFAULT_PORT = 5222
+DEFAULT_DIRECT_TLS_PORT = 5223
+
+# PEP nodes every session listens to; others are added at runtime with add_notify().
+DEFAULT_NOTIFY = ("urn:xmpp:microblog:0",)
+
+
+@dataclass(frozen=True)
+class ConnectionOptions:
+    """Where and how to reach the server: host and port (empty/0: the JID's domain) and
+    the TLS mode, one of ``required`` (direct TLS), ``starttls`` or ``none``."""
+
+    host: str = ""
+    port: int = 0
+    tls: str = "starttls"
+    autoconnect: bool = False
+
+    @classmethod
+    def from_dict(cls, options: dict[str, Any]) -> ConnectionOptions:
+        """Validate a profile's option dictionary.
+
+        Raises:
+            InvalidArgument: an option has the wrong type or value.
+        """
+        host = options.get("host", "") or ""
+        if not isinstance(host, str):
+            raise InvalidArgument("the host option must be a string")
+        port = options.get("port", 0) or 0
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise InvalidArgument(f"the port option must be a number from 1 to 65535, not {port!r}")
+        tls = options.get("tls", "starttls") or "starttls"
+        if tls not in TLS_MODES:
+            raise InvalidArgument(
+                f"the tls option must be one of {', '.join(TLS_MODES)}, not {tls!r}"
+            )
+        autoconnect = bool(options.get("autoconnect", False))
+        return cls(host=host, port=port, tls=tls, autoconnect=autoconnect)
+
+
+class RoostClient(ClientXMPP):  # type: ignore[misc]
+    """A ClientXMPP with Roost's plugins and connection policy.
+
+    Plain-text authentication is allowed only when the TLS mode is ``none`` (a loopback
+    or otherwise trusted link); ``required`` and ``starttls`` never send credentials in
+    clear. A ``starttls`` connection to a server that does not offer STARTTLS fires the
+    ``tls_unavailable`` event and is closed.
+    """
+
+    def __init__(self, jid: str, password: str, options: ConnectionOptions) -> None:
+        super().__init__(jid, password)
+        self.options = options
+        unencrypted = options.tls == "none"
+        self.enable_direct_tls = options.tls == "required"
+        self.enable_starttls = options.tls == "starttls"
+        self.enable_plaintext = unencrypted
+        mechanisms = self.plugin["feature_mechanisms"]
+        mechanisms.unencrypted_plain = unencrypted
+        mechanisms.unencrypted_scram = unencrypted
+        self.register_plugin("xep_0030")
+        self.register_plugin("xep_0004")
+        self.register_plugin("xep_0059")
+        self.register_plugin("xep_0060")
+        self.register_plugin("xep_0115")
+        self.register_plugin("xep_0163")
+        self.register_plugin("xep_0199")
+        self._notify: set[str] = set()
+        self.add_event_handler("session_start", self._on_session_start)
+        for namespace in DEFAULT_NOTIFY:
+            self.add_notify(namespace)
+
+    def address(self) -> tuple[str, int] | None:
+        """The (host, port) to connect to, or None to resolve the JID's domain."""
+        if not self.options.host and not self.options.port:
+            return None
+        default = DEFAULT_DIRECT_TLS_PORT if self.options.tls == "required" else DEFAULT_PORT
+        return self.options.host or self.boundjid.domain, self.options.port or default
+
+    @property
+    def notify_namespaces(self) -> frozenset[str]:
+        """The PEP nodes this client asks notifications for."""
+        return frozenset(self._notify)
+
+    def add_notify(self, namespaces: str | Iterable[str]) -> None:
+        """Advertise ``<namespace>+notify`` so that the server sends these PEP events.
+
+        Takes effect at once: the caps hash is recomputed and, when the session is up,
+        presence is sent again with it.
+        """
+        new = {namespaces} if isinstance(namespaces, str) else set(namespaces)
+        new -= self._notify
+        if not new:
+            return
+        self._notify |= new
+        for namespace in new:
+            self.plugin["xep_0030"].add_feature(f"{namespace}+notify")
+        if self.sessionstarted:
+            asyncio.ensure_future(self._refresh_caps())
+
+    def remove_notify(self, namespace: str) -> None:
+        """Stop advertising ``<namespace>+notify``."""
+        if namespace not in self._notify:
+            return
+        self._notify.discard(namespace)
+        self.plugin["xep_0030"].del_feature(feature=f"{namespace}+notify")
+        if self.sessionstarted:
+            asyncio.ensure_future(self._refresh_caps())
+
+    async def _refresh_caps(self) -> None:
+        await self.plugin["xep_0115"].update_caps(broadcast=False)
+        if self.sessionstarted:
+            self.send_presence()
+
+    async def _on_session_start(self, _event: Any) -> None:
+        # The caps hash must cover the +notify features before the first presence leaves,
+        # or the server would not know this client wants PEP events.
+        await self.plugin["xep_0115"].update_caps(broadcast=False)
+        self.send_presence()
+
+    async def _handle_stream_features(self, features: Any) -> bool | None:
+        # slixmpp silently goes on in clear when STARTTLS is enabled but not offered;
+        # Roost refuses, since the profile asked for TLS.
+        if (
+            self.options.tls == "starttls"
+            and "starttls" not in self.features
+            and "starttls" not in features["features"]
+        ):
+            self.event("tls_unavailable")
+            self.abort()
+            return True
+        result: bool | None = await super()._handle_stream_features(features)
+        return result
