@@ -30,6 +30,7 @@ from roost.service.errors import Conflict, InvalidArgument, NotFound
 from roost.service.events import DefaultProfileChanged, EventHub
 from roost.storage.database import Database
 from roost.storage.errors import AlreadyExists, RowNotFound
+from roost.storage.records import ProfileRecord
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,7 @@ class ProfileService:
             None, DEFAULT_PROFILE_CATEGORY, DEFAULT_PROFILE_PARAM
         )
         self._default = stored or ""
-        if self._default and await self._db.profiles.get_profile(self._default) is None:
+        if self._default and not await self._exists(self._default):
             log.warning("the default profile %r no longer exists; no default now", stored)
             await self._store_default("")
 
@@ -209,31 +210,51 @@ class ProfileService:
 
     async def get(self, name: str) -> ProfileInfo:
         """The profile ``name`` without its password (``""``: the default profile)."""
-        name = await self.resolve(name)
-        record = await self._db.profiles.get_profile(name)
-        if record is None:
-            raise NotFound(f"no profile named {name!r}")
+        record = await self._record(self.resolve_name(name))
         return ProfileInfo(record.name, record.jid, dict(record.options), record.created)
 
     async def credentials(self, name: str) -> tuple[str, str]:
         """The JID and password of ``name``, for the XMPP session layer only."""
-        name = await self.resolve(name)
-        record = await self._db.profiles.get_profile(name)
-        if record is None:
-            raise NotFound(f"no profile named {name!r}")
+        record = await self._record(self.resolve_name(name))
         return record.jid, record.password
+
+    async def _record(self, name: str) -> ProfileRecord:
+        try:
+            return await self._db.profiles.get_profile(name)
+        except RowNotFound:
+            raise not_found(name) from None
+
+    async def _exists(self, name: str) -> bool:
+        try:
+            await self._db.profiles.get_profile(name)
+        except RowNotFound:
+            return False
+        return True
 
     async def require(self, name: str) -> str:
         """Return ``name`` if such a profile exists, else raise NotFound/InvalidArgument."""
         check_profile_name(name)
-        if await self._db.profiles.get_profile(name) is None:
-            raise NotFound(f"no profile named {name!r}; List() gives the existing ones")
+        if not await self._exists(name):
+            raise not_found(name)
         return name
 
-    async def resolve(self, name: str) -> str:
-        """Map ``""`` to the default profile and check that the profile exists."""
+    def resolve_name(self, name: str) -> str:
+        """Map ``""`` to the default profile and check the name's form (not that it exists).
+
+        Callers whose store raises ``RowNotFound`` for an unknown profile use this and
+        save a round trip; the others use :meth:`resolve`.
+        """
         if name == "":
             if not self._default:
                 raise NotFound("no default profile is set: name a profile or set Default")
             return self._default
-        return await self.require(name)
+        return check_profile_name(name)
+
+    async def resolve(self, name: str) -> str:
+        """Map ``""`` to the default profile and check that the profile exists."""
+        return await self.require(self.resolve_name(name))
+
+
+def not_found(name: str) -> NotFound:
+    """The error for an unknown profile, pointing at the way to list them."""
+    return NotFound(f"no profile named {name!r}; List() gives the existing ones")

@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from roost.service.errors import InvalidArgument, NotFound
 from roost.service.events import EventHub, ParamChanged
-from roost.service.profiles import ProfileService
+from roost.service.profiles import ProfileService, not_found
 from roost.storage.database import Database
+from roost.storage.errors import RowNotFound
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,17 @@ def _check_text(kind: str, value: str, limit: int) -> str:
     return value
 
 
+@contextmanager
+def _known_profile(owner: str | None) -> Iterator[None]:
+    """Turn the store's unknown-profile error into the service's NotFound."""
+    try:
+        yield
+    except RowNotFound:
+        if owner is None:
+            raise
+        raise not_found(owner) from None
+
+
 class SettingsService:
     """Reads and writes parameters and key/value entries; announces parameter changes."""
 
@@ -71,11 +84,15 @@ class SettingsService:
         self._events = events
         self._profiles = profiles
 
-    async def _owner(self, profile: str) -> str | None:
-        """The storage owner of ``profile``: a profile name, or None for global."""
+    def _owner(self, profile: str) -> str | None:
+        """The storage owner of ``profile``: a profile name, or None for global.
+
+        Whether the profile exists is left to the store (``RowNotFound``), which looks
+        it up anyway: one round trip instead of two.
+        """
         if profile == GLOBAL:
             return None
-        return await self._profiles.resolve(profile)
+        return self._profiles.resolve_name(profile)
 
     async def get_param(self, profile: str, category: str, name: str) -> str:
         """The parameter's value.
@@ -85,8 +102,9 @@ class SettingsService:
         """
         check_name("category", category)
         check_name("parameter name", name)
-        owner = await self._owner(profile)
-        value = await self._db.params.get_param(owner, category, name)
+        owner = self._owner(profile)
+        with _known_profile(owner):
+            value = await self._db.params.get_param(owner, category, name)
         if value is None:
             raise NotFound(f"no parameter {category}/{name} for {owner or GLOBAL}")
         return value
@@ -96,15 +114,17 @@ class SettingsService:
         check_name("category", category, reserved_prefix=True)
         check_name("parameter name", name)
         _check_text("parameter value", value, MAX_PARAM_LENGTH)
-        owner = await self._owner(profile)
-        await self._db.params.set_param(owner, category, name, value)
+        owner = self._owner(profile)
+        with _known_profile(owner):
+            await self._db.params.set_param(owner, category, name, value)
         self._events.publish(ParamChanged(owner or GLOBAL, category, name, value))
 
     async def list_params(self, profile: str, category: str) -> dict[str, str]:
         """Every parameter of ``category``, name to value (empty when there is none)."""
         check_name("category", category)
-        owner = await self._owner(profile)
-        return dict(await self._db.params.list_params(owner, category))
+        owner = self._owner(profile)
+        with _known_profile(owner):
+            return dict(await self._db.params.list_params(owner, category))
 
     async def get_values(
         self, profile: str, namespace: str, keys: Sequence[str]
@@ -118,8 +138,9 @@ class SettingsService:
             raise InvalidArgument(f"at most {MAX_KEYS_PER_NAMESPACE} keys may be asked for at once")
         for key in keys:
             check_name("key", key)
-        owner = await self._owner(profile)
-        found = await self._db.values.get_values(owner, namespace, list(keys))
+        owner = self._owner(profile)
+        with _known_profile(owner):
+            found = await self._db.values.get_values(owner, namespace, list(keys))
         return {key: (typed.value_type, typed.value) for key, typed in found.items()}
 
     async def set_value(
@@ -139,16 +160,17 @@ class SettingsService:
                 f"the value takes {len(encoded)} bytes encoded, more than the "
                 f"{MAX_VALUE_BYTES} allowed; store large data elsewhere"
             )
-        owner = await self._owner(profile)
-        existing = await self._db.values.get_values(owner, namespace, [key])
-        if key not in existing:
-            count = len(await self._db.values.get_values(owner, namespace, []))
-            if count >= MAX_KEYS_PER_NAMESPACE:
-                raise InvalidArgument(
-                    f"the namespace {namespace!r} holds {MAX_KEYS_PER_NAMESPACE} keys "
-                    "already, the most it may; delete some first"
-                )
-        await self._db.values.set_value(owner, namespace, key, value_type, value)
+        owner = self._owner(profile)
+        with _known_profile(owner):
+            existing = await self._db.values.get_values(owner, namespace, [key])
+            if key not in existing:
+                count = len(await self._db.values.get_values(owner, namespace, []))
+                if count >= MAX_KEYS_PER_NAMESPACE:
+                    raise InvalidArgument(
+                        f"the namespace {namespace!r} holds {MAX_KEYS_PER_NAMESPACE} keys "
+                        "already, the most it may; delete some first"
+                    )
+            await self._db.values.set_value(owner, namespace, key, value_type, value)
 
     async def delete_value(self, profile: str, namespace: str, key: str) -> None:
         """Remove ``namespace``/``key``.
@@ -158,6 +180,8 @@ class SettingsService:
         """
         check_name("namespace", namespace)
         check_name("key", key)
-        owner = await self._owner(profile)
-        if not await self._db.values.delete_value(owner, namespace, key):
+        owner = self._owner(profile)
+        with _known_profile(owner):
+            deleted = await self._db.values.delete_value(owner, namespace, key)
+        if not deleted:
             raise NotFound(f"no value {namespace}/{key} for {owner or GLOBAL}")
