@@ -1,0 +1,313 @@
+"""Storage benchmark: item upsert rate and search latency.
+
+Prints one JSON object a line (bench, metric, value, unit, and where it compares:
+baseline, ratio); progress goes to stderr. See docs/performance.md for what each figure
+means. Sizes can be lowered for a quick run: ``ROOST_BENCH_SMALL=1``.
+
+1. Upsert rate: the same 100k items (2 KB Atom-like XML, 0.5 KB parsed JSON, full-text
+   indexed text) written through ``ItemStore.upsert_items`` in batches of 1,000, and by
+   plain ``sqlite3`` ``executemany`` in one transaction, each into a fresh database with
+   the same schema and FTS triggers.
+2. Search latency (median, p95) at 100k items (the store-written database) and at 1M (a
+   database bulk-loaded with plain sqlite3, then its FTS index rebuilt), through
+   ``SearchStore`` and ``ItemStore`` as the service calls them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import shutil
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import insert, text
+
+from roost.storage.engine import create_engine
+from roost.storage.fulltext import FTS_TABLE, SQLITE_FTS_DDL
+from roost.storage.item_records import ItemInput
+from roost.storage.items import ItemStore
+from roost.storage.models import Base, Profile, PubsubNode
+from roost.storage.search import SearchStore
+
+SMALL = bool(os.environ.get("ROOST_BENCH_SMALL"))
+UPSERT_ITEMS = 10_000 if SMALL else 100_000
+LARGE_ITEMS = 100_000 if SMALL else 1_000_000
+NODES = 100
+PROFILES = 10
+AUTHORS = 2_000
+BATCH = 1_000
+RUNS = 40
+SELECTIVE_EVERY = 250  # "zanzibar" in 0.4% of items
+COMMON_EVERY = 2  # "harbour" in half of the items
+BASE_TIME = 1_600_000_000.0
+
+ITEM_SQL = (
+    "INSERT INTO pubsub_items (node_id, item_id, publisher, position, data, parsed, "
+    "search_text, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def emit(metric: str, value: float, unit: str, **compare: float) -> None:
+    """Print one result line."""
+    line = {"bench": "storage", "metric": metric, "value": round(value, 3), "unit": unit}
+    line.update({k: round(v, 3) for k, v in compare.items()})
+    print(json.dumps(line), flush=True)
+
+
+def progress(message: str) -> None:
+    """Say what runs now, on stderr."""
+    print(f"[storage] {message}", file=sys.stderr, flush=True)
+
+
+class Corpus:
+    """Deterministic Atom-like items: a Zipf-ish vocabulary in pooled paragraphs."""
+
+    def __init__(self, seed: int = 7) -> None:
+        rng = random.Random(seed)
+        syllables = ["ka", "lo", "mi", "ren", "tas", "vo", "quel", "dor", "pe", "su", "ni", "bra"]
+        words = sorted({"".join(rng.choices(syllables, k=rng.randint(2, 4))) for _ in range(8000)})
+        weights = [1 / (rank + 1) for rank in range(len(words))]
+        self.paragraphs = [
+            " ".join(rng.choices(words, weights, k=rng.randint(35, 50))) for _ in range(3000)
+        ]
+        self.titles = [" ".join(rng.choices(words, weights, k=7)).capitalize() for _ in range(500)]
+        self.tags = words[:200]
+        self.rng = rng
+
+    def item(self, n: int) -> tuple[str, str, str, dict[str, Any], str, float]:
+        """Item ``n``: (item_id, publisher, xml, parsed, search_text, created)."""
+        rng = self.rng
+        item_id = f"entry-{n:08d}"
+        author = f"user{n % AUTHORS}"
+        title = f"{rng.choice(self.titles)} {n}"
+        body = [rng.choice(self.paragraphs) for _ in range(4)]
+        if n % SELECTIVE_EVERY == 0:
+            body.append("zanzibar")
+        if n % COMMON_EVERY == 0:
+            body.append("harbour")
+        content = "\n".join(body)
+        tags = rng.sample(self.tags, 3)
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(BASE_TIME + n))
+        categories = "".join(f'<category term="{t}"/>' for t in tags)
+        xml = (
+            f"<item xmlns='http://jabber.org/protocol/pubsub' id='{item_id}'>"
+            f"<entry xmlns='http://www.w3.org/2005/Atom'><title type='text'>{title}</title>"
+            f"<id>urn:uuid:{n:032x}</id><published>{stamp}</published><updated>{stamp}"
+            f"</updated><author><name>{author}</name><uri>xmpp:{author}@example.org</uri>"
+            f"</author><content type='text'>{content}</content>{categories}"
+            f"<link rel='replies' href='xmpp:pubsub.example.org?;node=comments-{n}'/>"
+            "</entry></item>"
+        )
+        parsed = {
+            "id": item_id,
+            "title": title,
+            "author": {"name": author, "uri": f"xmpp:{author}@example.org"},
+            "published": stamp,
+            "updated": stamp,
+            "tags": tags,
+            "summary": content[:240],
+            "comments": f"xmpp:pubsub.example.org?;node=comments-{n}",
+        }
+        return item_id, f"{author}@example.org", xml, parsed, f"{title}\n{content}", BASE_TIME + n
+
+    def rows(self, count: int) -> Iterator[tuple[Any, ...]]:
+        """Plain sqlite3 rows, spread over the nodes in batches as a sync writes them."""
+        positions = [0] * (NODES + 1)
+        for n in range(count):
+            node_id = (n // BATCH) % NODES + 1
+            positions[node_id] += 1
+            item_id, publisher, xml, parsed, search_text, created = self.item(n)
+            yield (
+                node_id,
+                item_id,
+                publisher,
+                positions[node_id],
+                xml,
+                json.dumps(parsed, ensure_ascii=False, separators=(",", ":")),
+                search_text,
+                created,
+                created,
+            )
+
+
+async def create_schema(path: Path, *, fts: bool = True) -> None:
+    """A database at ``path`` with the mapped schema, profiles and nodes."""
+    engine = create_engine(f"sqlite+aiosqlite:///{path}")
+    async with engine.begin() as conn:
+        await conn.run_sync(Base.metadata.create_all)
+        for ddl in SQLITE_FTS_DDL if fts else ():
+            await conn.execute(text(ddl))
+        for p in range(1, PROFILES + 1):
+            await conn.execute(
+                insert(Profile).values(
+                    id=p, name=f"p{p}", jid=f"p{p}@example.org", password="", options={}, created=0
+                )
+            )
+        for n in range(1, NODES + 1):
+            await conn.execute(
+                insert(PubsubNode).values(
+                    id=n,
+                    profile_id=(n - 1) % PROFILES + 1,
+                    service="pubsub.example.org",
+                    name=f"node{n}",
+                    type="blog",
+                    extra={},
+                )
+            )
+    await engine.dispose()
+
+
+def plain_connection(path: Path) -> sqlite3.Connection:
+    """An sqlite3 connection set up as Roost's engine sets up its own."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+def plain_load(path: Path, rows: list[tuple[Any, ...]] | Iterator[tuple[Any, ...]]) -> float:
+    """Insert rows with one executemany in one transaction; returns the seconds taken."""
+    conn = plain_connection(path)
+    start = time.perf_counter()
+    conn.execute("BEGIN")
+    conn.executemany(ITEM_SQL, rows)
+    conn.execute("COMMIT")
+    elapsed = time.perf_counter() - start
+    conn.close()
+    return elapsed
+
+
+async def store_load(path: Path, rows: list[tuple[Any, ...]]) -> float:
+    """Write the same rows through ItemStore.upsert_items, a batch per call."""
+    engine = create_engine(f"sqlite+aiosqlite:///{path}")
+    store = ItemStore(engine)
+    batches = []
+    for start in range(0, len(rows), BATCH):
+        chunk = rows[start : start + BATCH]
+        items = [
+            ItemInput(r[1], r[2], r[4], json.loads(r[5]), r[6], r[7]) for r in chunk
+        ]  # parsed as the caller holds it: a dict the store serialises
+        batches.append((chunk[0][0], items))
+    start = time.perf_counter()
+    for node_id, items in batches:
+        await store.upsert_items(node_id, items)
+    elapsed = time.perf_counter() - start
+    await engine.dispose()
+    return elapsed
+
+
+async def timed(run: Callable[[int], Awaitable[Any]]) -> list[float]:
+    """Milliseconds of RUNS calls (after two warm-up calls)."""
+    for n in range(2):
+        await run(n)
+    times = []
+    for n in range(RUNS):
+        start = time.perf_counter()
+        await run(n)
+        times.append((time.perf_counter() - start) * 1000)
+    return times
+
+
+async def items_count(engine: Any) -> int:
+    """How many items the database holds."""
+    async with engine.connect() as conn:
+        return int(await conn.scalar(text("SELECT count(*) FROM pubsub_items")) or 0)
+
+
+async def search_latency(path: Path, label: str) -> None:
+    """Median and p95 of the searched queries against the database at ``path``."""
+    engine = create_engine(f"sqlite+aiosqlite:///{path}")
+    items, search = ItemStore(engine), SearchStore(engine)
+    await items.ensure_parsed_key_index("author.name")
+    sizes: dict[str, int] = {}
+
+    async def fts_selective(_: int) -> None:
+        sizes["fts_selective"] = len(await search.search({"fts": "zanzibar", "limit": 100}))
+
+    async def fts_common(_: int) -> None:
+        sizes["fts_common"] = len(await search.search({"fts": "harbour", "limit": 100}))
+
+    async def parsed_eq(n: int) -> None:
+        query = {"parsed": [{"path": "author.name", "op": "eq", "value": f"user{n * 37}"}]}
+        sizes["parsed_eq"] = len(await search.search(query))
+
+    filled_nodes = min(NODES, max(1, await items_count(engine) // BATCH))
+
+    async def newest_20(n: int) -> None:
+        page = await items.get_items(n % filled_nodes + 1, max_items=20)
+        sizes["node_newest_20"] = len(page.items)
+
+    cases = [
+        ("fts_selective", fts_selective),
+        ("parsed_eq", parsed_eq),
+        ("node_newest_20", newest_20),
+        ("fts_common", fts_common),
+    ]
+    for name, run in cases:
+        times = sorted(await timed(run))
+        median = statistics.median(times)
+        p95 = times[min(len(times) - 1, round(0.95 * len(times)) - 1)]
+        progress(f"{label} {name}: median {median:.2f} ms, p95 {p95:.2f} ms ({sizes[name]} hits)")
+        emit(f"search_{name}_{label}_median", median, "ms")
+        emit(f"search_{name}_{label}_p95", p95, "ms")
+    await engine.dispose()
+
+
+def build_large(path: Path, corpus: Corpus) -> None:
+    """Bulk-load LARGE_ITEMS rows without FTS triggers, then create and rebuild the index."""
+    asyncio.run(create_schema(path, fts=False))
+    start = time.perf_counter()
+    plain_load(path, corpus.rows(LARGE_ITEMS))
+    progress(f"loaded {LARGE_ITEMS} rows in {time.perf_counter() - start:.0f} s")
+    conn = plain_connection(path)
+    start = time.perf_counter()
+    for ddl in SQLITE_FTS_DDL:
+        conn.execute(ddl)
+    conn.execute(f"INSERT INTO {FTS_TABLE}({FTS_TABLE}) VALUES ('rebuild')")
+    conn.close()
+    progress(f"rebuilt the FTS index in {time.perf_counter() - start:.0f} s")
+
+
+def main() -> None:
+    """Run every measurement and print the result lines."""
+    workdir = Path(tempfile.mkdtemp(prefix="roost-bench-"))
+    try:
+        corpus = Corpus()
+        progress(f"generating {UPSERT_ITEMS} items")
+        rows = list(corpus.rows(UPSERT_ITEMS))
+        size = sum(len(r[4]) for r in rows) / len(rows), sum(len(r[5]) for r in rows) / len(rows)
+        progress(f"average XML {size[0]:.0f} B, parsed JSON {size[1]:.0f} B")
+
+        plain_db, store_db = workdir / "plain.sqlite", workdir / "store.sqlite"
+        asyncio.run(create_schema(plain_db))
+        asyncio.run(create_schema(store_db))
+        plain = len(rows) / plain_load(plain_db, rows)
+        progress(f"plain sqlite3: {plain:.0f} items/s")
+        store = len(rows) / asyncio.run(store_load(store_db, rows))
+        progress(f"ItemStore: {store:.0f} items/s")
+        emit("upsert_rate_plain_sqlite3", plain, "items/s")
+        emit("upsert_rate_item_store", store, "items/s", baseline=plain, ratio=store / plain)
+        del rows
+        plain_db.unlink()
+
+        asyncio.run(search_latency(store_db, f"{UPSERT_ITEMS // 1000}k"))
+        large_db = workdir / "large.sqlite"
+        build_large(large_db, Corpus(seed=11))
+        label = f"{LARGE_ITEMS // 1_000_000}M" if LARGE_ITEMS >= 1_000_000 else "large"
+        asyncio.run(search_latency(large_db, label))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,214 @@
+"""Paging of a node's items: the SQL paging equals a plain-Python reference on any input.
+
+The reference below is the shared paging contract written as list slicing; the service
+layer's own paging of a server answer must give the same answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import insert
+
+from roost.storage.errors import RowNotFound
+from roost.storage.item_records import ItemInput, ItemPage
+from roost.storage.models import PubsubNode
+from tests.storage.test_items import Stores, open_stores
+
+SETTINGS = settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+
+
+@dataclass
+class Expected:
+    """What a page must hold."""
+
+    ids: list[str]
+    first_index: int
+    count: int
+    complete: bool
+
+
+def reference_page(
+    node: list[str],
+    *,
+    item_ids: list[str] | None = None,
+    max_items: int | None = None,
+    before: str | None = None,
+    after: str | None = None,
+    index: int | None = None,
+    page_size: int = 100,
+) -> Expected:
+    """The paging contract on a list of ids, oldest first."""
+    lst = node if item_ids is None else [i for i in node if i in item_ids]
+    count, size = len(lst), page_size if max_items is None else max_items
+    if after is not None:
+        if after and after not in lst:
+            raise RowNotFound(after)
+        start = lst.index(after) + 1 if after else 0
+        page = lst[start : start + size]
+        return Expected(page, start, count, start + len(page) >= count)
+    if before is not None:
+        if before and before not in lst:
+            raise RowNotFound(before)
+        end = lst.index(before) if before else count
+        start = max(0, end - size)
+        return Expected(lst[start:end], start, count, start == 0)
+    if index is not None:
+        page = lst[index : index + size]
+        return Expected(page, min(index, count), count, min(index, count) + len(page) >= count)
+    if max_items is not None:
+        start = max(0, count - max_items)
+        return Expected(lst[start:], start, count, max_items >= count)
+    return Expected(lst, 0, count, True)
+
+
+class Harness:
+    """One database for a whole property test, and an event loop to drive it."""
+
+    def __init__(self, path: Path) -> None:
+        self.runner = asyncio.Runner()
+        self.db: Stores = self.runner.run(open_stores(path))
+        self._node_numbers = itertools.count(100)
+
+    def run(self, coro: Any) -> Any:
+        """Run a coroutine to its end."""
+        return self.runner.run(coro)
+
+    def new_node(self, item_ids: list[str]) -> int:
+        """A fresh node holding ``item_ids`` in that order, each in its own write."""
+        number = next(self._node_numbers)
+
+        async def create() -> int:
+            async with self.db.engine.begin() as conn:
+                await conn.execute(
+                    insert(PubsubNode).values(
+                        id=number, profile_id=1, service="s", name=f"n{number}", extra={}
+                    )
+                )
+            if item_ids:
+                await self.db.items.upsert_items(number, [_input(i) for i in item_ids])
+            return number
+
+        node_id: int = self.run(create())
+        return node_id
+
+    def page(self, node_id: int, **kwargs: Any) -> ItemPage:
+        """get_items on the node."""
+        page: ItemPage = self.run(self.db.items.get_items(node_id, **kwargs))
+        return page
+
+    def close(self) -> None:
+        """Dispose of the engine, then close the loop."""
+        self.run(self.db.engine.dispose())
+        self.runner.close()
+
+
+def _input(item_id: str) -> ItemInput:
+    return ItemInput(item_id, "", f"<item id='{item_id}'/>", None, item_id)
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> Iterator[Harness]:
+    h = Harness(tmp_path / "roost.sqlite")
+    yield h
+    h.close()
+
+
+def check(page: ItemPage, expected: Expected) -> None:
+    got = [r.item_id for r in page.items]
+    assert got == expected.ids
+    assert (page.first, page.last) == ((got[0], got[-1]) if got else (None, None))
+    assert (page.first_index, page.count, page.complete) == (
+        expected.first_index,
+        expected.count,
+        expected.complete,
+    )
+
+
+node_sizes = st.integers(min_value=0, max_value=40)
+page_sizes = st.integers(min_value=1, max_value=15)
+
+
+@SETTINGS
+@given(size=node_sizes, page_size=page_sizes, forward=st.booleans(), by_max=st.booleans())
+def test_walking_visits_every_item_once_in_order(
+    harness: Harness, size: int, page_size: int, forward: bool, by_max: bool
+) -> None:
+    ids = [f"i{n}" for n in range(size)]
+    node = harness.new_node(ids)
+    # The page size comes from max_items or, without it, from page_size.
+    sizing = {"max_items": page_size} if by_max else {"page_size": page_size}
+    seen: list[str] = []
+    token = ""
+    for _ in range(size + 2):
+        key = "after" if forward else "before"
+        page = harness.page(node, **{key: token}, **sizing)
+        check(page, reference_page(ids, **{key: token}, **sizing))  # type: ignore[arg-type]
+        got = [r.item_id for r in page.items]
+        seen = seen + got if forward else got + seen
+        if page.complete:
+            break
+        token = (page.last if forward else page.first) or ""
+    assert seen == ids
+
+
+@SETTINGS
+@given(size=node_sizes, max_items=st.integers(min_value=0, max_value=50))
+def test_max_items_gives_the_newest_oldest_first(
+    harness: Harness, size: int, max_items: int
+) -> None:
+    ids = [f"i{n}" for n in range(size)]
+    node = harness.new_node(ids)
+    page = harness.page(node, max_items=max_items)
+    check(page, reference_page(ids, max_items=max_items))
+    assert [r.item_id for r in page.items] == ids[max(0, size - max_items) :]
+
+
+@st.composite
+def paging_requests(draw: st.DrawFn) -> tuple[list[str], list[str], dict[str, Any]]:
+    """A node, the ids it was written with (republishes included), and a request."""
+    written = draw(st.lists(st.sampled_from([f"i{n}" for n in range(25)]), max_size=40))
+    order = list(dict.fromkeys(reversed(written)))[::-1]  # a republish moves to the end
+    known = order + ["missing"]
+    kwargs: dict[str, Any] = {}
+    if draw(st.booleans()):
+        kwargs["item_ids"] = draw(st.lists(st.sampled_from(known), max_size=12))
+    if draw(st.booleans()):
+        kwargs["max_items"] = draw(st.integers(min_value=0, max_value=30))
+    else:
+        kwargs["page_size"] = draw(st.integers(min_value=1, max_value=30))
+    mode = draw(st.sampled_from(["none", "before", "after", "index"]))
+    if mode in ("before", "after"):
+        kwargs[mode] = draw(st.sampled_from(["", *known]))
+    elif mode == "index":
+        kwargs["index"] = draw(st.integers(min_value=0, max_value=45))
+    return written, order, kwargs
+
+
+@SETTINGS
+@given(request=paging_requests())
+def test_any_request_equals_the_reference(
+    harness: Harness, request: tuple[list[str], list[str], dict[str, Any]]
+) -> None:
+    written, order, kwargs = request
+    node = harness.new_node(written)
+    assert [i for i, _ in harness.run(harness.db.items.list_item_ids(node))] == order
+    try:
+        expected = reference_page(order, **kwargs)
+    except RowNotFound:
+        with pytest.raises(RowNotFound):
+            harness.page(node, **kwargs)
+        return
+    check(harness.page(node, **kwargs), expected)
