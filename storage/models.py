@@ -130,7 +130,9 @@ class StoredValue(Base):
     namespace: Mapped[str] = mapped_column(String(255))
     key: Mapped[str] = mapped_column(String(255))
     value_type: Mapped[str] = mapped_column(String(255))
-    value: Mapped[Any] = mapped_column(JSON)
+    # JSON text in a TEXT column, encoded by the store: a JSON column has NUMERIC
+    # affinity on SQLite, which turns a scalar like 18446744073709551615 into a lossy REAL.
+    value: Mapped[str] = mapped_column(Text)
 
 
 class PubsubNode(Base):

@@ -216,7 +216,7 @@ class NodeStore(Store):
             if profile_id is not None:
                 query = query.where(PubsubNode.profile_id == profile_id)
             rows = await session.execute(query)
-            return [_record(node, name) for node, name in rows.tuples()]
+            return [_record(node, name) for node, name in rows]
 
     async def delete_node(self, node_id: int) -> bool:
         """Delete a node and its cached items.

@@ -71,4 +71,4 @@ class ParamStore(Store):
                 .where(_scope(profile_id), Param.category == category)
                 .order_by(Param.name)
             )
-            return {name: value for name, value in rows.tuples()}
+            return {name: value for name, value in rows}

@@ -2,15 +2,17 @@
 
 Each value keeps the type tag its writer gave (the D-Bus bridge writes the D-Bus
 signature), so that it can be handed back with the same type: JSON alone cannot tell an
-``int32`` from a ``uint64``, or a struct from an array.
+``int32`` from a ``uint64``, or a struct from an array. Values are stored as JSON text
+encoded here, so that integers of any size come back exact on every dialect.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import JSON, ColumnElement, delete, select
+from sqlalchemy import ColumnElement, delete, select
 
 from roost.storage.models import StoredValue
 from roost.storage.profiles import Store, affected_rows
@@ -54,7 +56,7 @@ class ValueStore(Store):
             if keys:
                 query = query.where(StoredValue.key.in_(list(keys)))
             rows = await session.execute(query.order_by(StoredValue.key))
-            return {key: TypedValue(value_type, value) for key, value_type, value in rows}
+            return {key: TypedValue(value_type, json.loads(text)) for key, value_type, text in rows}
 
     async def set_value(
         self, profile: str | None, namespace: str, key: str, value_type: str, value: Any
@@ -66,14 +68,17 @@ class ValueStore(Store):
             namespace: the namespace of the key.
             key: the key.
             value_type: an opaque type tag, handed back with the value.
-            value: a JSON-able value (tuples come back as lists).
+            value: a JSON-able value (tuples come back as lists; NaN and infinities
+                are refused, JSON has no spelling for them).
 
         Raises:
             RowNotFound: no profile has that name.
+            ValueError: the value cannot be written as JSON.
         """
-        # JSON.NULL stores the JSON literal null: the column is NOT NULL, and a stored
-        # None must read back as None rather than fail the insert.
-        stored = JSON.NULL if value is None else value
+        try:
+            stored = json.dumps(value, ensure_ascii=False, allow_nan=False)
+        except TypeError as exc:
+            raise ValueError(f"value of {namespace}/{key} is not JSON-able: {exc}") from exc
         async with self.transaction("set_value") as session:
             profile_id = await self.profile_id(session, profile)
             row = await session.scalar(

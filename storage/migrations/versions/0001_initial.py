@@ -98,7 +98,7 @@ def upgrade() -> None:
         sa.Column("namespace", sa.String(length=255), nullable=False),
         sa.Column("key", sa.String(length=255), nullable=False),
         sa.Column("value_type", sa.String(length=255), nullable=False),
-        sa.Column("value", sa.JSON(), nullable=False),
+        sa.Column("value", sa.Text(), nullable=False),
         _profile_fk("kv_store"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_kv_store")),
     )
