@@ -181,7 +181,7 @@ def paging_requests(draw: st.DrawFn) -> tuple[list[str], list[str], dict[str, An
     """A node, the ids it was written with (republishes included), and a request."""
     written = draw(st.lists(st.sampled_from([f"i{n}" for n in range(25)]), max_size=40))
     order = list(dict.fromkeys(reversed(written)))[::-1]  # a republish moves to the end
-    known = order + ["missing"]
+    known = [*order, "missing"]
     kwargs: dict[str, Any] = {}
     if draw(st.booleans()):
         kwargs["item_ids"] = draw(st.lists(st.sampled_from(known), max_size=12))
