@@ -3,7 +3,10 @@
 With parsed data, the index covers its string values, found recursively through dicts
 and lists, never their keys. Left out: values that are whole URIs (``http:``, ``xmpp:``,
 ``tag:``… — identifiers, not words anyone searches for, and their fragments would match
-nearly everything), numbers and booleans. A string is taken as markup, and only its
+nearly everything), ISO 8601 dates (Search filters on them by path; as words they are
+noise), values that describe other values (under a key ``type``, ``rel``, ``scheme``,
+``hreflang``, ``length`` or one ending in ``_type``: ``html``, ``alternate``…), numbers
+and booleans. A string is taken as markup, and only its
 text is indexed, when the dict holding it under ``K`` also says ``K_type`` is ``html``,
 ``xhtml`` or their MIME types (the convention of the microblog parser:
 ``content``/``content_type``); tag and attribute names never reach the index. Repeated
@@ -30,6 +33,8 @@ _MARKUP_TYPES = frozenset({"html", "xhtml", "text/html", "application/xhtml+xml"
 _URI = re.compile(
     r"^(?:https?|ftp|xmpp|mailto|tag|urn|geo|data|file|sip|tel|magnet):\S*$", re.IGNORECASE
 )
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}(?:[Tt ][\d:.]+(?:[Zz]|[+-]\d{2}:?\d{2})?)?$")
+_DESCRIPTOR_KEYS = frozenset({"type", "rel", "scheme", "hreflang", "length"})
 _SPACE = re.compile(r"\s+")
 # Elements that separate words ("a<br/>b" is two words, "a<b>b</b>" is one).
 # fmt: off
@@ -70,10 +75,13 @@ def search_text_for(parsed: Any | None, payload: ET.Element | None) -> str:
 
 def _strings(value: Any) -> Iterator[str]:
     if isinstance(value, str):
-        if not _URI.match(value.strip()):
+        bare = value.strip()
+        if not _URI.match(bare) and not _ISO_DATE.match(bare):
             yield value
     elif isinstance(value, dict):
         for key, item in value.items():
+            if isinstance(key, str) and (key in _DESCRIPTOR_KEYS or key.endswith("_type")):
+                continue
             kind = value.get(f"{key}_type") if isinstance(key, str) else None
             if isinstance(item, str) and isinstance(kind, str) and kind in _MARKUP_TYPES:
                 yield _markup_text(item)
