@@ -76,7 +76,9 @@ class DBusBridge:
         """Return a reason when the bus connection ends while still serving."""
         assert self.bus is not None
         try:
-            await self.bus.wait_for_disconnect()
+            # Shielded: cancelling this wait (on a signal) must not cancel the bus's own
+            # disconnect future, which stop() awaits afterwards.
+            await asyncio.shield(self.bus.wait_for_disconnect())
         except Exception as err:
             return f"lost the bus connection: {err}"
         return "lost the bus connection"

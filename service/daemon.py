@@ -31,6 +31,7 @@ from roost.storage.errors import DatabaseTooNew, StorageError
 log = logging.getLogger("roost.daemon")
 
 BRIDGE_GROUP = "roost.bridges"
+QUIET_LOGGERS = ("aiosqlite", "sqlalchemy.engine", "sqlalchemy.pool", "asyncpg")
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
 
@@ -118,6 +119,10 @@ def setup_logging(level: int) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # These log every statement with its parameters at debug/info level, passwords
+    # included: never let them follow the root level down.
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))
 
 
 async def serve(
