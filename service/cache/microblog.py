@@ -172,7 +172,7 @@ def _join_base(base: str | None, element: ET.Element) -> str | None:
     own = element.get(XML_BASE)
     if own is None:
         return base
-    return urljoin(base, own.strip()) if base else own.strip()
+    return _resolve(base, own)
 
 
 def _resolve(base: str | None, href: str | None) -> str | None:
@@ -298,15 +298,22 @@ def _reply_links(
                 }
             )
         else:
-            count = element.get(f"{{{THREAD_NS}}}count")
             replies.append(
                 {
                     "href": link["href"],
                     "type": link["type"],
-                    "count": int(count) if count and count.strip().isdigit() else None,
+                    "count": _count(element.get(f"{{{THREAD_NS}}}count")),
                 }
             )
     return comments, replies
+
+
+def _count(value: str | None) -> int | None:
+    try:
+        count = int(value.strip()) if value else None
+    except ValueError:
+        return None
+    return count if count is not None and count >= 0 else None
 
 
 def _in_reply_to(element: ET.Element, base: str | None) -> dict[str, str | None]:

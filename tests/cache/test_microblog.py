@@ -197,6 +197,18 @@ def test_base_argument_and_nested_xml_base() -> None:
     assert parse_microblog_entry(entry)["links"][0]["href"] == "sub/a.html"
 
 
+def test_broken_base_and_counts_do_not_raise() -> None:
+    entry = ET.fromstring(
+        f'<entry xmlns="{ATOM_NS}" xmlns:thr="http://purl.org/syndication/thread/1.0"'
+        ' xml:base="sub/"><link rel="replies" href="c" thr:count="²"/>'
+        '<link rel="replies" href="d" thr:count=" 7 "/></entry>'
+    )
+    parsed = parse_microblog_entry(entry, base="http://[broken/")
+    # The malformed outer base cannot be joined; the entry's own base still applies.
+    assert [r["href"] for r in parsed["replies"]] == ["sub/c", "sub/d"]
+    assert [r["count"] for r in parsed["replies"]] == [None, 7]
+
+
 @pytest.mark.parametrize(
     ("stamp", "expected"),
     [
@@ -317,8 +329,15 @@ NAMESPACES = [
     "",
 ]
 XML_BASE = "{http://www.w3.org/XML/1998/namespace}base"
-ATTRIBUTES = ["type", "href", "rel", "title", "term", "src", "ref", "length", XML_BASE]
+ATTRIBUTES = [
+    "type", "href", "rel", "title", "term", "src", "ref", "length", XML_BASE,
+    "{http://purl.org/syndication/thread/1.0}count",
+]  # fmt: skip
 TYPES = ["text", "html", "xhtml", "", "TEXT", "image/png", "application/xml", "text/x"]
+# Values that trip URI and number handling: a broken IPv6 host, digits int() refuses.
+odd_values = st.sampled_from(
+    ["http://[x/", "//[::1", "²", " 7 ", "-3", "xmpp:?", "replies", "comments"]
+)
 texts = st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=12)
 
 
@@ -326,19 +345,24 @@ texts = st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=12)
 def elements(draw: st.DrawFn, depth: int = 0) -> ET.Element:
     namespace = draw(st.sampled_from(NAMESPACES))
     local = draw(st.sampled_from([*ATOM_CHILDREN, "in-reply-to", "geoloc", "lat"]))
+    if local == "link" and draw(st.booleans()):
+        namespace = ATOM_NS
     element = ET.Element(f"{{{namespace}}}{local}" if namespace else local)
     for name in draw(st.lists(st.sampled_from(ATTRIBUTES), max_size=3, unique=True)):
-        pick = st.sampled_from(TYPES) if name == "type" else texts
+        pick = st.sampled_from(TYPES) if name == "type" else st.one_of(texts, odd_values)
         element.set(name, draw(pick))
     element.text = draw(st.one_of(st.none(), texts, st.just("aGVsbG8="), st.just("/w==")))
-    if depth < 3:
-        element.extend(draw(st.lists(elements(depth + 1), max_size=4)))
+    if depth < 2:
+        element.extend(draw(st.lists(elements(depth + 1), max_size=3)))
     element.tail = draw(st.one_of(st.none(), texts))
     return element
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(children=st.lists(elements(), max_size=8), base=st.one_of(st.none(), texts))
+@given(
+    children=st.lists(elements(), max_size=8),
+    base=st.one_of(st.none(), texts, odd_values),
+)
 def test_odd_but_well_formed_entries_never_raise(
     children: list[ET.Element], base: str | None
 ) -> None:
