@@ -1,0 +1,487 @@
+"""PubsubCache: the transparent pubsub cache of DESIGN.md.
+
+It sits behind :class:`roost.service.pubsub.operations.PubsubService` through the cache
+seam: it answers GetItems when a node is synchronised and current, analyses nodes the
+server path met, keeps synchronised nodes current from events (before frontends hear of
+them), and runs syncs — one per node at a time, retried with backoff after a failure,
+resumed incrementally after a reconnection or a restart.
+
+A node is served from the database only while it is *current*: synchronised
+(``completed``) during this run of the daemon with its profile connected since. A
+disconnection, a restart or a crash (a node left ``in_progress``) makes it not current
+until a resync, which starts by itself when the profile is connected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from roost.service.cache.analysers import Analyser, AnalyserRegistry, AnalysisContext
+from roost.service.cache.reads import answer_from_store, item_from_record
+from roost.service.cache.source import SyncSource, is_pep_service
+from roost.service.cache.stored_form import payload_namespaces, stored_form
+from roost.service.cache.sync import NodeSynchroniser, SyncResult
+from roost.service.errors import InvalidArgument, NotConnected
+from roost.service.events import (
+    Event,
+    EventHub,
+    ItemsEvent,
+    ProfileConnected,
+    ProfileDisconnected,
+    SyncProgress,
+    SyncStateChanged,
+)
+from roost.service.pubsub.model import ItemsReply, ItemsRequest, PubsubItem
+from roost.storage import Database, NodeRecord
+from roost.storage.errors import InvalidQuery
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_ITEMS_PER_NODE = 5_000
+# Waits before retrying a node whose sync failed, by attempt; the last one repeats.
+RETRY_DELAYS = (5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0)
+_PURGE_KEYS = frozenset({"profiles", "services", "nodes", "types", "older_than"})
+NodeKey = tuple[str, str, str]
+
+
+class PubsubCache:
+    """The pubsub cache: analysis, synchronisation, transparent reads, search.
+
+    Args:
+        db: the database.
+        source: the server side of syncs (subscriptions, fetches).
+        events: the hub on which sync states and progress are announced, and from which
+            connections and disconnections are heard.
+        registry: the analysers (built-ins, plugins and config rules loaded by the caller).
+        max_items_per_node: how many items a node keeps; a request that needs older ones
+            goes to the server.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        source: SyncSource,
+        events: EventHub,
+        registry: AnalyserRegistry | None = None,
+        *,
+        max_items_per_node: int = DEFAULT_MAX_ITEMS_PER_NODE,
+    ) -> None:
+        if max_items_per_node < 1:
+            raise InvalidArgument("max_items_per_node must be at least 1")
+        self._db = db
+        self._source = source
+        self._events = events
+        self.registry = registry or AnalyserRegistry()
+        self._sync = NodeSynchroniser(db, source, max_items_per_node=max_items_per_node)
+        self._current: dict[NodeKey, NodeRecord] = {}
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._buffered: dict[int, list[ItemsEvent]] = {}
+        self._timers: dict[int, asyncio.TimerHandle] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        self._indexed: set[str] = set()
+        self._unsubscribe = events.subscribe(self._on_event)
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Recover from the previous run: a node left ``in_progress`` was interrupted."""
+        for node in await self._db.nodes.list_nodes(states=["in_progress"]):
+            log.warning(
+                "%s/%s: its sync was interrupted (crash or kill); it will be resynchronised",
+                node.service,
+                node.name,
+            )
+            await self._db.nodes.set_sync_state(
+                node.id, "none", extra={"reason": "sync interrupted; resync pending"}
+            )
+
+    async def close(self) -> None:
+        """Stop every sync and timer; nodes being synchronised are left to the next start."""
+        self._unsubscribe()
+        for handle in self._timers.values():
+            handle.cancel()
+        tasks = [*self._tasks.values(), *self._background]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- analysers ----------------------------------------------------------------------
+
+    def register_analyser(self, analyser: Analyser, *, position: int | None = None) -> None:
+        """Add an analyser (see :meth:`AnalyserRegistry.register_analyser`)."""
+        self.registry.register_analyser(analyser, position=position)
+
+    def list_analysers(self) -> list[dict[str, Any]]:
+        """The analysers in the order they are consulted (ListAnalysers)."""
+        return self.registry.describe()
+
+    # -- the seam PubsubService calls ---------------------------------------------------
+
+    async def answer(
+        self, profile: str, service: str, node: str, request: ItemsRequest
+    ) -> ItemsReply | None:
+        """The cached answer to ``request``, or None when the server must answer."""
+        if not request.use_cache:
+            return None
+        record = self._current.get((profile, service, node))
+        if record is None:
+            return None
+        return await answer_from_store(self._db.items, record, request)
+
+    async def server_answered(
+        self, profile: str, service: str, node: str, request: ItemsRequest, reply: ItemsReply
+    ) -> None:
+        """Analyse a node the first time the server path meets it."""
+        try:
+            await self._analyse(profile, service, node, reply.items)
+        except Exception:
+            log.exception("%s/%s: analysis failed", service, node)
+
+    async def apply_event(self, event: ItemsEvent) -> None:
+        """Bring a cached node up to date with ``event`` before frontends hear of it."""
+        record = await self._db.nodes.get_node(event.profile, event.service, event.node)
+        if record is None or not record.extra.get("analysed"):
+            if event.kind == "items" and event.items:
+                items = [_item(raw) for raw in event.items]
+                await self._analyse(event.profile, event.service, event.node, items)
+            return
+        if event.kind == "delete":
+            await self._forget_node(record)
+            return
+        if record.id in self._tasks:
+            # A sync is storing the node in server order; apply after it, in order.
+            self._buffered.setdefault(record.id, []).append(event)
+            return
+        if record.sync_state != "completed":
+            return
+        await self._apply(record, event)
+
+    # -- Cache interface ----------------------------------------------------------------
+
+    async def search(self, query: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Items across the cache matching ``query`` (DESIGN.md's Search keys).
+
+        Raises:
+            InvalidArgument: an unknown key or operator, a malformed path or value.
+        """
+        try:
+            hits = await self._db.search.search(query)
+        except InvalidQuery as exc:
+            raise InvalidArgument(str(exc)) from None
+        results = []
+        for hit in hits:
+            record = item_from_record(hit.record()).to_record()
+            record.update(
+                profile=hit.profile,
+                service=hit.service,
+                node=hit.node,
+                created=hit.created,
+                updated=hit.updated,
+            )
+            results.append(record)
+        return results
+
+    async def get_node_state(self, profile: str, service: str, node: str) -> dict[str, Any]:
+        """The node's cache state (GetNodeState); ``none`` for a node never seen."""
+        record = await self._db.nodes.get_node(profile, service, node)
+        if record is None:
+            return {
+                "state": "none",
+                "analyser": "",
+                "type": "",
+                "subtype": "",
+                "item_count": 0,
+                "synced_at": 0.0,
+                "current": False,
+                "reason": "",
+            }
+        synced_at = float(record.extra.get("synced_at", 0.0))
+        return {
+            "state": record.sync_state,
+            "analyser": record.analyser or "",
+            "type": record.type or "",
+            "subtype": record.subtype or "",
+            "item_count": await self._db.items.count_items(record.id),
+            "synced_at": synced_at,
+            "current": (profile, service, node) in self._current,
+            "reason": str(record.extra.get("reason", "")),
+        }
+
+    async def sync(self, profile: str, service: str, node: str) -> None:
+        """(Re)synchronise a node now, whatever its analysis says; returns once started.
+
+        Raises:
+            NotConnected: the profile is not connected.
+        """
+        if not self._source.is_connected(profile):
+            raise NotConnected(f"profile {profile!r} is not connected")
+        record = await self._db.nodes.get_or_create_node(profile, service, node)
+        await self._db.nodes.update_extra(record.id, {"analysed": True, "to_sync": True})
+        self._schedule(record.id, delay=0.0)
+
+    async def purge(self, filters: Mapping[str, Any]) -> int:
+        """Remove cached items matching ``filters``; returns how many went.
+
+        A node that lost items is no longer complete: it is not served until resynchronised.
+
+        Raises:
+            InvalidArgument: an unknown filter or a value of the wrong type.
+        """
+        unknown = sorted(set(filters) - _PURGE_KEYS)
+        if unknown:
+            raise InvalidArgument(
+                f"unknown Purge filter(s) {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(_PURGE_KEYS))}"
+            )
+        lists: dict[str, list[str] | None] = {}
+        for key in ("profiles", "services", "nodes", "types"):
+            value = filters.get(key)
+            if value is not None and (
+                isinstance(value, str) or not all(isinstance(v, str) for v in value)
+            ):
+                raise InvalidArgument(f"Purge filter {key} must be a list of strings")
+            lists[key] = None if value is None else list(value)
+        older_than = filters.get("older_than")
+        if older_than is not None and (
+            isinstance(older_than, bool) or not isinstance(older_than, int | float)
+        ):
+            raise InvalidArgument("Purge filter older_than must be a timestamp (a number)")
+        removed = await self._db.items.purge_items(
+            profiles=lists["profiles"],
+            services=lists["services"],
+            nodes=lists["nodes"],
+            types=lists["types"],
+            older_than=None if older_than is None else float(older_than),
+        )
+        if removed:
+            for record in await self._db.nodes.list_nodes():
+                if _purge_covers(record, lists) and record.sync_state == "completed":
+                    self._current.pop(_key(record), None)
+                    await self._set_state(record, "none", reason="items purged from the cache")
+        return removed
+
+    async def reset(self) -> None:
+        """Empty the cache: every node and item is forgotten."""
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._current.clear()
+        self._buffered.clear()
+        await self._db.nodes.reset_all_nodes()
+
+    # -- analysis -----------------------------------------------------------------------
+
+    async def _analyse(
+        self, profile: str, service: str, node: str, items: list[PubsubItem]
+    ) -> None:
+        record = await self._db.nodes.get_node(profile, service, node)
+        if record is not None and record.extra.get("analysed"):
+            return
+        context = AnalysisContext(
+            profile=profile,
+            service=service,
+            node=node,
+            payload_namespaces=payload_namespaces(items),
+            is_pep=is_pep_service(service),
+        )
+        analyser = self.registry.match(context)
+        if record is None:
+            record = await self._db.nodes.get_or_create_node(profile, service, node)
+        await self._db.nodes.set_analysis(
+            record.id,
+            analyser.name if analyser else None,
+            analyser.type if analyser else None,
+            analyser.subtype if analyser else None,
+        )
+        to_sync = bool(analyser and analyser.to_sync)
+        await self._db.nodes.update_extra(record.id, {"analysed": True, "to_sync": to_sync})
+        if analyser is None:
+            return
+        log.info("%s/%s: analysed by %r (to_sync %s)", service, node, analyser.name, to_sync)
+        for key in analyser.indexed_keys:
+            if key not in self._indexed:
+                await self._db.items.ensure_parsed_key_index(key)
+                self._indexed.add(key)
+        if to_sync and self._source.is_connected(profile):
+            self._schedule(record.id, delay=0.0)
+
+    def _analyser_of(self, record: NodeRecord) -> Analyser | None:
+        return self.registry.get(record.analyser) if record.analyser else None
+
+    # -- syncs --------------------------------------------------------------------------
+
+    def _schedule(self, node_id: int, delay: float) -> None:
+        """Start the node's sync after ``delay`` seconds, unless one runs or is planned."""
+        if node_id in self._tasks:
+            return
+        timer = self._timers.pop(node_id, None)
+        if timer is not None:
+            timer.cancel()
+        if delay <= 0:
+            self._start(node_id)
+        else:
+            loop = asyncio.get_running_loop()
+            self._timers[node_id] = loop.call_later(delay, self._start, node_id)
+
+    def _start(self, node_id: int) -> None:
+        self._timers.pop(node_id, None)
+        if node_id in self._tasks:
+            return
+        task = asyncio.create_task(self._run_sync(node_id), name=f"sync node {node_id}")
+        self._tasks[node_id] = task
+        task.add_done_callback(lambda _t: self._tasks.pop(node_id, None))
+
+    async def _run_sync(self, node_id: int) -> None:
+        record = await self._db.nodes.get_node_by_id(node_id)
+        where = f"{record.service}/{record.name}"
+        if not self._source.is_connected(record.profile):
+            return
+        analyser = self._analyser_of(record)
+        self._current.pop(_key(record), None)
+        self._buffered[node_id] = []
+        record = await self._set_state(record, "in_progress", reason="")
+
+        def progress(done: int, total: int) -> None:
+            self._events.publish(
+                SyncProgress(record.profile, record.service, record.name, done, total)
+            )
+
+        started = time.monotonic()
+        try:
+            result = await self._sync.run(
+                record,
+                analyser,
+                progress,
+                allow_without_events=bool(analyser and analyser.refresh_interval),
+            )
+            if not result.currency.current and not (analyser and analyser.refresh_interval):
+                self._buffered.pop(node_id, None)
+                await self._set_state(record, "no_sync", reason=result.currency.reason)
+                log.info("%s: not cached: %s", where, result.currency.reason)
+                return
+            for event in self._buffered.pop(node_id, []):
+                await self._apply(record, event)
+            record = await self._complete(record, result)
+            log.info(
+                "%s: synchronised in %.2f s (%s: %d fetched, %d removed, %d on the server)",
+                where,
+                time.monotonic() - started,
+                "incremental" if result.incremental else "full",
+                result.fetched,
+                result.removed,
+                result.total,
+            )
+            if not result.currency.current and analyser and analyser.refresh_interval:
+                self._schedule(node_id, analyser.refresh_interval)
+        except asyncio.CancelledError:
+            self._buffered.pop(node_id, None)
+            await asyncio.shield(self._set_state(record, "none", reason="sync interrupted"))
+            raise
+        except Exception as exc:
+            self._buffered.pop(node_id, None)
+            attempts = int(record.extra.get("attempts", 0)) + 1
+            delay = RETRY_DELAYS[min(attempts, len(RETRY_DELAYS)) - 1]
+            delay *= random.uniform(0.9, 1.1)  # spread retries of many nodes
+            log.warning("%s: sync failed (%s); retry %d in %.0f s", where, exc, attempts, delay)
+            await self._set_state(
+                record, "error", reason=str(exc) or type(exc).__name__, attempts=attempts
+            )
+            if self._source.is_connected(record.profile):
+                self._schedule(node_id, delay)
+
+    async def _complete(self, record: NodeRecord, result: SyncResult) -> NodeRecord:
+        record = await self._set_state(
+            record,
+            "completed",
+            reason="" if result.currency.current else result.currency.reason,
+            attempts=0,
+            synced_once=True,
+            synced_at=time.time(),
+            truncated=result.truncated,
+            total=result.total,
+        )
+        self._current[_key(record)] = record
+        return record
+
+    async def _set_state(self, record: NodeRecord, state: str, **extra: Any) -> NodeRecord:
+        updated = await self._db.nodes.set_sync_state(record.id, state, extra=extra)
+        self._events.publish(SyncStateChanged(record.profile, record.service, record.name, state))
+        return updated
+
+    # -- events -------------------------------------------------------------------------
+
+    async def _apply(self, record: NodeRecord, event: ItemsEvent) -> None:
+        where = f"{record.service}/{record.name}"
+        items = self._db.items
+        if event.kind == "items":
+            analyser = self._analyser_of(record)
+            parser = analyser.parser if analyser else None
+            rows = [stored_form(_item(raw), parser, where) for raw in event.items]
+            await items.upsert_items(record.id, rows)
+        elif event.kind == "retract":
+            await items.delete_items(record.id, [str(raw["id"]) for raw in event.items])
+        elif event.kind == "purge":
+            await items.clear_node(record.id)
+        key = _key(record)
+        if key in self._current:
+            # The reads use the record's extra (truncation, totals): keep it fresh.
+            self._current[key] = await self._db.nodes.get_node_by_id(record.id)
+
+    async def _forget_node(self, record: NodeRecord) -> None:
+        task = self._tasks.get(record.id)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        self._current.pop(_key(record), None)
+        await self._db.nodes.delete_node(record.id)
+        self._events.publish(SyncStateChanged(record.profile, record.service, record.name, "none"))
+
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, ProfileConnected):
+            self._spawn(self._resync_profile(event.profile))
+        elif isinstance(event, ProfileDisconnected):
+            for key in [k for k in self._current if k[0] == event.profile]:
+                del self._current[key]
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _resync_profile(self, profile: str) -> None:
+        """After a connection: resynchronise every node of the profile that is cached."""
+        for record in await self._db.nodes.list_nodes(profile=profile):
+            if record.extra.get("to_sync"):
+                self._schedule(record.id, delay=0.0)
+
+
+def _key(record: NodeRecord) -> NodeKey:
+    return (record.profile, record.service, record.name)
+
+
+def _item(raw: Mapping[str, Any]) -> PubsubItem:
+    return PubsubItem(
+        id=str(raw["id"]), publisher=str(raw.get("publisher", "")), xml=str(raw.get("xml", ""))
+    )
+
+
+def _purge_covers(record: NodeRecord, lists: Mapping[str, list[str] | None]) -> bool:
+    checks = (
+        ("profiles", record.profile),
+        ("services", record.service),
+        ("nodes", record.name),
+        ("types", record.type),
+    )
+    return all(
+        (allowed := lists[key]) is None or (value is not None and value in allowed)
+        for key, value in checks
+    )

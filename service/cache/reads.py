@@ -1,0 +1,98 @@
+"""Answering a GetItems request from the database, exactly as the server path would.
+
+The server path (``roost.service.pubsub``) defines what an answer is: the paging
+contract, Roost's RSM tokens and the reply size bound. This module turns the same request
+into an :meth:`ItemStore.get_items` call and its page into the same reply, so that a
+frontend cannot tell where an answer came from except by ``from_cache``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import Any
+
+from roost.service.errors import InvalidArgument
+from roost.service.pubsub.model import ItemsReply, ItemsRequest, PubsubItem
+from roost.service.pubsub.rsm import DEFAULT_PAGE_SIZE, decode_token, encode_token, page_items
+from roost.storage import NodeRecord
+from roost.storage.errors import RowNotFound
+from roost.storage.item_records import ItemRecord
+from roost.storage.items import ItemStore
+
+
+def item_from_record(record: ItemRecord) -> PubsubItem:
+    """The GetItems form of a stored item (``parsed`` as JSON text, when there is any)."""
+    parsed = None if record.parsed is None else json.dumps(record.parsed, ensure_ascii=False)
+    return PubsubItem(id=record.item_id, publisher=record.publisher, xml=record.data, parsed=parsed)
+
+
+def _anchor(token: str | None) -> str | None:
+    """The item id a ``before``/``after`` token points at; ``""`` stays ``""``."""
+    if token is None or token == "":
+        return token
+    item_id, _server_token = decode_token(token)
+    return item_id
+
+
+async def answer_from_store(
+    items: ItemStore, node: NodeRecord, request: ItemsRequest
+) -> ItemsReply | None:
+    """Answer ``request`` from the node's stored items.
+
+    Args:
+        items: the item store.
+        node: a node whose stored items are the server's, complete and current.
+        request: the GetItems request.
+
+    Returns:
+        The reply, or None when the store cannot answer it as the server would (a token
+        naming an item the store does not hold: the server decides what that means).
+
+    Raises:
+        InvalidArgument: a malformed token.
+    """
+    truncated = bool(node.extra.get("truncated"))
+    paged = request.before is not None or request.after is not None
+    if truncated:
+        # Only the newest items are kept: only a request for the newest N, N within what
+        # is kept, has the same answer here as on the server.
+        stored = await items.count_items(node.id)
+        if paged or request.item_ids or request.max_items is None:
+            return None
+        if request.max_items > stored:
+            return None
+    try:
+        page = await items.get_items(
+            node.id,
+            item_ids=request.item_ids or None,
+            max_items=request.max_items,
+            before=_anchor(request.before),
+            after=_anchor(request.after),
+            page_size=DEFAULT_PAGE_SIZE,
+        )
+    except RowNotFound:
+        return None
+    except ValueError as exc:  # InvalidQuery: the request model let something through
+        raise InvalidArgument(str(exc)) from None
+    found = [item_from_record(r) for r in page.items]
+    if not paged and request.max_items is None:
+        # Every item, unless the reply passes the size bound: the server path's own
+        # function decides, so both paths cut at the same item.
+        whole = page_items(found, request)
+        return replace(whole, from_cache=True)
+    count = int(node.extra.get("total", page.count)) if truncated else page.count
+    return ItemsReply(
+        items=found,
+        from_cache=True,
+        rsm_first=encode_token(found[0].id) if found else None,
+        rsm_last=encode_token(found[-1].id) if found else None,
+        rsm_count=count,
+        complete=page.complete,
+        first_index=page.first_index if found else None,
+    )
+
+
+def age_metadata(node: NodeRecord, now: float) -> dict[str, Any]:
+    """Metadata for a node kept by periodic refresh: how old its answers are."""
+    return {"cache_age": max(0.0, now - node.sync_state_updated)}

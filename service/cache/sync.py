@@ -1,0 +1,198 @@
+"""Synchronising one node: the procedure of DESIGN.md's "pubsub cache" section.
+
+Subscribe first (or rely on PEP notifications), so that nothing published meanwhile is
+missed; then either an incremental resync (list the item ids, fetch only what is new or
+moved, drop what is gone) or a full fetch, storing while the next page is fetched.
+Bookkeeping of states, events that arrive meanwhile and retries belongs to the caller
+(:class:`roost.service.cache.cache.PubsubCache`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from roost.service.cache.analysers import Analyser
+from roost.service.cache.source import Currency, SyncSource
+from roost.service.cache.stored_form import stored_form
+from roost.service.pubsub.model import PubsubItem
+from roost.storage import Database, NodeRecord
+
+log = logging.getLogger(__name__)
+
+FETCH_PAGE_SIZE = 500
+# Pages fetched ahead of the store: enough to overlap the network and the database,
+# few enough to bound memory on a large node.
+PAGES_AHEAD = 4
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    """What a sync did.
+
+    Attributes:
+        currency: whether the node will be kept current (and why not).
+        stored: items written to the database.
+        fetched: items fetched from the server.
+        removed: cached items dropped because the server no longer has them.
+        incremental: whether only changes were fetched.
+        total: items the server holds.
+        truncated: whether only the newest ``max_items_per_node`` are kept.
+    """
+
+    currency: Currency
+    stored: int = 0
+    fetched: int = 0
+    removed: int = 0
+    incremental: bool = False
+    total: int = 0
+    truncated: bool = False
+
+
+class NodeSynchroniser:
+    """Runs the sync procedure for one node at a time (the caller serialises per node)."""
+
+    def __init__(self, db: Database, source: SyncSource, *, max_items_per_node: int) -> None:
+        self._db = db
+        self._source = source
+        self._limit = max_items_per_node
+
+    async def run(
+        self,
+        node: NodeRecord,
+        analyser: Analyser | None,
+        progress: Progress,
+        *,
+        allow_without_events: bool = False,
+    ) -> SyncResult:
+        """Synchronise ``node``.
+
+        Args:
+            node: the node's record.
+            analyser: its analyser (gives the parser), None for a node synced on request
+                without one.
+            progress: called with (items stored, total or 0) as the sync goes.
+            allow_without_events: go on even when the node cannot be kept current (the
+                node is refreshed periodically instead).
+
+        Returns:
+            The result; when the node cannot be kept current and that is not allowed,
+            nothing is fetched.
+        """
+        currency = await self._source.keep_current(node.profile, node.service, node.name)
+        if not currency.current and not allow_without_events:
+            return SyncResult(currency=currency)
+        await self._db.nodes.set_subscribed(node.id, currency.subscribed)
+        parser = analyser.parser if analyser else None
+        if node.extra.get("synced_once"):
+            result = await self._incremental(node, parser, currency, progress)
+            if result is not None:
+                return await self._bound(node, result)
+        return await self._bound(node, await self._full(node, parser, currency, progress))
+
+    async def _full(
+        self,
+        node: NodeRecord,
+        parser: Callable[..., dict[str, object]] | None,
+        currency: Currency,
+        progress: Progress,
+    ) -> SyncResult:
+        where = f"{node.service}/{node.name}"
+        queue: asyncio.Queue[list[PubsubItem] | None] = asyncio.Queue(maxsize=PAGES_AHEAD)
+
+        async def fetch() -> None:
+            try:
+                async for page in self._source.fetch_all_items(
+                    node.profile, node.service, node.name, FETCH_PAGE_SIZE
+                ):
+                    await queue.put(page)
+            finally:
+                await queue.put(None)
+
+        fetcher = asyncio.create_task(fetch(), name=f"fetch {where}")
+        seen: list[str] = []
+        stored = 0
+        try:
+            while (page := await queue.get()) is not None:
+                rows = [stored_form(item, parser, where) for item in page]
+                stored += await self._db.items.upsert_items(node.id, rows)
+                seen.extend(item.id for item in page)
+                progress(stored, 0)
+            await fetcher  # re-raises a fetch failure
+        finally:
+            if not fetcher.done():
+                fetcher.cancel()
+        removed = await self._db.items.delete_items_not_in(node.id, seen)
+        return SyncResult(
+            currency=currency, stored=stored, fetched=len(seen), removed=removed, total=len(seen)
+        )
+
+    async def _incremental(
+        self,
+        node: NodeRecord,
+        parser: Callable[..., dict[str, object]] | None,
+        currency: Currency,
+        progress: Progress,
+    ) -> SyncResult | None:
+        """Fetch only what changed; None when that cannot give a correct copy."""
+        where = f"{node.service}/{node.name}"
+        server_ids = await self._source.list_item_ids(node.profile, node.service, node.name)
+        if server_ids is None:
+            return None
+        cached_ids = [item_id for item_id, _updated in await self._db.items.list_item_ids(node.id)]
+        server_set, cached_set = set(server_ids), set(cached_ids)
+        gone = [i for i in cached_ids if i not in server_set]
+        kept_in_cache_order = [i for i in cached_ids if i in server_set]
+        kept_in_server_order = [i for i in server_ids if i in cached_set]
+        if kept_in_cache_order != kept_in_server_order:
+            # Items were republished (they moved): the stored order cannot be mended by
+            # appending, so fetch everything.
+            log.info("%s: items moved on the server; full resync", where)
+            return None
+        last_kept = server_ids.index(kept_in_server_order[-1]) if kept_in_server_order else -1
+        new = server_ids[last_kept + 1 :]
+        if len(new) != len(server_set - cached_set):
+            log.info("%s: new items are not all newer than the cached ones; full resync", where)
+            return None
+        fetched = await self._source.fetch_items_by_id(node.profile, node.service, node.name, new)
+        if [item.id for item in fetched] != new:
+            log.info("%s: the server did not return the listed items; full resync", where)
+            return None
+        removed = await self._db.items.delete_items(node.id, gone)
+        rows = [stored_form(item, parser, where) for item in fetched]
+        stored = await self._db.items.upsert_items(node.id, rows)
+        progress(stored, len(new))
+        log.info(
+            "%s: incremental resync: %d new, %d gone, %d unchanged",
+            where,
+            len(new),
+            len(gone),
+            len(kept_in_server_order),
+        )
+        return SyncResult(
+            currency=currency,
+            stored=stored,
+            fetched=len(fetched),
+            removed=removed,
+            incremental=True,
+            total=len(server_ids),
+        )
+
+    async def _bound(self, node: NodeRecord, result: SyncResult) -> SyncResult:
+        """Keep only the newest ``max_items_per_node`` items."""
+        if result.total <= self._limit:
+            return result
+        await self._db.items.trim_node(node.id, self._limit)
+        return SyncResult(
+            currency=result.currency,
+            stored=result.stored,
+            fetched=result.fetched,
+            removed=result.removed,
+            incremental=result.incremental,
+            total=result.total,
+            truncated=True,
+        )
