@@ -1,0 +1,129 @@
+"""Random arguments of the right D-Bus types at every method of the daemon.
+
+Each call must answer with success or a named Roost error (never ``Internal``, never a
+generic dbus-fast error); a refused call must leave the database as it was; and the
+daemon must still answer afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from dbus_fast import Variant
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from roost.bridge.client import RoostClient, RoostDBusError
+from roost.bridge.constants import (
+    ERROR_INTERNAL,
+    ERROR_PREFIX,
+    PROFILES_INTERFACE,
+    STORAGE_INTERFACE,
+)
+from tests.bridge.strategies import dbus_text, variants
+from tests.fixtures.dbus import Roostd
+
+pytestmark = [pytest.mark.dbus, pytest.mark.slow]
+
+names = st.one_of(
+    st.sampled_from(["", "fz", "fz1", "@global@", "@roost", "ui", "k", "a b", "x" * 300]),
+    dbus_text,
+)
+options = st.dictionaries(
+    st.one_of(st.sampled_from(["host", "port", "tls", "autoconnect"]), dbus_text),
+    st.one_of(
+        st.sampled_from(
+            [Variant("u", 5222), Variant("i", -1), Variant("s", "starttls"), Variant("b", True)]
+        ),
+        variants,
+    ),
+    max_size=4,
+)
+jids = st.one_of(
+    st.sampled_from(["me@example.org", "me@example.org/r", "example.org", "@", "a@b@c"]),
+    dbus_text,
+)
+
+# (interface, member, signature, strategy of the body)
+CALLS: list[tuple[str, str, str, st.SearchStrategy[list[Any]]]] = [
+    (PROFILES_INTERFACE, "Create", "sssa{sv}", st.tuples(names, jids, dbus_text, options)),
+    (PROFILES_INTERFACE, "Delete", "s", st.tuples(names)),
+    (PROFILES_INTERFACE, "List", "", st.tuples()),
+    (PROFILES_INTERFACE, "Connect", "s", st.tuples(names)),
+    (PROFILES_INTERFACE, "Disconnect", "s", st.tuples(names)),
+    (PROFILES_INTERFACE, "IsConnected", "s", st.tuples(names)),
+    (
+        "org.freedesktop.DBus.Properties",
+        "Set",
+        "ssv",
+        st.tuples(
+            st.just(PROFILES_INTERFACE), st.just("Default"), names.map(lambda n: Variant("s", n))
+        ),
+    ),
+    (STORAGE_INTERFACE, "GetParam", "sss", st.tuples(names, names, names)),
+    (STORAGE_INTERFACE, "SetParam", "ssss", st.tuples(names, names, names, dbus_text)),
+    (STORAGE_INTERFACE, "ListParams", "ss", st.tuples(names, names)),
+    (STORAGE_INTERFACE, "GetValues", "ssas", st.tuples(names, names, st.lists(names, max_size=4))),
+    (STORAGE_INTERFACE, "SetValue", "sssv", st.tuples(names, names, names, variants)),
+    (STORAGE_INTERFACE, "DeleteValue", "sss", st.tuples(names, names, names)),
+]
+
+calls = st.sampled_from(CALLS).flatmap(
+    lambda call: call[3].map(lambda body: (call[0], call[1], call[2], list(body)))
+)
+
+
+def snapshot(database: Any) -> Any:
+    """Everything the calls can change, as comparable data."""
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
+        return [
+            sorted(db.execute(f"SELECT * FROM {table}").fetchall(), key=repr)
+            for table in ("profiles", "params", "kv_store")
+        ]
+
+
+@pytest.fixture
+def session(roostd: Roostd) -> Iterator[tuple[asyncio.AbstractEventLoop, RoostClient]]:
+    """A loop of the test's own and a client on it (hypothesis drives a sync test)."""
+    loop = asyncio.new_event_loop()
+    client = loop.run_until_complete(RoostClient.connect(roostd.bus_address))
+    yield loop, client
+    client.close()
+    loop.run_until_complete(asyncio.sleep(0))
+    loop.close()
+
+
+def test_random_arguments_at_every_method(
+    roostd: Roostd, session: tuple[asyncio.AbstractEventLoop, RoostClient]
+) -> None:
+    loop, client = session
+    seen: set[str] = set()
+
+    @settings(
+        max_examples=300,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    )
+    @given(calls)
+    def one_call(call: tuple[str, str, str, list[Any]]) -> None:
+        interface, member, signature, body = call
+        before = snapshot(roostd.database)
+        try:
+            loop.run_until_complete(client.call(interface, member, signature, body))
+        except RoostDBusError as err:
+            assert err.name.startswith(ERROR_PREFIX), (member, body, err)
+            assert err.name != ERROR_INTERNAL, (member, body, err)
+            assert err.message, (member, body)
+            assert snapshot(roostd.database) == before, f"refused {member} changed the data"
+            seen.add(err.name)
+        assert roostd.process.poll() is None
+
+    one_call()
+    # The daemon still answers, and the test did exercise refusals.
+    assert isinstance(loop.run_until_complete(client.list_profiles()), list)
+    assert ERROR_PREFIX + "InvalidArgument" in seen
+    assert ERROR_PREFIX + "NotFound" in seen
