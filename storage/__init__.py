@@ -14,11 +14,14 @@ from roost.storage.errors import (
     RowNotFound,
     StorageError,
 )
+from roost.storage.item_records import ItemInput, ItemPage, ItemRecord, SearchHit
+from roost.storage.items import ItemStore
 from roost.storage.migrate import MigrationOutcome, UnmanagedDatabase, prepare_database
 from roost.storage.nodes import NodeStore
 from roost.storage.params import ParamStore
 from roost.storage.profiles import ProfileStore
 from roost.storage.records import NODE_STATES, NodeRecord, ProfileRecord, TypedValue
+from roost.storage.search import SearchQuery, SearchStore
 from roost.storage.values import ValueStore
 
 __all__ = [
@@ -27,6 +30,10 @@ __all__ = [
     "Database",
     "DatabaseTooNew",
     "InvalidQuery",
+    "ItemInput",
+    "ItemPage",
+    "ItemRecord",
+    "ItemStore",
     "MigrationOutcome",
     "NodeRecord",
     "NodeStore",
@@ -34,6 +41,9 @@ __all__ = [
     "ProfileRecord",
     "ProfileStore",
     "RowNotFound",
+    "SearchHit",
+    "SearchQuery",
+    "SearchStore",
     "StorageError",
     "TypedValue",
     "UnmanagedDatabase",

@@ -7,37 +7,21 @@ engine, a session or SQL.
 
 from __future__ import annotations
 
-import importlib
 import logging
-from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from roost.storage.engine import create_engine, resolve_database_url
+from roost.storage.items import ItemStore
 from roost.storage.migrate import MigrationOutcome, prepare_database
 from roost.storage.nodes import NodeStore
 from roost.storage.params import ParamStore
 from roost.storage.profiles import ProfileStore
+from roost.storage.search import SearchStore
 from roost.storage.values import ValueStore
 
-if TYPE_CHECKING:
-    from roost.storage.items import ItemStore
-    from roost.storage.search import SearchStore
-
 logger = logging.getLogger(__name__)
-
-
-def _optional_store(module: str, name: str, engine: AsyncEngine) -> Any:
-    # The item and search stores are built beside this module; until their modules are
-    # there, the facade still opens, and asking for them says why they are missing.
-    try:
-        found = importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name != module:
-            raise
-        return None
-    return getattr(found, name)(engine)
 
 
 class Database:
@@ -49,7 +33,8 @@ class Database:
         engine: the async engine.
         url: the database URL.
         migration: what :func:`~roost.storage.migrate.prepare_database` did at open.
-        profiles, params, values, nodes: the stores of those concerns.
+        profiles, params, values, nodes, items: the stores of those concerns.
+        search: searches across the cached items.
     """
 
     def __init__(self, engine: AsyncEngine, url: URL, migration: MigrationOutcome) -> None:
@@ -61,8 +46,8 @@ class Database:
         self.params = ParamStore(sessions)
         self.values = ValueStore(sessions)
         self.nodes = NodeStore(sessions)
-        self._items = _optional_store("roost.storage.items", "ItemStore", engine)
-        self._search = _optional_store("roost.storage.search", "SearchStore", engine)
+        self.items = ItemStore(engine)
+        self.search = SearchStore(engine)
 
     @classmethod
     async def open(cls, url: str | URL | None = None) -> Database:
@@ -95,22 +80,6 @@ class Database:
             outcome.to_revision,
         )
         return cls(engine, resolved, outcome)
-
-    @property
-    def items(self) -> ItemStore:
-        """The cached pubsub items."""
-        if self._items is None:
-            raise RuntimeError("this build of roost.storage has no item store")
-        store: ItemStore = self._items
-        return store
-
-    @property
-    def search(self) -> SearchStore:
-        """Searches across the cache."""
-        if self._search is None:
-            raise RuntimeError("this build of roost.storage has no search store")
-        store: SearchStore = self._search
-        return store
 
     async def close(self) -> None:
         """Close every connection of the engine."""

@@ -21,7 +21,7 @@ from roost.storage.profiles import Store, affected_rows
 from roost.storage.records import NodeRecord, check_node_state
 
 
-def _with_profile() -> Select[tuple[PubsubNode, str]]:
+def _with_profile() -> Select[PubsubNode, str]:
     return select(PubsubNode, Profile.name).join(Profile, PubsubNode.profile_id == Profile.id)
 
 
