@@ -83,6 +83,7 @@ class RoostClient(ClientXMPP):  # type: ignore[misc]
         self.register_plugin("xep_0163")
         self.register_plugin("xep_0199")
         self._notify: set[str] = set()
+        self._background: set[asyncio.Future[None]] = set()
         self.add_event_handler("session_start", self._on_session_start)
         for namespace in DEFAULT_NOTIFY:
             self.add_notify(namespace)
@@ -113,7 +114,7 @@ class RoostClient(ClientXMPP):  # type: ignore[misc]
         for namespace in new:
             self.plugin["xep_0030"].add_feature(f"{namespace}+notify")
         if self.sessionstarted:
-            asyncio.ensure_future(self._refresh_caps())
+            self._spawn_refresh()
 
     def remove_notify(self, namespace: str) -> None:
         """Stop advertising ``<namespace>+notify``."""
@@ -122,7 +123,12 @@ class RoostClient(ClientXMPP):  # type: ignore[misc]
         self._notify.discard(namespace)
         self.plugin["xep_0030"].del_feature(feature=f"{namespace}+notify")
         if self.sessionstarted:
-            asyncio.ensure_future(self._refresh_caps())
+            self._spawn_refresh()
+
+    def _spawn_refresh(self) -> None:
+        task = asyncio.ensure_future(self._refresh_caps())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _refresh_caps(self) -> None:
         await self.plugin["xep_0115"].update_caps(broadcast=False)

@@ -1,0 +1,25 @@
+"""The hook through which a pubsub cache answers and learns (built separately)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from roost.service.events import ItemsEvent
+from roost.service.pubsub.model import ItemsReply, ItemsRequest
+
+
+class PubsubCache(Protocol):
+    """What PubsubService asks of a cache."""
+
+    async def answer(
+        self, profile: str, service: str, node: str, request: ItemsRequest
+    ) -> ItemsReply | None:
+        """The cached answer to ``request``, or None to go to the server."""
+
+    async def server_answered(
+        self, profile: str, service: str, node: str, request: ItemsRequest, reply: ItemsReply
+    ) -> None:
+        """Called after a server answered ``request``; the cache analyses the node here."""
+
+    async def apply_event(self, event: ItemsEvent) -> None:
+        """Called before ``event`` is published, so the cache is current first."""

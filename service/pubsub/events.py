@@ -1,0 +1,135 @@
+"""Pubsub notifications: from a session's messages to ItemsEvent on the hub.
+
+Only events sent by the entity hosting the node count (the pubsub service, or the PEP
+owner's bare JID); anything else could be forged by any contact. Event items are
+rewritten in the form a query returns (pubsub namespace). Whether a service's event
+items match its query items is checked on the first event with a payload, by fetching
+the item; where they differ (or the event has no payload), every item is fetched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import xml.etree.ElementTree as ET
+from collections.abc import Awaitable, Callable
+
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
+
+from roost.service.errors import RoostError
+from roost.service.events import ItemsEvent
+from roost.service.pubsub import protocol as p
+from roost.service.pubsub.model import PubsubItem
+from roost.service.xmpp.client import RoostClient
+
+log = logging.getLogger(__name__)
+
+# (client, service, node, item ids) -> the items as a query returns them
+ItemFetcher = Callable[[RoostClient, str, str, tuple[str, ...]], Awaitable[list[PubsubItem]]]
+EventSink = Callable[[ItemsEvent], Awaitable[None]]
+
+
+def rewrite_item(event_item: ET.Element) -> PubsubItem:
+    """An event ``<item>`` as the query form: same attributes and payload, pubsub ns."""
+    item = p.element("item", p.NS_PUBSUB, **dict(event_item.attrib))
+    for child in event_item:
+        item.append(child)
+    return PubsubItem(
+        id=item.get("id", ""), publisher=item.get("publisher", ""), xml=p.item_text(item)
+    )
+
+
+class EventRouter:
+    """Turns the pubsub notifications a client receives into ItemsEvents."""
+
+    def __init__(self, fetch: ItemFetcher, sink: EventSink) -> None:
+        self._fetch = fetch
+        self._sink = sink
+        # service JID -> whether its event items equal its query items
+        self._matches: dict[str, bool] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def attach(self, profile: str, client: RoostClient) -> None:
+        """Listen to ``client``'s pubsub notifications for ``profile``."""
+        client.register_handler(
+            Callback(
+                "Roost pubsub events",
+                MatchXPath(f"{{jabber:client}}message/{{{p.NS_EVENT}}}event"),
+                lambda msg: self._spawn(self._handle(profile, client, msg.xml)),
+            )
+        )
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, profile: str, client: RoostClient, message: ET.Element) -> None:
+        try:
+            for event in self.events_of(profile, client, message):
+                event = await self._complete(client, event)
+                await self._sink(event)
+        except RoostError as exc:
+            log.warning("pubsub event for %s dropped: %s", profile, exc.message)
+        except Exception:
+            log.exception("pubsub event for %s failed", profile)
+
+    @staticmethod
+    def host_of(client: RoostClient, sender: str, node: str) -> bool:
+        """Whether ``sender`` may speak for ``node``: a service, or a PEP owner's bare JID."""
+        return bool(sender) and "/" not in sender
+
+    def events_of(self, profile: str, client: RoostClient, message: ET.Element) -> list[ItemsEvent]:
+        """The ItemsEvents one notification message carries (before completion)."""
+        sender = message.get("from", "")
+        event = message.find(f"{{{p.NS_EVENT}}}event")
+        if event is None or not self.host_of(client, sender, ""):
+            return []
+        out: list[ItemsEvent] = []
+        for child in event:
+            kind = child.tag.rpartition("}")[2]
+            node = child.get("node", "")
+            if kind == "items":
+                published = [rewrite_item(i) for i in child.findall(f"{{{p.NS_EVENT}}}item")]
+                retracted = [r.get("id", "") for r in child.findall(f"{{{p.NS_EVENT}}}retract")]
+                if published:
+                    records = [i.to_record() for i in published]
+                    # An item without payload has only its id: mark it for completion.
+                    for record, raw in zip(
+                        records, child.findall(f"{{{p.NS_EVENT}}}item"), strict=True
+                    ):
+                        record["_payload"] = len(raw) > 0
+                    out.append(ItemsEvent(profile, sender, node, "items", records))
+                if retracted:
+                    out.append(
+                        ItemsEvent(profile, sender, node, "retract", [{"id": i} for i in retracted])
+                    )
+            elif kind in ("purge", "delete"):
+                out.append(ItemsEvent(profile, sender, node, kind, []))
+        return out
+
+    async def _complete(self, client: RoostClient, event: ItemsEvent) -> ItemsEvent:
+        if event.kind != "items":
+            return event
+        matches = self._matches.get(event.service)
+        records = event.items
+        with_payload = {r["id"] for r in records if r.pop("_payload")}
+        missing = [r["id"] for r in records if r["id"] not in with_payload or matches is not True]
+        if not missing:
+            return event
+        fetched = {
+            item.id: item
+            for item in await self._fetch(client, event.service, event.node, tuple(missing))
+        }
+        items: list[dict[str, object]] = []
+        for record in records:
+            item = fetched.get(record["id"])
+            if item is None:
+                # Retracted meanwhile, or not readable: hand on what the event said.
+                items.append(record)
+                continue
+            if matches is None and record["id"] in with_payload:
+                matches = self._matches[event.service] = record["xml"] == item.xml
+            items.append(item.to_record())
+        return ItemsEvent(event.profile, event.service, event.node, event.kind, items)

@@ -1,0 +1,151 @@
+"""Pubsub stanzas on the wire: building requests, reading answers, mapping errors.
+
+Requests are built as plain elements rather than through slixmpp's stanza plugins: RSM
+``<set/>`` is not registered under ``<pubsub/>`` there, and item XML is handed on as text
+anyway, so one path serves every request.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping, Sequence
+
+from slixmpp.exceptions import IqError, IqTimeout
+from slixmpp.xmlstream import tostring
+
+from roost.service.errors import InvalidArgument, NotConnected, XmppError
+from roost.service.pubsub.model import PubsubItem
+from roost.service.xmpp.client import RoostClient
+
+NS_PUBSUB = "http://jabber.org/protocol/pubsub"
+NS_OWNER = "http://jabber.org/protocol/pubsub#owner"
+NS_EVENT = "http://jabber.org/protocol/pubsub#event"
+NS_RSM = "http://jabber.org/protocol/rsm"
+NS_DATA = "jabber:x:data"
+NS_DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
+NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+NODE_CONFIG_FORM = "http://jabber.org/protocol/pubsub#node_config"
+SUBSCRIBE_OPTIONS_FORM = "http://jabber.org/protocol/pubsub#subscribe_options"
+IQ_TIMEOUT = 60.0
+
+MULTI_FIELDS = frozenset({"list-multi", "jid-multi", "text-multi"})
+
+
+def element(tag: str, namespace: str, **attrs: str) -> ET.Element:
+    """A new element ``{namespace}tag`` with the given attributes."""
+    return ET.Element(f"{{{namespace}}}{tag}", {k: v for k, v in attrs.items() if v})
+
+
+async def send_iq(
+    client: RoostClient, kind: str, to: str, payload: ET.Element, wait: float = IQ_TIMEOUT
+) -> ET.Element:
+    """Send an iq of ``kind`` (get/set) with ``payload`` to ``to``; returns the result iq.
+
+    Raises:
+        XmppError: the server answered an error, or did not answer in time.
+        NotConnected: the session went down before the answer.
+    """
+    if not client.is_connected():
+        raise NotConnected("the profile's XMPP session is down")
+    iq = client.make_iq_get(ito=to) if kind == "get" else client.make_iq_set(ito=to)
+    iq.append(payload)
+    try:
+        result = await iq.send(timeout=wait)
+    except IqError as exc:
+        error = exc.iq["error"]
+        raise XmppError(
+            error["condition"], error["text"] or "", error["type"] or "cancel"
+        ) from None
+    except IqTimeout:
+        raise XmppError(
+            "remote-server-timeout", f"{to} did not answer within {wait:g} s", "wait"
+        ) from None
+    reply: ET.Element = result.xml
+    return reply
+
+
+def pubsub(namespace: str = NS_PUBSUB) -> ET.Element:
+    """An empty ``<pubsub/>`` (or owner) element."""
+    return element("pubsub", namespace)
+
+
+def item_text(item: ET.Element) -> str:
+    """Serialise an ``<item>`` as a query returns it (pubsub namespace as default)."""
+    text: str = tostring(item)
+    return text
+
+
+def parse_items(reply: ET.Element) -> list[PubsubItem]:
+    """The items of an items query's answer, in the server's order."""
+    items = reply.find(f"{{{NS_PUBSUB}}}pubsub/{{{NS_PUBSUB}}}items")
+    if items is None:
+        return []
+    return [
+        PubsubItem(id=item.get("id", ""), publisher=item.get("publisher", ""), xml=item_text(item))
+        for item in items.findall(f"{{{NS_PUBSUB}}}item")
+    ]
+
+
+def parse_rsm(reply: ET.Element) -> tuple[int | None, str | None, str | None, int | None] | None:
+    """(count, first, last, first index) of the answer's RSM ``<set/>``; None without."""
+    rsm = reply.find(f"{{{NS_PUBSUB}}}pubsub/{{{NS_RSM}}}set")
+    if rsm is None:
+        return None
+    count_text = rsm.findtext(f"{{{NS_RSM}}}count")
+    first = rsm.find(f"{{{NS_RSM}}}first")
+    index = first.get("index") if first is not None else None
+    return (
+        int(count_text) if count_text and count_text.isdigit() else None,
+        first.text if first is not None else None,
+        rsm.findtext(f"{{{NS_RSM}}}last"),
+        int(index) if index and index.isdigit() else None,
+    )
+
+
+def rsm_set(max_items: int, before: str | None = None, after: str | None = None) -> ET.Element:
+    """An RSM ``<set/>``: ``before=""`` asks for the last page; no ``after`` the first."""
+    rsm = element("set", NS_RSM)
+    ET.SubElement(rsm, f"{{{NS_RSM}}}max").text = str(max_items)
+    if before is not None:
+        ET.SubElement(rsm, f"{{{NS_RSM}}}before").text = before or None
+    elif after:
+        # ejabberd rejects an empty <after/>: the first page is simply no <after/>.
+        ET.SubElement(rsm, f"{{{NS_RSM}}}after").text = after
+    return rsm
+
+
+def read_form(form: ET.Element | None) -> dict[str, str | list[str]]:
+    """A data form's fields as strings (multi-valued fields as lists), FORM_TYPE left out."""
+    values: dict[str, str | list[str]] = {}
+    if form is None:
+        return values
+    for field in form.findall(f"{{{NS_DATA}}}field"):
+        var = field.get("var")
+        if not var or var == "FORM_TYPE":
+            continue
+        texts = [value.text or "" for value in field.findall(f"{{{NS_DATA}}}value")]
+        values[var] = texts if field.get("type") in MULTI_FIELDS else (texts[0] if texts else "")
+    return values
+
+
+def submit_form(form_type: str, config: Mapping[str, object]) -> ET.Element:
+    """A submitted data form of ``form_type`` holding ``config``.
+
+    Raises:
+        InvalidArgument: a value is neither a string nor a list of strings.
+    """
+    form = element("x", NS_DATA, type="submit")
+    hidden = ET.SubElement(form, f"{{{NS_DATA}}}field", var="FORM_TYPE", type="hidden")
+    ET.SubElement(hidden, f"{{{NS_DATA}}}value").text = form_type
+    for var, value in config.items():
+        field = ET.SubElement(form, f"{{{NS_DATA}}}field", var=var)
+        values: Sequence[object] = [value] if isinstance(value, str | bool | int) else value  # type: ignore[assignment]
+        if not isinstance(values, list | tuple):
+            raise InvalidArgument(f"config field {var!r}: give a string or a list of strings")
+        for single in values:
+            if isinstance(single, bool):
+                single = "1" if single else "0"
+            if not isinstance(single, str | int):
+                raise InvalidArgument(f"config field {var!r}: {single!r} is not a string")
+            ET.SubElement(field, f"{{{NS_DATA}}}value").text = str(single)
+    return form

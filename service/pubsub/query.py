@@ -1,0 +1,191 @@
+"""Item queries against the server, with RSM where the server has it.
+
+Whether a service implements RSM on pubsub is learnt from its answers (neither Prosody
+nor ejabberd advertises it): a query carrying ``<set/>`` whose answer has a ``<set/>``
+proves it; an answer without one (Prosody ignores ``<set/>`` and returns every item)
+disproves it, and that answer is then paged by Roost itself.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator
+
+from roost.service.pubsub import protocol as p
+from roost.service.pubsub.model import ItemsReply, ItemsRequest, PubsubItem
+from roost.service.pubsub.rsm import (
+    DEFAULT_PAGE_SIZE,
+    MAX_REPLY_ITEMS,
+    decode_token,
+    encode_token,
+    page_items,
+)
+from roost.service.xmpp.client import RoostClient
+
+FETCH_PAGE_SIZE = 500
+
+
+class ItemsQuery:
+    """Runs items queries for the profiles' clients and remembers which services have RSM."""
+
+    def __init__(self) -> None:
+        self._rsm: dict[str, bool] = {}
+
+    def known_rsm(self, service: str) -> bool | None:
+        """What is known of ``service``'s RSM support (None: not yet known)."""
+        return self._rsm.get(service)
+
+    async def server_supports_rsm(self, client: RoostClient, service: str, node: str) -> bool:
+        """Whether ``service`` pages pubsub queries with RSM (asked once per service)."""
+        known = self._rsm.get(service)
+        if known is None:
+            reply = await self._ask(client, service, node, p.rsm_set(1, before=""))
+            known = self._rsm[service] = p.parse_rsm(reply) is not None
+        return known
+
+    async def _ask(
+        self,
+        client: RoostClient,
+        service: str,
+        node: str,
+        rsm: ET.Element | None = None,
+        item_ids: tuple[str, ...] = (),
+        max_items: int | None = None,
+    ) -> ET.Element:
+        payload = p.pubsub()
+        items = ET.SubElement(payload, f"{{{p.NS_PUBSUB}}}items", node=node)
+        if max_items is not None:
+            items.set("max_items", str(max_items))
+        for item_id in item_ids:
+            ET.SubElement(items, f"{{{p.NS_PUBSUB}}}item", id=item_id)
+        if rsm is not None:
+            payload.append(rsm)
+        reply = await p.send_iq(client, "get", service, payload)
+        if rsm is not None:
+            self._rsm[service] = p.parse_rsm(reply) is not None
+        return reply
+
+    async def get_items(
+        self, client: RoostClient, service: str, node: str, request: ItemsRequest
+    ) -> ItemsReply:
+        """Answer ``request`` from the server, paging by RSM or locally."""
+        if request.item_ids:
+            return page_items(await self._by_ids(client, service, node, request), request)
+        if self._rsm.get(service) is False:
+            return page_items(await self._whole(client, service, node), request)
+        rsm = self._translate(request)
+        if rsm is None:
+            # A token with no server token on an RSM server: walk the node, page locally.
+            return page_items(
+                [i async for page in self.fetch_all(client, service, node) for i in page], request
+            )
+        reply = await self._ask(client, service, node, rsm)
+        items = p.parse_items(reply)
+        meta = p.parse_rsm(reply)
+        if meta is None:
+            return page_items(items, request)
+        return self._from_rsm(items, meta, request)
+
+    def _translate(self, request: ItemsRequest) -> ET.Element | None:
+        size = request.max_items or DEFAULT_PAGE_SIZE
+        token = request.before if request.before is not None else request.after
+        server_token = None
+        if token:
+            _item, server_token = decode_token(token)
+            if server_token is None:
+                return None
+        if request.before is not None:
+            return p.rsm_set(size, before=server_token or "")
+        if request.after is not None:
+            return p.rsm_set(size, after=server_token)
+        if request.max_items is not None:
+            # The newest N is the last page; unlike max_items, it also tells the count.
+            return p.rsm_set(request.max_items, before="")
+        return p.rsm_set(MAX_REPLY_ITEMS)
+
+    @staticmethod
+    def _from_rsm(
+        items: list[PubsubItem],
+        meta: tuple[int | None, str | None, str | None, int | None],
+        request: ItemsRequest,
+    ) -> ItemsReply:
+        count, first, last, index = meta
+        count = len(items) if count is None else count
+        start = index if index is not None else 0
+        if request.before is not None or (request.max_items is not None and not request.is_paging):
+            complete = start == 0
+        else:
+            complete = start + len(items) >= count
+        if not request.is_paging and request.max_items is None:
+            # No max_items: the first page is whole unless the byte bound cuts it.
+            bounded = page_items(items, request)
+            if len(bounded.items) < len(items):
+                return ItemsReply(
+                    items=bounded.items,
+                    rsm_first=bounded.rsm_first,
+                    rsm_last=bounded.rsm_last,
+                    rsm_count=count,
+                    complete=False,
+                    first_index=start,
+                )
+        return ItemsReply(
+            items=items,
+            rsm_first=encode_token(items[0].id, first) if items else None,
+            rsm_last=encode_token(items[-1].id, last) if items else None,
+            rsm_count=count,
+            complete=complete,
+            first_index=start if items else None,
+        )
+
+    async def _whole(self, client: RoostClient, service: str, node: str) -> list[PubsubItem]:
+        return p.parse_items(await self._ask(client, service, node))
+
+    async def _by_ids(
+        self, client: RoostClient, service: str, node: str, request: ItemsRequest
+    ) -> list[PubsubItem]:
+        items = p.parse_items(await self._ask(client, service, node, item_ids=request.item_ids))
+        if len(items) < 2 or await self.server_supports_rsm(client, service, node):
+            return items
+        # Prosody answers in the order asked, not the node's: its item listing is newest
+        # first, which gives the node's order back.
+        order = {
+            item_id: n
+            for n, item_id in enumerate(reversed(await self.list_item_ids(client, service, node)))
+        }
+        return sorted(items, key=lambda item: order.get(item.id, len(order)))
+
+    async def fetch_all(
+        self, client: RoostClient, service: str, node: str, page_size: int = FETCH_PAGE_SIZE
+    ) -> AsyncIterator[list[PubsubItem]]:
+        """Every item of the node, oldest first, in pages (one whole answer without RSM)."""
+        if self._rsm.get(service) is False:
+            yield await self._whole(client, service, node)
+            return
+        after: str | None = None
+        while True:
+            reply = await self._ask(client, service, node, p.rsm_set(page_size, after=after))
+            items = p.parse_items(reply)
+            meta = p.parse_rsm(reply)
+            if meta is None:
+                yield items
+                return
+            if items:
+                yield items
+            count, _first, last, index = meta
+            done = (index or 0) + len(items) >= (count if count is not None else 0)
+            if not items or done or last is None:
+                return
+            after = last
+
+    async def list_item_ids(self, client: RoostClient, service: str, node: str) -> list[str]:
+        """The node's item ids as disco#items lists them."""
+        query = p.element("query", p.NS_DISCO_ITEMS, node=node)
+        reply = await p.send_iq(client, "get", service, query)
+        found = reply.find(f"{{{p.NS_DISCO_ITEMS}}}query")
+        if found is None:
+            return []
+        return [
+            item.get("name", "")
+            for item in found.findall(f"{{{p.NS_DISCO_ITEMS}}}item")
+            if item.get("name")
+        ]
