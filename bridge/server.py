@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import cast
 
 from dbus_fast import BusType, NameFlag, RequestNameReply
 from dbus_fast.aio import MessageBus
@@ -33,6 +34,12 @@ INTERFACES: list[Callable[[Backend], RoostInterface]] = [
 """Every interface exported on :data:`OBJECT_PATH`, each built from the Backend."""
 
 DRAIN_TIMEOUT = 10.0
+
+
+def disconnected(bus: MessageBus) -> Awaitable[None]:
+    """What ``bus.wait_for_disconnect()`` returns (dbus-fast leaves it unannotated)."""
+    wait = cast(Callable[[], Awaitable[None]], bus.wait_for_disconnect)
+    return wait()
 
 
 class DBusBridge:
@@ -78,7 +85,7 @@ class DBusBridge:
         try:
             # Shielded: cancelling this wait (on a signal) must not cancel the bus's own
             # disconnect future, which stop() awaits afterwards.
-            await asyncio.shield(self.bus.wait_for_disconnect())
+            await asyncio.shield(disconnected(self.bus))
         except Exception as err:
             return f"lost the bus connection: {err}"
         return "lost the bus connection"
@@ -106,7 +113,7 @@ class DBusBridge:
             bus.unexport(OBJECT_PATH, interface)
         bus.disconnect()
         try:
-            await bus.wait_for_disconnect()
+            await disconnected(bus)
         except Exception:
             log.debug("bus connection ended with an error", exc_info=True)
 

@@ -51,8 +51,7 @@ def roost_method(
     function, so the annotations stay where they are written.
     """
 
-    @functools.wraps(fn)
-    async def wrapper(self: _I, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+    async def wrapper(self: _I, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         task = asyncio.current_task()
         if task is not None:
             self.calls.add(task)
@@ -64,6 +63,8 @@ def roost_method(
             if task is not None:
                 self.calls.discard(task)
 
+    # dbus-fast reads the D-Bus signature from the wrapped function (__wrapped__).
+    functools.update_wrapper(wrapper, fn)
     return wrapper
 
 

@@ -82,7 +82,9 @@ class ProfilesInterface(RoostInterface):
         """The default profile's name, empty when none."""
         return self.backend.profiles.default
 
-    @Default.setter
+    # dbus-fast merges getter and setter by name, as with a Python property; mypy sees
+    # the redefinition only.
+    @Default.setter  # type: ignore[no-redef]
     async def Default(self, value: DBusStr) -> None:
         try:
             await self.backend.profiles.set_default(value)
