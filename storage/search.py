@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -105,7 +106,7 @@ def value_kind(value: Any) -> JsonKind | None:
     if isinstance(value, float):
         return "number" if math.isfinite(value) else None
     if isinstance(value, str):
-        return "string"
+        return "string" if "\x00" not in value else None
     return None
 
 
@@ -117,6 +118,9 @@ def fts_expression(text: Any) -> str:
     """
     if not isinstance(text, str):
         raise InvalidQuery(f"fts must be a string, not {type(text).__name__}")
+    # FTS5 reads its query as a C string: a NUL (or any control character) would cut or
+    # break it, so they separate words like spaces do.
+    text = "".join(" " if unicodedata.category(c) == "Cc" else c for c in text)
     terms = [m.group(1) if m.group(1) is not None else m.group(2) for m in _FTS_TERM.finditer(text)]
     quoted = ['"' + t.strip() + '"' for t in terms if any(c.isalnum() for c in t)]
     if not quoted:
@@ -177,7 +181,8 @@ class ParsedFilter:
             found = value_kind(value)
             if found is None:
                 raise InvalidQuery(
-                    f"{where}: {op} takes a string, a finite number or a boolean, not {value!r}"
+                    f"{where}: {op} takes a string (without NUL), a finite number or a boolean, "
+                    f"not {value!r}"
                 )
             kind = found
         if op in ORDERED_OPS and kind == "boolean":
@@ -353,9 +358,7 @@ def build_search(query: SearchQuery, dialect: Dialect) -> Select[Any]:
         else:
             expr = _items.c[key.field or "created"]
         order.append(expr.desc() if key.descending else expr.asc())
-    if not query.order_by:
-        order.append(_items.c.created.desc())
-    order.append(_items.c.id.desc())
+    order += [_items.c.created.desc(), _items.c.id.desc()]
     return stmt.order_by(*order).limit(query.limit).offset(query.offset)
 
 
