@@ -362,11 +362,14 @@ def elements(draw: st.DrawFn, depth: int = 0) -> ET.Element:
 @given(
     children=st.lists(elements(), max_size=8),
     base=st.one_of(st.none(), texts, odd_values),
+    entry_base=st.one_of(st.none(), texts, odd_values),
 )
 def test_odd_but_well_formed_entries_never_raise(
-    children: list[ET.Element], base: str | None
+    children: list[ET.Element], base: str | None, entry_base: str | None
 ) -> None:
     entry = ET.Element(f"{{{ATOM_NS}}}entry")
+    if entry_base is not None:
+        entry.set(XML_BASE, entry_base)
     entry.extend(children)
     # Round-trip through the serialiser, as a stored item would be.
     reparsed = ET.fromstring(ET.tostring(entry, encoding="unicode"))
