@@ -70,9 +70,9 @@ def alembic_config() -> Config:
     return Config(str(ini))
 
 
-def script_directory() -> ScriptDirectory:
+def script_directory(config: Config | None = None) -> ScriptDirectory:
     """The script directory (the list of revisions) this code knows."""
-    return ScriptDirectory.from_config(alembic_config())
+    return ScriptDirectory.from_config(config or alembic_config())
 
 
 def include_object(
@@ -125,16 +125,20 @@ def sqlite_migration_transaction(connection: Connection) -> Iterator[None]:
         connection.execution_options(isolation_level=previous_isolation)
 
 
-def run_alembic_upgrade(connection: Connection, revision: str = "head") -> None:
+def run_alembic_upgrade(
+    connection: Connection, revision: str = "head", config: Config | None = None
+) -> None:
     """Upgrade the database on ``connection`` to ``revision`` (sync; use ``run_sync``)."""
-    config = alembic_config()
+    config = config or alembic_config()
     config.attributes["connection"] = connection
     command.upgrade(config, revision)
 
 
-def run_alembic_downgrade(connection: Connection, revision: str) -> None:
+def run_alembic_downgrade(
+    connection: Connection, revision: str, config: Config | None = None
+) -> None:
     """Downgrade the database on ``connection`` to ``revision`` (sync; use ``run_sync``)."""
-    config = alembic_config()
+    config = config or alembic_config()
     config.attributes["connection"] = connection
     command.downgrade(config, revision)
 
@@ -219,12 +223,16 @@ async def _check_fulltext(engine: AsyncEngine) -> bool:
     return True
 
 
-async def prepare_database(engine: AsyncEngine, url: URL) -> MigrationOutcome:
+async def prepare_database(
+    engine: AsyncEngine, url: URL, *, config: Config | None = None
+) -> MigrationOutcome:
     """Detect the database's state and bring it to the head revision.
 
     Args:
         engine: the engine on the database.
         url: its URL (tells where an SQLite file lives, for the backup copy).
+        config: another Alembic configuration than the package's (tests use it to add
+            revisions that exist only for them).
 
     Returns:
         What was found and done.
@@ -234,7 +242,8 @@ async def prepare_database(engine: AsyncEngine, url: URL) -> MigrationOutcome:
         UnmanagedDatabase: the database has tables but no revision.
         StorageError: the copy before an upgrade could not be made safely.
     """
-    scripts = script_directory()
+    config = config or alembic_config()
+    scripts = script_directory(config)
     head = scripts.get_current_head()
     if head is None:  # pragma: no cover - the package always ships revisions
         raise StorageError("no migrations found in the installed package")
@@ -274,7 +283,7 @@ async def prepare_database(engine: AsyncEngine, url: URL) -> MigrationOutcome:
     if action != "current":
         started = time.perf_counter()
         async with engine.connect() as conn:
-            await conn.run_sync(run_alembic_upgrade)
+            await conn.run_sync(run_alembic_upgrade, "head", config)
         logger.info(
             "database %s from %s to %s in %.2f s",
             action,

@@ -7,8 +7,10 @@ check that every earlier revision's data survives the way up.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
+import shutil
 import sqlite3
 import stat
 import subprocess
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.operations import Operations
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Column, Integer, text
@@ -456,3 +459,85 @@ async def test_failed_migration_leaves_the_schema_untouched(sqlite_url: str) -> 
             await conn.run_sync(failing)
         assert await conn.run_sync(_schema) == before
         assert (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar() == 1
+
+
+# A revision that exists only in a copy of the script directory made by the test below:
+# it rebuilds the parent table of every other table, the riskiest kind of SQLite change.
+_TEST_ONLY_REVISION = """
+from alembic import op
+import sqlalchemy as sa
+
+revision = "{revision}"
+down_revision = "{down}"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("profiles", recreate="always") as batch:
+        batch.add_column(sa.Column("nickname", sa.String(64), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("profiles", recreate="always") as batch:
+        batch.drop_column("nickname")
+"""
+
+
+def _scripts_with_a_newer_revision(folder: Path) -> tuple[Config, str]:
+    source = Path(str(resources.files("roost.storage.migrations")))
+    target = folder / "migrations"
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+    head = _revisions()[-1]
+    newer = f"{int(head) + 1:04d}"
+    (target / "versions" / f"{newer}_test_only.py").write_text(
+        _TEST_ONLY_REVISION.format(revision=newer, down=head)
+    )
+    return Config(str(target / "alembic.ini")), newer
+
+
+async def test_older_database_is_backed_up_then_upgraded(sqlite_url: str, tmp_path: Path) -> None:
+    config, newer = await asyncio.to_thread(_scripts_with_a_newer_revision, tmp_path)
+    head = _revisions()[-1]
+    url = resolve_database_url(sqlite_url)
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            for revision in _revisions():
+                await conn.run_sync(run_alembic_upgrade, revision)
+                await conn.run_sync(SEEDS[revision])
+                await conn.commit()
+            before = await conn.run_sync(_row_counts)
+
+        outcome = await prepare_database(engine, url, config=config)
+
+        async with engine.connect() as conn:
+            after = await conn.run_sync(_row_counts)
+            version = await conn.run_sync(_version)
+            columns = [row[1] for row in await conn.exec_driver_sql("PRAGMA table_info(profiles)")]
+            fks = (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar()
+    finally:
+        await engine.dispose()
+
+    assert (outcome.action, outcome.from_revision, outcome.to_revision) == (
+        "upgraded",
+        head,
+        newer,
+    )
+    assert version == [newer]
+    assert "nickname" in columns
+    assert after == before  # the rebuilt parent table took no child row with it
+    assert fks == 1
+    assert outcome.fts_rebuilt is False
+    assert outcome.backup is not None
+    assert outcome.backup.name.startswith(f"roost.sqlite.bak-{head}-")
+    assert stat.S_IMODE(outcome.backup.stat().st_mode) == 0o600
+    with sqlite3.connect(outcome.backup) as copy:
+        copied = [row[0] for row in copy.execute("SELECT version_num FROM alembic_version")]
+        names = [row[0] for row in copy.execute("SELECT name FROM profiles")]
+    assert copied == [head]
+    assert names == ["seed1"]
+
+    # The code that knows only the package's revisions now refuses this database.
+    with pytest.raises(DatabaseTooNew, match=newer):
+        await Database.open(sqlite_url)
