@@ -6,17 +6,17 @@ import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import insert, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from roost.storage.engine import create_engine
+from roost.storage.database import Database
 from roost.storage.errors import InvalidQuery, RowNotFound
-from roost.storage.fulltext import SQLITE_FTS_DDL, sqlite_fts_is_consistent
+from roost.storage.fulltext import sqlite_fts_is_consistent
 from roost.storage.item_records import ItemInput
 from roost.storage.items import ItemStore, parsed_key_index_name
-from roost.storage.models import Base, Profile, PubsubNode
 from roost.storage.search import SearchQuery, SearchStore
 
 
@@ -28,6 +28,7 @@ class Stores:
     items: ItemStore
     search: SearchStore
     nodes: dict[str, int]
+    database: Database
 
 
 # (profile, service, node, type, subtype) of the nodes every test database holds.
@@ -39,38 +40,21 @@ NODES = {
 
 
 async def open_stores(path: Path) -> Stores:
-    """Create the schema in a new SQLite file, with two profiles and the nodes of NODES."""
-    engine = create_engine(f"sqlite+aiosqlite:///{path}")
-    async with engine.begin() as conn:
-        await conn.run_sync(Base.metadata.create_all)
-        for ddl in SQLITE_FTS_DDL:
-            await conn.execute(text(ddl))
-        profile_ids = {}
-        for n, name in enumerate(("alice", "bob"), start=1):
-            await conn.execute(
-                insert(Profile).values(
-                    id=n, name=name, jid=f"{name}@example.org", password="x", options={}, created=0
-                )
-            )
-            profile_ids[name] = n
-        nodes = {}
-        for n, (key, (profile, service, node, type_, subtype)) in enumerate(NODES.items(), start=1):
-            await conn.execute(
-                insert(PubsubNode).values(
-                    id=n,
-                    profile_id=profile_ids[profile],
-                    service=service,
-                    name=node,
-                    type=type_,
-                    subtype=subtype,
-                    extra={},
-                )
-            )
-            nodes[key] = n
-    return Stores(engine, ItemStore(engine), SearchStore(engine), nodes)
+    """Open (create and migrate) a new SQLite file with two profiles and the NODES."""
+    db = await Database.open(f"sqlite:///{path}")
+    for name in ("alice", "bob"):
+        await db.profiles.create_profile(name, f"{name}@example.org", "x")
+    nodes = {}
+    for key, (profile, service, node, type_, subtype) in NODES.items():
+        record = await db.nodes.get_or_create_node(profile, service, node)
+        await db.nodes.set_analysis(record.id, "test", type_, subtype)
+        nodes[key] = record.id
+    return Stores(db.engine, db.items, db.search, nodes, db)
 
 
-def item(item_id: str, text_: str = "", parsed: object = None, created: float | None = None):  # type: ignore[no-untyped-def]
+def item(
+    item_id: str, text_: str = "", parsed: Any = None, created: float | None = None
+) -> ItemInput:
     """An ItemInput with XML made from its id."""
     return ItemInput(
         item_id=item_id,

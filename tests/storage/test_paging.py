@@ -16,11 +16,9 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import insert
 
 from roost.storage.errors import RowNotFound
 from roost.storage.item_records import ItemInput, ItemPage
-from roost.storage.models import PubsubNode
 from tests.storage.test_items import Stores, open_stores
 
 SETTINGS = settings(
@@ -91,15 +89,10 @@ class Harness:
         number = next(self._node_numbers)
 
         async def create() -> int:
-            async with self.db.engine.begin() as conn:
-                await conn.execute(
-                    insert(PubsubNode).values(
-                        id=number, profile_id=1, service="s", name=f"n{number}", extra={}
-                    )
-                )
+            node = await self.db.database.nodes.get_or_create_node("alice", "s", f"n{number}")
             if item_ids:
-                await self.db.items.upsert_items(number, [_input(i) for i in item_ids])
-            return number
+                await self.db.items.upsert_items(node.id, [_input(i) for i in item_ids])
+            return node.id
 
         node_id: int = self.run(create())
         return node_id
