@@ -1,0 +1,62 @@
+"""Print the benchmark results file given as argv[1] (JSON lines) as a table."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+COLUMNS = ("bench", "metric", "value", "unit", "baseline", "ratio")
+
+
+def load(path: Path) -> list[dict[str, Any]]:
+    """The result objects of a JSON lines file, skipping blank and non-JSON lines."""
+    results = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(obj, dict):
+            results.append(obj)
+    return results
+
+
+def cell(value: Any) -> str:
+    """A table cell: numbers with at most three decimals, absent values empty."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:,.3f}".rstrip("0").rstrip(".")
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    """The results as an aligned text table."""
+    rows = [list(COLUMNS)] + [[cell(r.get(c)) for c in COLUMNS] for r in results]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    numeric = {"value", "baseline", "ratio"}
+    lines = []
+    for n, row in enumerate(rows):
+        cells = [
+            c.rjust(w) if COLUMNS[i] in numeric and n else c.ljust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Print the table of the file named on the command line."""
+    if len(sys.argv) != 2:
+        sys.exit("usage: report.py RESULTS.jsonl")
+    print(table(load(Path(sys.argv[1]))))
+
+
+if __name__ == "__main__":
+    main()
