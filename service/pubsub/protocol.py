@@ -50,7 +50,7 @@ async def send_iq(
     iq = client.make_iq_get(ito=to) if kind == "get" else client.make_iq_set(ito=to)
     iq.append(payload)
     try:
-        result = await iq.send(timeout=wait)
+        result = await iq.send(timeout=wait)  # type: ignore[no-untyped-call]
     except IqError as exc:
         error = exc.iq["error"]
         raise XmppError(

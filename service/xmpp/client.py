@@ -56,7 +56,7 @@ class ConnectionOptions:
         return cls(host=host, port=port, tls=tls, autoconnect=autoconnect)
 
 
-class RoostClient(ClientXMPP):  # type: ignore[misc]
+class RoostClient(ClientXMPP):
     """A ClientXMPP with Roost's plugins and connection policy.
 
     Plain-text authentication is allowed only when the TLS mode is ``none`` (a loopback
@@ -88,7 +88,7 @@ class RoostClient(ClientXMPP):  # type: ignore[misc]
         for namespace in DEFAULT_NOTIFY:
             self.add_notify(namespace)
 
-    def address(self) -> tuple[str, int] | None:
+    def server_address(self) -> tuple[str, int] | None:
         """The (host, port) to connect to, or None to resolve the JID's domain."""
         if not self.options.host and not self.options.port:
             return None

@@ -139,7 +139,7 @@ class SessionManager:
             if not outcome.done():
                 outcome.set_result(result)
 
-        server = client.address() or (client.boundjid.domain, 5222)
+        server = client.server_address() or (client.boundjid.domain, 5222)
         where = f"{server[0]}:{server[1]}"
         handlers: list[tuple[str, Callable[[Any], None]]] = [
             ("session_start", lambda _e: settle(None)),
@@ -155,7 +155,7 @@ class SessionManager:
         for event, handler in handlers:
             client.add_event_handler(event, handler)
         try:
-            address = client.address()
+            address = client.server_address()
             if address is None:
                 client.connect()
             else:
@@ -191,15 +191,21 @@ class SessionManager:
 
     async def _retry(self, session: _Session) -> None:
         delay = self._retry_initial
-        while session.wanted and not session.up:
+        while True:
             await asyncio.sleep(delay)
-            if not session.wanted:
+            if self._settled(session):
                 return
             try:
                 await self._attempt(session)
             except ConnectionFailed as exc:
                 log.info("reconnecting %s failed: %s", session.name, exc.message)
                 delay = min(delay * 2, self._retry_max)
+            else:
+                return
+
+    @staticmethod
+    def _settled(session: _Session) -> bool:
+        return session.up or not session.wanted
 
     async def _drop(self, session: _Session, *, announce: bool, reason: str = "") -> None:
         session.wanted = False

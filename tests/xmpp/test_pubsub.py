@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -50,10 +51,8 @@ async def node(pubsub: PubsubService, xmpp_server: XmppServer) -> AsyncIterator[
             == f"i{n:02d}"
         )
     yield name
-    try:
+    with contextlib.suppress(XmppError, NotConnected):
         await pubsub.delete_node("alice", xmpp_server.pubsub_service, name)
-    except (XmppError, NotConnected):
-        pass
 
 
 async def ids(pubsub: PubsubService, server: XmppServer, node: str, **options: Any) -> Any:
@@ -72,7 +71,7 @@ async def test_items_in_server_order(
     got, reply = await ids(pubsub, xmpp_server, node)
     assert got == ALL
     assert reply.complete and reply.rsm_count == 50
-    assert f"<n>7</n>" in reply.items[7].xml
+    assert "<n>7</n>" in reply.items[7].xml
     assert reply.items[7].xml.startswith('<item xmlns="http://jabber.org/protocol/pubsub"')
 
 

@@ -1,0 +1,182 @@
+"""Publish and fetch rates through Roost's service layer beside a bare slixmpp client.
+
+Both run against the same freshly started server (Prosody by default, ``--server
+ejabberd`` for the other) in the same run. Prints JSON lines: bench, metric, value, unit,
+baseline (the bare client's figure), ratio (Roost / bare; for times, lower is better).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+import uuid
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from slixmpp import ClientXMPP  # noqa: E402
+
+from roost.service.events import EventHub  # noqa: E402
+from roost.service.pubsub.model import ItemsRequest  # noqa: E402
+from roost.service.pubsub.operations import PubsubService  # noqa: E402
+from roost.service.xmpp.sessions import SessionManager  # noqa: E402
+from tests.fixtures.xmpp import EjabberdServer, ProsodyServer, XmppServer, free_port  # noqa: E402
+
+PUBSUB = "http://jabber.org/protocol/pubsub"
+RSM = "http://jabber.org/protocol/rsm"
+
+
+def entry(n: int) -> str:
+    return f"<entry xmlns='urn:example:bench'><n>{n}</n><body>{'x' * 200}</body></entry>"
+
+
+class Bare(ClientXMPP):  # type: ignore[misc]
+    """The baseline: a plain slixmpp client, requests built by hand."""
+
+    def __init__(self, jid: str, password: str) -> None:
+        super().__init__(jid, password)
+        self.enable_plaintext, self.enable_starttls, self.enable_direct_tls = True, False, False
+        self.plugin["feature_mechanisms"].unencrypted_plain = True
+        self.plugin["feature_mechanisms"].unencrypted_scram = True
+
+    async def start(self, host: str, port: int) -> None:
+        ready = asyncio.get_running_loop().create_future()
+        self.add_event_handler("session_start", lambda _e: ready.set_result(None))
+        self.connect(host, port)
+        await ready
+
+    async def publish(self, service: str, node: str, n: int) -> None:
+        iq = self.make_iq_set(ito=service)
+        iq.append(
+            ET.fromstring(
+                f"<pubsub xmlns='{PUBSUB}'><publish node='{node}'>"
+                f"<item id='b{n}'>{entry(n)}</item></publish></pubsub>"
+            )
+        )
+        await iq.send()
+
+    async def fetch(self, service: str, node: str, rsm: bool) -> int:
+        total, after = 0, ""
+        while True:
+            rsm_xml = f"<set xmlns='{RSM}'><max>1000</max>{after}</set>" if rsm else ""
+            iq = self.make_iq_get(ito=service)
+            iq.append(
+                ET.fromstring(f"<pubsub xmlns='{PUBSUB}'><items node='{node}'/>{rsm_xml}</pubsub>")
+            )
+            reply = (await iq.send()).xml
+            items = reply.findall(f".//{{{PUBSUB}}}item")
+            total += len(items)
+            last = reply.findtext(f".//{{{RSM}}}last")
+            if not rsm or not items or last is None or len(items) < 1000:
+                return total
+            after = f"<after>{last}</after>"
+
+
+def line(metric: str, value: float, unit: str, baseline: float) -> None:
+    print(
+        json.dumps(
+            {
+                "bench": "pubsub",
+                "metric": metric,
+                "value": round(value, 4),
+                "unit": unit,
+                "baseline": round(baseline, 4),
+                "ratio": round(value / baseline, 3) if baseline else None,
+            }
+        ),
+        flush=True,
+    )
+
+
+async def run(server: XmppServer) -> None:
+    hub = EventHub()
+
+    async def lookup(name: str) -> tuple[str, str, dict[str, Any]]:
+        return server.credentials(name)
+
+    sessions = SessionManager(lookup, hub)
+    roost = PubsubService(sessions, hub)
+    await sessions.connect("alice")
+    bare = Bare(server.jid("bob"), server.users["bob"])
+    await bare.start(server.host, server.port)
+    service = server.pubsub_service
+    try:
+        for count in (200, 1000):
+            node = f"bench-{uuid.uuid4().hex[:8]}"
+            await roost.create_node("alice", service, node, {"pubsub#max_items": "10000"})
+            bare_node = f"bench-{uuid.uuid4().hex[:8]}"
+            await roost.create_node(
+                "alice",
+                service,
+                bare_node,
+                {
+                    "pubsub#max_items": "10000",
+                    "pubsub#publish_model": "open",
+                    "pubsub#access_model": "open",
+                },
+            )
+            start = time.perf_counter()
+            for n in range(count):
+                await bare.publish(service, bare_node, n)
+            bare_pub = time.perf_counter() - start
+            start = time.perf_counter()
+            for n in range(count):
+                await roost.publish("alice", service, node, f"r{n}", entry(n))
+            roost_pub = time.perf_counter() - start
+            line(f"publish_{count}_rate", count / roost_pub, "items/s", count / bare_pub)
+
+            rsm = await roost.server_supports_rsm("alice", service, node)
+            start = time.perf_counter()
+            fetched = await bare.fetch(service, bare_node, rsm)
+            bare_fetch = time.perf_counter() - start
+            assert fetched == count, fetched
+            start = time.perf_counter()
+            got, after = 0, ""
+            while True:
+                reply = await roost.get_items(
+                    "alice",
+                    service,
+                    node,
+                    ItemsRequest(max_items=1000, after=after, use_cache=False),
+                )
+                got += len(reply.items)
+                if reply.complete or reply.rsm_last is None:
+                    break
+                after = reply.rsm_last
+            roost_fetch = time.perf_counter() - start
+            assert got == count, got
+            line(f"fetch_{count}_time", roost_fetch, "s", bare_fetch)
+    finally:
+        bare.disconnect()
+        await sessions.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--server", choices=("prosody", "ejabberd"), default="prosody")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix=f"roost-bench-{args.server}-") as tmp:
+        data_dir = Path(tmp)
+        data_dir.chmod(0o755)
+        server: ProsodyServer | EjabberdServer
+        if args.server == "prosody":
+            server = ProsodyServer(kind="prosody", data_dir=data_dir, port=free_port())
+            server.setup()
+            server.start()
+        else:
+            server = EjabberdServer(kind="ejabberd", data_dir=data_dir, port=free_port())
+            server.setup()
+        try:
+            asyncio.run(run(server))
+        finally:
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()
