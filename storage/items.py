@@ -83,21 +83,31 @@ class ItemStore:
         self._dialect = dialect_for(engine)
         self._upsert = self._dialect.upsert(
             _items,
-            {
-                "node_id": bindparam("node_id"),
-                "item_id": bindparam("item_id", type_=String()),
-                "publisher": bindparam("publisher", type_=String()),
-                "position": bindparam("position"),
-                "data": bindparam("data", type_=Text()),
-                # Serialised here, so that None is stored as SQL NULL, not JSON null.
-                "parsed": bindparam("parsed", type_=Text()),
-                "search_text": bindparam("search_text", type_=Text()),
-                "created": bindparam("created", type_=Float()),
-                "updated": bindparam("updated", type_=Float()),
-            },
+            self._upsert_values(),
             conflict=("node_id", "item_id"),
             update=_UPDATED_ON_CONFLICT,
         )
+        self._upsert_in_place = self._dialect.upsert(
+            _items,
+            self._upsert_values(),
+            conflict=("node_id", "item_id"),
+            update=tuple(c for c in _UPDATED_ON_CONFLICT if c != "position"),
+        )
+
+    @staticmethod
+    def _upsert_values() -> dict[str, Any]:
+        return {
+            "node_id": bindparam("node_id"),
+            "item_id": bindparam("item_id", type_=String()),
+            "publisher": bindparam("publisher", type_=String()),
+            "position": bindparam("position"),
+            "data": bindparam("data", type_=Text()),
+            # Serialised here, so that None is stored as SQL NULL, not JSON null.
+            "parsed": bindparam("parsed", type_=Text()),
+            "search_text": bindparam("search_text", type_=Text()),
+            "created": bindparam("created", type_=Float()),
+            "updated": bindparam("updated", type_=Float()),
+        }
 
     @asynccontextmanager
     async def _transaction(self, name: str, *, write: bool) -> AsyncIterator[AsyncConnection]:
@@ -110,15 +120,20 @@ class ItemStore:
                 yield conn
         log.debug("transaction %s: %.1f ms", name, (time.perf_counter() - start) * 1000)
 
-    async def upsert_items(self, node_id: int, items: Sequence[ItemInput]) -> int:
+    async def upsert_items(
+        self, node_id: int, items: Sequence[ItemInput], *, keep_position: bool = False
+    ) -> int:
         """Store items in a node, replacing those with the same id.
 
         Each item gets a position after every other item of the node, in the order given,
-        so a republished item moves to the end. An existing item keeps its ``created``.
+        so a republished item moves to the end (as on Prosody); with ``keep_position``
+        an item already stored keeps its place instead (as on ejabberd) and only new items
+        go to the end. An existing item keeps its ``created``.
 
         Args:
             node_id: the node's row id.
             items: the items, oldest first.
+            keep_position: leave items already stored where they are.
 
         Returns:
             How many items were written.
@@ -148,7 +163,10 @@ class ItemStore:
                 for n, it in enumerate(items, start=1)
             ]
             for start in range(0, len(rows), _WRITE_CHUNK):
-                await conn.execute(self._upsert, rows[start : start + _WRITE_CHUNK])
+                await conn.execute(
+                    self._upsert_in_place if keep_position else self._upsert,
+                    rows[start : start + _WRITE_CHUNK],
+                )
         return len(items)
 
     async def delete_items(self, node_id: int, item_ids: Sequence[str]) -> int:

@@ -84,6 +84,7 @@ class PubsubCache:
         self._timers: dict[int, asyncio.TimerHandle] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._indexed: set[str] = set()
+        self._moves: dict[str, bool] = {}
         self._unsubscribe = events.subscribe(self._on_event)
 
     # -- life cycle ---------------------------------------------------------------------
@@ -426,7 +427,20 @@ class PubsubCache:
             analyser = self._analyser_of(record)
             parser = analyser.parser if analyser else None
             rows = [stored_form(_item(raw), parser, where) for raw in event.items]
-            await items.upsert_items(record.id, rows)
+            keep = False
+            newest = (await items.get_items(record.id, max_items=1)).last
+            for row in rows:
+                if row.item_id == newest:
+                    keep = True  # the newest item stays the newest either way
+                elif await items.get_item(record.id, row.item_id) is not None:
+                    moves = await self._republish_moves(record, row.item_id, newest)
+                    if moves is None:
+                        self._current.pop(_key(record), None)
+                        self._schedule(record.id, delay=0.0)
+                        return
+                    keep = not moves
+                    break
+            await items.upsert_items(record.id, rows, keep_position=keep)
         elif event.kind == "retract":
             await items.delete_items(record.id, [str(raw["id"]) for raw in event.items])
         elif event.kind == "purge":
@@ -435,6 +449,29 @@ class PubsubCache:
         if key in self._current:
             # The reads use the record's extra (truncation, totals): keep it fresh.
             self._current[key] = await self._db.nodes.get_node_by_id(record.id)
+
+    async def _republish_moves(
+        self, record: NodeRecord, item_id: str, cached_newest: str | None
+    ) -> bool | None:
+        """Whether the node's service moves a republished item to the end.
+
+        Servers differ (Prosody moves it, ejabberd keeps its place) and neither says so:
+        the first republication of an item that was not the newest is checked against
+        the server's newest item, and the answer kept for the service. None when the
+        server's answer settles nothing (another item was published meanwhile).
+        """
+        known = self._moves.get(record.service)
+        if known is None:
+            newest = await self._source.newest_item_id(record.profile, record.service, record.name)
+            if newest not in (item_id, cached_newest):
+                return None
+            known = self._moves[record.service] = newest == item_id
+            log.info(
+                "%s: a republished item %s",
+                record.service,
+                "moves to the end" if known else "keeps its place",
+            )
+        return known
 
     async def _forget_node(self, record: NodeRecord) -> None:
         task = self._tasks.get(record.id)

@@ -58,6 +58,10 @@ class SyncSource(Protocol):
         """Subscribe (or rely on PEP notifications) so that no change is missed."""
         ...
 
+    async def newest_item_id(self, profile: str, service: str, node: str) -> str | None:
+        """The id of the node's newest item in server order (None when empty)."""
+        ...
+
     def is_connected(self, profile: str) -> bool:
         """Whether the profile's session is up."""
         ...
@@ -141,6 +145,12 @@ class XmppSyncSource:
                 current=False, subscribed=False, reason=f"the subscription was refused: {exc}"
             )
         return Currency(current=True, subscribed=True)
+
+    async def newest_item_id(self, profile: str, service: str, node: str) -> str | None:
+        """See :meth:`SyncSource.newest_item_id`."""
+        request = ItemsRequest(max_items=1, use_cache=False)
+        reply = await self._pubsub.get_items(profile, service, node, request)
+        return reply.items[-1].id if reply.items else None
 
     def is_connected(self, profile: str) -> bool:
         """See :meth:`SyncSource.is_connected`."""

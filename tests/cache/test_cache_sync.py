@@ -1,0 +1,259 @@
+"""The pubsub cache against Prosody and ejabberd: sync, transparency, events, resync."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lxml import etree
+
+from roost.service.cache.analysers import Analyser, AnalyserRegistry
+from roost.service.cache.cache import PubsubCache
+from roost.service.cache.microblog import parse_microblog_entry
+from roost.service.cache.source import XmppSyncSource
+from roost.service.events import EventHub, ItemsEvent, SyncStateChanged
+from roost.service.pubsub.model import ItemsReply, ItemsRequest
+from roost.service.pubsub.operations import PubsubService
+from roost.service.xmpp.sessions import SessionManager
+from roost.storage import Database
+from tests.fixtures.xmpp import XmppServer
+from tests.xmpp.conftest import Recorder
+
+pytestmark = pytest.mark.xmpp
+
+ATOM = "http://www.w3.org/2005/Atom"
+
+
+def entry(n: int, title: str | None = None) -> str:
+    return (
+        f"<entry xmlns='{ATOM}'><id>urn:uuid:{n}</id>"
+        f"<title>{title or f'Post {n}'}</title>"
+        f"<content type='text'>Body of post {n} word{n}</content>"
+        f"<published>2026-01-01T00:00:{n % 60:02d}Z</published>"
+        f"<updated>2026-01-01T00:00:{n % 60:02d}Z</updated></entry>"
+    )
+
+
+class Roost:
+    """A service-level Roost: database, sessions, pubsub service and cache."""
+
+    def __init__(self, db: Database, sessions: SessionManager, hub: EventHub) -> None:
+        self.db = db
+        self.sessions = sessions
+        self.hub = hub
+        self.pubsub = PubsubService(sessions, hub)
+        registry = AnalyserRegistry()
+        registry.register_analyser(
+            Analyser(
+                name="test-blog",
+                node_prefix="blog-",
+                namespace=ATOM,
+                type="blog",
+                to_sync=True,
+                parser=parse_microblog_entry,
+                indexed_keys=("title",),
+            )
+        )
+        self.cache = PubsubCache(
+            db, XmppSyncSource(self.pubsub, sessions), hub, registry, max_items_per_node=5000
+        )
+        self.pubsub.cache = self.cache
+
+
+@pytest.fixture
+async def roost(
+    tmp_path: Path, sessions: SessionManager, hub: EventHub, xmpp_server: XmppServer
+) -> AsyncIterator[Roost]:
+    db = await Database.open(f"sqlite:///{tmp_path / 'roost.sqlite'}")
+    for user in ("alice", "bob"):
+        jid, password, options = xmpp_server.credentials(user)
+        await db.profiles.create_profile(user, jid, password, dict(options))
+    r = Roost(db, sessions, hub)
+    await r.cache.start()
+    await sessions.connect("alice")
+    await sessions.connect("bob")
+    yield r
+    await r.cache.close()
+    await sessions.close()
+    await db.close()
+
+
+async def wait_state(recorder: Recorder, node: str, state: str, *, after: int = 0) -> None:
+    for _ in range(600):
+        changes = [e for e in recorder.of(SyncStateChanged) if e.node == node]
+        if any(e.state == state for e in changes[after:]):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(
+        f"{node} never reached {state}: {[e.state for e in recorder.of(SyncStateChanged)]}"
+    )
+
+
+async def make_blog(roost: Roost, server: XmppServer, count: int) -> str:
+    node = f"blog-{uuid.uuid4().hex[:8]}"
+    await roost.pubsub.create_node(
+        "alice", server.pubsub_service, node, {"pubsub#max_items": "10000"}
+    )
+    for n in range(count):
+        await roost.pubsub.publish("alice", server.pubsub_service, node, f"p{n:03d}", entry(n))
+    return node
+
+
+def canonical(xml: str) -> str:
+    return etree.tostring(etree.fromstring(xml.encode()), method="c14n").decode()
+
+
+def same(cached: ItemsReply, server: ItemsReply) -> None:
+    assert cached.from_cache and not server.from_cache
+    assert [i.id for i in cached.items] == [i.id for i in server.items]
+    assert [i.publisher for i in cached.items] == [i.publisher for i in server.items]
+    assert [canonical(i.xml) for i in cached.items] == [canonical(i.xml) for i in server.items]
+    assert cached.rsm_count == server.rsm_count
+    assert cached.complete == server.complete
+
+
+async def both(roost: Roost, server: XmppServer, node: str, **options: Any) -> ItemsReply:
+    svc = server.pubsub_service
+    cached = await roost.pubsub.get_items(
+        "bob", svc, node, ItemsRequest.from_options({**options, "use_cache": True})
+    )
+    fresh = await roost.pubsub.get_items(
+        "bob", svc, node, ItemsRequest.from_options({**options, "use_cache": False})
+    )
+    same(cached, fresh)
+    return cached
+
+
+async def synced_blog(roost: Roost, server: XmppServer, recorder: Recorder, count: int) -> str:
+    node = await make_blog(roost, server, count)
+    first = await roost.pubsub.get_items(
+        "bob", server.pubsub_service, node, ItemsRequest(use_cache=True)
+    )
+    assert not first.from_cache  # not analysed yet: the server answers, the sync starts
+    await wait_state(recorder, node, "completed")
+    return node
+
+
+async def test_transparent_reads(
+    roost: Roost, xmpp_server: XmppServer, recorder: Recorder
+) -> None:
+    node = await synced_blog(roost, xmpp_server, recorder, 300)
+    state = await roost.cache.get_node_state("bob", xmpp_server.pubsub_service, node)
+    assert state["state"] == "completed" and state["item_count"] == 300
+    assert state["analyser"] == "test-blog" and state["type"] == "blog"
+    await both(roost, xmpp_server, node)
+    for n in (1, 20, 300, 1000):
+        await both(roost, xmpp_server, node, max_items=n)
+    await both(roost, xmpp_server, node, item_ids=["p007", "p250", "p100", "nope"])
+    # Walk forward from the cache, continuing each page alternately on either path.
+    seen: list[str] = []
+    after = ""
+    use_cache = True
+    while True:
+        reply = await roost.pubsub.get_items(
+            "bob",
+            xmpp_server.pubsub_service,
+            node,
+            ItemsRequest(max_items=45, after=after, use_cache=use_cache),
+        )
+        assert reply.from_cache == use_cache
+        assert reply.rsm_count == 300
+        seen += [i.id for i in reply.items]
+        if reply.complete:
+            break
+        assert reply.rsm_last is not None
+        after, use_cache = reply.rsm_last, not use_cache
+    assert seen == [f"p{n:03d}" for n in range(300)]
+    # Backward, comparing each page on both paths.
+    page = await both(roost, xmpp_server, node, max_items=70, before="")
+    while not page.complete:
+        assert page.rsm_first is not None
+        page = await both(roost, xmpp_server, node, max_items=70, before=page.rsm_first)
+    # A token from the server path continues on the cache path.
+    fresh = await roost.pubsub.get_items(
+        "bob", xmpp_server.pubsub_service, node, ItemsRequest(max_items=10, use_cache=False,
+                                                             after="")
+    )
+    assert fresh.rsm_last is not None
+    await both(roost, xmpp_server, node, max_items=10, after=fresh.rsm_last)
+
+
+async def test_events_reach_the_cache_before_frontends(
+    roost: Roost, xmpp_server: XmppServer, recorder: Recorder, hub: EventHub
+) -> None:
+    node = await synced_blog(roost, xmpp_server, recorder, 5)
+    svc = xmpp_server.pubsub_service
+    seen_in_cache: list[tuple[str, list[str]]] = []
+
+    def check(event: Any) -> None:
+        # Runs when the event is published: the cache must hold its effect already.
+        if isinstance(event, ItemsEvent) and event.node == node and event.profile == "bob":
+            seen_in_cache.append((event.kind, [i["id"] for i in event.items]))
+
+    hub.subscribe(check)
+    items = roost.db.items
+    record = await roost.db.nodes.get_node("bob", svc, node)
+    assert record is not None
+
+    async def until(kind: str) -> None:
+        for _ in range(200):
+            if any(k == kind for k, _ in seen_in_cache):
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"no {kind} event")
+
+    await roost.pubsub.publish("alice", svc, node, "p900", entry(900, "Fresh post"))
+    await until("items")
+    stored = await items.get_item(record.id, "p900")
+    assert stored is not None and stored.parsed["title"] == "Fresh post"
+    await roost.pubsub.publish("alice", svc, node, "p001", entry(1, "Changed post"))
+    for _ in range(100):
+        stored = await items.get_item(record.id, "p001")
+        if stored is not None and stored.parsed["title"] == "Changed post":
+            break
+        await asyncio.sleep(0.05)
+    await both(roost, xmpp_server, node)
+    await roost.pubsub.retract("alice", svc, node, ["p002"], {})
+    await until("retract")
+    assert await items.get_item(record.id, "p002") is None
+    await both(roost, xmpp_server, node)
+    await roost.pubsub.purge_node("alice", svc, node)
+    await until("purge")
+    assert await items.count_items(record.id) == 0
+    await both(roost, xmpp_server, node)
+    await roost.pubsub.delete_node("alice", svc, node)
+    await until("delete")
+    assert await roost.db.nodes.get_node("bob", svc, node) is None
+
+
+async def test_search_and_parse_failure(
+    roost: Roost, xmpp_server: XmppServer, recorder: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    node = await make_blog(roost, xmpp_server, 30)
+    svc = xmpp_server.pubsub_service
+    # Not an Atom entry: the parser refuses it, the item is stored raw.
+    await roost.pubsub.publish(
+        "alice", svc, node, "odd", "<note xmlns='urn:example:other'>strange words</note>"
+    )
+    await roost.pubsub.get_items("bob", svc, node, ItemsRequest())
+    await wait_state(recorder, node, "completed")
+    hits = await roost.cache.search({"fts": "word17", "nodes": [node]})
+    assert [h["id"] for h in hits] == ["p017"]
+    hits = await roost.cache.search(
+        {"nodes": [node], "parsed": [{"path": "title", "op": "eq", "value": "Post 7"}]}
+    )
+    assert [h["id"] for h in hits] == ["p007"]
+    assert hits[0]["profile"] == "bob" and hits[0]["node"] == node
+    record = await roost.db.nodes.get_node("bob", svc, node)
+    assert record is not None
+    odd = await roost.db.items.get_item(record.id, "odd")
+    assert odd is not None
+    assert odd.parsed is None
+    assert "strange words" in odd.data
+    assert any("'odd'" in r.getMessage() and "parser failed" in r.getMessage()
+               for r in caplog.records)
+    assert (await roost.cache.get_node_state("bob", svc, node))["item_count"] == 31
