@@ -20,13 +20,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from slixmpp import ClientXMPP  # noqa: E402
+from slixmpp import ClientXMPP
 
-from roost.service.events import EventHub  # noqa: E402
-from roost.service.pubsub.model import ItemsRequest  # noqa: E402
-from roost.service.pubsub.operations import PubsubService  # noqa: E402
-from roost.service.xmpp.sessions import SessionManager  # noqa: E402
-from tests.fixtures.xmpp import EjabberdServer, ProsodyServer, XmppServer, free_port  # noqa: E402
+from roost.service.events import EventHub
+from roost.service.pubsub.model import ItemsRequest
+from roost.service.pubsub.operations import PubsubService
+from roost.service.xmpp.sessions import SessionManager
+from tests.fixtures.xmpp import EjabberdServer, ProsodyServer, XmppServer, free_port
 
 PUBSUB = "http://jabber.org/protocol/pubsub"
 RSM = "http://jabber.org/protocol/rsm"

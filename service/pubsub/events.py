@@ -67,7 +67,7 @@ class EventRouter:
 
     async def _handle(self, profile: str, client: RoostClient, message: ET.Element) -> None:
         try:
-            for event in self.events_of(profile, client, message):
+            for event in self.events_of(profile, message):
                 event = await self._complete(client, event)
                 await self._sink(event)
         except RoostError as exc:
@@ -76,15 +76,17 @@ class EventRouter:
             log.exception("pubsub event for %s failed", profile)
 
     @staticmethod
-    def host_of(client: RoostClient, sender: str, node: str) -> bool:
-        """Whether ``sender`` may speak for ``node``: a service, or a PEP owner's bare JID."""
+    def is_host(sender: str) -> bool:
+        """Whether ``sender`` can be the entity hosting a node: a service or a PEP owner's
+        bare JID. A notification names its node relative to its sender, so an event from
+        a full JID (any client) is never taken for the node's host."""
         return bool(sender) and "/" not in sender
 
-    def events_of(self, profile: str, client: RoostClient, message: ET.Element) -> list[ItemsEvent]:
+    def events_of(self, profile: str, message: ET.Element) -> list[ItemsEvent]:
         """The ItemsEvents one notification message carries (before completion)."""
         sender = message.get("from", "")
         event = message.find(f"{{{p.NS_EVENT}}}event")
-        if event is None or not self.host_of(client, sender, ""):
+        if event is None or not self.is_host(sender):
             return []
         out: list[ItemsEvent] = []
         for child in event:
