@@ -111,8 +111,19 @@ class Dialect:
         """``expr`` matches the LIKE ``pattern`` (``%``, ``_``, backslash escapes)."""
         raise NotImplementedError
 
-    def fulltext_match(self, item_row_id: Any, fts_query: str) -> ColumnElement[bool]:
-        """True for items whose indexed text matches the prepared full-text query."""
+    def fulltext_match(
+        self, item_row_id: Any, fts_query: str, *, broad: bool = False
+    ) -> ColumnElement[bool]:
+        """True for items whose indexed text matches the prepared full-text query.
+
+        ``broad``: the query matches many items; write the test so that the planner
+        walks the items in the query's order and tests each, rather than reading every
+        match and sorting them.
+        """
+        raise NotImplementedError
+
+    def fulltext_count(self, fts_query: str) -> Any:
+        """A statement counting the items the prepared full-text query matches."""
         raise NotImplementedError
 
     def in_values(self, column: Any, values: Sequence[str]) -> ColumnElement[bool]:
@@ -192,15 +203,28 @@ class SQLiteDialect(Dialect):
         """See :meth:`Dialect.like`: translated to GLOB, see :func:`like_to_glob`."""
         return expr.op("GLOB")(bindparam(None, like_to_glob(pattern, ignore_case=ignore_case)))
 
-    def fulltext_match(self, item_row_id: Any, fts_query: str) -> ColumnElement[bool]:
-        """See :meth:`Dialect.fulltext_match`: the FTS5 table's rowids are item row ids."""
+    def fulltext_match(
+        self, item_row_id: Any, fts_query: str, *, broad: bool = False
+    ) -> ColumnElement[bool]:
+        """See :meth:`Dialect.fulltext_match`: the FTS5 table's rowids are item row ids.
+
+        ``broad`` writes ``id + 0 IN (…)``: an expression SQLite cannot look rows up by,
+        so the ORDER BY's index drives the query and LIMIT stops it early.
+        """
         matches = (
             sql_text(f"SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :fts_query")
             .bindparams(fts_query=fts_query)
             .columns(rowid=Integer)
         )
-        result: ColumnElement[bool] = item_row_id.in_(matches)
+        tested = item_row_id + literal(0, literal_execute=True) if broad else item_row_id
+        result: ColumnElement[bool] = tested.in_(matches)
         return result
+
+    def fulltext_count(self, fts_query: str) -> Any:
+        """See :meth:`Dialect.fulltext_count`."""
+        return sql_text(f"SELECT count(*) FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :q").bindparams(
+            q=fts_query
+        )
 
     def in_values(self, column: Any, values: Sequence[str]) -> ColumnElement[bool]:
         """See :meth:`Dialect.in_values`: a JSON array expanded by ``json_each``."""

@@ -260,3 +260,33 @@ async def test_search_hit_carries_location(db: Stores) -> None:
     assert (hit.type, hit.subtype, hit.created) == ("feed", "atom", 5.0)
     assert hit.record().parsed == {"title": "T"}
     assert json.loads(json.dumps(hit.parsed)) == {"title": "T"}
+
+
+async def test_broad_fulltext_term_walks_the_date_index_with_the_same_answer(
+    db: Stores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from roost.storage import search as search_module
+    from roost.storage.dialect import SQLiteDialect
+    from roost.storage.search import build_search
+
+    blog, news = db.nodes["blog"], db.nodes["news"]
+    await db.items.upsert_items(
+        blog,
+        [item(f"b{n}", "common" + (" rare" if n % 7 == 0 else ""), created=n) for n in range(60)],
+    )
+    await db.items.upsert_items(news, [item(f"n{n}", "common", created=n + 0.5) for n in range(60)])
+    queries = [{"fts": "common", "limit": 15}, {"fts": "rare", "offset": 2}, {"fts": "common rare"}]
+    narrow = [ids(await db.search.search(q)) for q in queries]
+    monkeypatch.setattr(search_module, "BROAD_MATCH_COUNT", 0)
+    broad = [ids(await db.search.search(q)) for q in queries]
+    assert broad == narrow
+    assert narrow[0][:3] == ["n59", "b59", "n58"]
+
+    stmt = build_search(SearchQuery.from_mapping(queries[0]), SQLiteDialect(), walk_created=True)
+    compiled = stmt.compile(db.engine.sync_engine, compile_kwargs={"literal_binds": True})
+    async with db.engine.connect() as conn:
+        plan = " ".join(
+            row[-1] for row in await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}")
+        )
+    assert "ix_pubsub_items_created" in plan, plan
+    assert "TEMP B-TREE FOR ORDER BY" not in plan, plan
