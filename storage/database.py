@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from roost.storage.engine import create_engine, resolve_database_url
 from roost.storage.items import ItemStore
-from roost.storage.migrate import MigrationOutcome, prepare_database
+from roost.storage.migrate import MigrationOutcome, prepare_database, repair_fulltext
 from roost.storage.nodes import NodeStore
 from roost.storage.params import ParamStore
 from roost.storage.profiles import ProfileStore
@@ -50,12 +50,15 @@ class Database:
         self.search = SearchStore(engine)
 
     @classmethod
-    async def open(cls, url: str | URL | None = None) -> Database:
+    async def open(cls, url: str | URL | None = None, *, check_fulltext: bool = True) -> Database:
         """Open the database at ``url``, creating or migrating it as needed.
 
         Args:
             url: the database URL; None for ``ROOST_DATABASE_URL``, else the default
                 SQLite file under the XDG data directory.
+            check_fulltext: check the full-text index (and rebuild it if it drifted)
+                before returning; False leaves that to :meth:`repair_fulltext`, for a
+                caller that would rather do it after start with a large cache.
 
         Returns:
             The open database.
@@ -69,7 +72,7 @@ class Database:
         resolved = resolve_database_url(url)
         engine = create_engine(resolved)
         try:
-            outcome = await prepare_database(engine, resolved)
+            outcome = await prepare_database(engine, resolved, check_fulltext=check_fulltext)
         except BaseException:
             await engine.dispose()
             raise
@@ -80,6 +83,14 @@ class Database:
             outcome.to_revision,
         )
         return cls(engine, resolved, outcome)
+
+    async def repair_fulltext(self) -> bool:
+        """Check the full-text index against the items and rebuild it if it drifted.
+
+        Returns:
+            True when it was rebuilt.
+        """
+        return await repair_fulltext(self.engine)
 
     async def close(self) -> None:
         """Close every connection of the engine."""

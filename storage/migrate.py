@@ -31,7 +31,7 @@ from sqlalchemy import event, inspect
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from roost.storage.engine import is_sqlite, sqlite_file
+from roost.storage.engine import sqlite_file
 from roost.storage.errors import DatabaseTooNew, StorageError
 from roost.storage.fulltext import FTS_TABLE, sqlite_fts_is_consistent, sqlite_fts_rebuild
 
@@ -202,8 +202,19 @@ def _copy_private(path: Path, name: str) -> Path:
     return target
 
 
-async def _check_fulltext(engine: AsyncEngine) -> bool:
-    """Check the FTS index against the items; rebuild it when it drifted."""
+async def repair_fulltext(engine: AsyncEngine) -> bool:
+    """Check the SQLite FTS index against the items; rebuild it when it drifted.
+
+    The check reads the whole index and every item's text (about 7 µs an item), so a
+    caller with a large cache may run it after start, with ``check_fulltext=False`` at
+    :func:`prepare_database`; the rebuild is one write transaction either way.
+
+    Returns:
+        True when the index had drifted and was rebuilt; False when it was in step, or
+        when the database has no FTS5 index (PostgreSQL).
+    """
+    if engine.dialect.name != "sqlite":
+        return False
     async with engine.connect() as conn:
         tables = await conn.run_sync(lambda c: inspect(c).get_table_names())
         if FTS_TABLE not in tables:
@@ -224,7 +235,7 @@ async def _check_fulltext(engine: AsyncEngine) -> bool:
 
 
 async def prepare_database(
-    engine: AsyncEngine, url: URL, *, config: Config | None = None
+    engine: AsyncEngine, url: URL, *, config: Config | None = None, check_fulltext: bool = True
 ) -> MigrationOutcome:
     """Detect the database's state and bring it to the head revision.
 
@@ -233,6 +244,7 @@ async def prepare_database(
         url: its URL (tells where an SQLite file lives, for the backup copy).
         config: another Alembic configuration than the package's (tests use it to add
             revisions that exist only for them).
+        check_fulltext: run :func:`repair_fulltext` before returning (on SQLite).
 
     Returns:
         What was found and done.
@@ -292,5 +304,5 @@ async def prepare_database(
             time.perf_counter() - started,
         )
 
-    fts_rebuilt = await _check_fulltext(engine) if is_sqlite(url) else False
+    fts_rebuilt = await repair_fulltext(engine) if check_fulltext else False
     return MigrationOutcome(action, from_revision, head, backup, fts_rebuilt)

@@ -541,3 +541,18 @@ async def test_older_database_is_backed_up_then_upgraded(sqlite_url: str, tmp_pa
     # The code that knows only the package's revisions now refuses this database.
     with pytest.raises(DatabaseTooNew, match=newer):
         await Database.open(sqlite_url)
+
+
+async def test_fulltext_check_can_be_left_for_after_start(sqlite_url: str) -> None:
+    async with await Database.open(sqlite_url) as db:
+        await _items_with_fts(db)
+        async with db.engine.begin() as conn:
+            await conn.exec_driver_sql(
+                "INSERT INTO pubsub_items_fts(rowid, search_text) VALUES (99999, 'ghost')"
+            )
+    async with await Database.open(sqlite_url, check_fulltext=False) as db:
+        assert db.migration.fts_rebuilt is False
+        assert await _fts_hits(db, "ghost") == 1  # still drifted: nothing checked yet
+        assert await db.repair_fulltext() is True
+        assert await _fts_hits(db, "ghost") == 0
+        assert await db.repair_fulltext() is False
