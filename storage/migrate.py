@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,6 +40,12 @@ logger = logging.getLogger(__name__)
 
 #: Tables Alembic keeps for itself; they do not make a database "non-empty".
 VERSION_TABLE = "alembic_version"
+
+
+# One lock per event loop (tests run a loop each; a lock is bound to the loop it ran on).
+_MIGRATION_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 class UnmanagedDatabase(StorageError):
@@ -98,9 +105,11 @@ def sqlite_migration_transaction(connection: Connection) -> Iterator[None]:
     Batch mode rebuilds a table (copy, drop, rename): with foreign keys on, dropping a
     parent table would cascade-delete its children's rows. ``PRAGMA foreign_keys`` is a
     no-op inside a transaction, so it is set first, with the driver in autocommit mode;
-    the block's SQLAlchemy transaction then emits an explicit ``BEGIN`` so that the DDL
-    is atomic (the driver would otherwise leave DDL outside any transaction). The
-    previous settings are restored afterwards, also on failure.
+    the block's SQLAlchemy transaction then emits an explicit ``BEGIN IMMEDIATE`` so
+    that the DDL is atomic (the driver would otherwise leave DDL outside any
+    transaction). IMMEDIATE takes the write lock before Alembic reads the current
+    revision: a second process migrating the same file waits, then finds it at head
+    and does nothing. The previous settings are restored afterwards, also on failure.
     """
     if connection.in_transaction():
         connection.commit()
@@ -111,7 +120,7 @@ def sqlite_migration_transaction(connection: Connection) -> Iterator[None]:
     connection.commit()
 
     def emit_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN")
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     event.listen(connection, "begin", emit_begin)
     try:
@@ -254,7 +263,17 @@ async def prepare_database(
         UnmanagedDatabase: the database has tables but no revision.
         StorageError: the copy before an upgrade could not be made safely.
     """
-    config = config or alembic_config()
+    # Alembic's ``context`` is one module-level proxy: two migrations interleaved in
+    # this process (two engines opened at once) would tear it down under each other.
+    loop = asyncio.get_running_loop()
+    lock = _MIGRATION_LOCKS.setdefault(loop, asyncio.Lock())
+    async with lock:
+        return await _prepare(engine, url, config or alembic_config(), check_fulltext)
+
+
+async def _prepare(
+    engine: AsyncEngine, url: URL, config: Config, check_fulltext: bool
+) -> MigrationOutcome:
     scripts = script_directory(config)
     head = scripts.get_current_head()
     if head is None:  # pragma: no cover - the package always ships revisions

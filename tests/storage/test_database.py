@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
@@ -79,3 +80,18 @@ async def test_closed_database_releases_its_connections(sqlite_url: str) -> None
     await db.profiles.list_profiles()
     await db.close()
     assert db.engine.sync_engine.pool.checkedout() == 0
+
+
+async def test_two_first_opens_of_one_file_both_succeed(sqlite_url: str) -> None:
+    # Both see an empty file; the migration's write lock makes the second find it at
+    # head instead of creating every table a second time.
+    first, second = await asyncio.gather(Database.open(sqlite_url), Database.open(sqlite_url))
+    try:
+        await first.profiles.create_profile("p", "p@example.org", "x", {})
+        assert [p.name for p in await second.profiles.list_profiles()] == ["p"]
+        async with second.engine.connect() as conn:
+            versions = (await conn.exec_driver_sql("SELECT * FROM alembic_version")).all()
+        assert len(versions) == 1
+    finally:
+        await first.close()
+        await second.close()
