@@ -73,6 +73,7 @@ class Database:
         engine = create_engine(resolved)
         try:
             outcome = await prepare_database(engine, resolved, check_fulltext=check_fulltext)
+            database = cls(engine, resolved, outcome)
         except BaseException:
             await engine.dispose()
             raise
@@ -82,7 +83,7 @@ class Database:
             outcome.action,
             outcome.to_revision,
         )
-        return cls(engine, resolved, outcome)
+        return database
 
     async def repair_fulltext(self) -> bool:
         """Check the full-text index against the items and rebuild it if it drifted.
