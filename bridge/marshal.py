@@ -26,7 +26,7 @@ import binascii
 from typing import Any
 
 from dbus_fast import Variant
-from dbus_fast.signature import SignatureType
+from dbus_fast.signature import SignatureType, get_signature_tree
 
 _INTEGERS = frozenset("ynqiuxt")
 _STRINGS = frozenset("sog")
@@ -48,8 +48,10 @@ def json_to_variant(signature: str, value: Any) -> Variant:
         MarshalError: ``value`` does not have the form ``signature`` calls for.
     """
     try:
-        variant = Variant(signature, None, verify=False)
-        return Variant(variant.type, _from_json(variant.type, value))
+        kind = get_signature_tree(signature).types[0]
+        # The value is built from the type itself: dbus-fast's verification would only
+        # walk it again.
+        return Variant(kind, _from_json(kind, value), verify=False)
     except MarshalError:
         raise
     except Exception as err:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -138,6 +138,8 @@ class ProfileService:
         self._db = db
         self._events = events
         self._default = ""
+        self.on_deleted: list[Callable[[str], None]] = []
+        """Called with a profile's name once it is deleted (caches drop what they hold)."""
 
     async def load(self) -> None:
         """Read the stored default profile; forget it if that profile is gone."""
@@ -201,6 +203,8 @@ class ProfileService:
         except RowNotFound:
             raise NotFound(f"no profile named {name!r}") from None
         log.info("deleted profile %r", name)
+        for forget in self.on_deleted:
+            forget(name)
         if self._default == name:
             await self._store_default("")
 

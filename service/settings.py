@@ -17,6 +17,7 @@ Limits, checked before anything is stored (a refused call changes nothing):
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Iterator, Sequence
@@ -26,6 +27,7 @@ from typing import Any
 from roost.service.errors import InvalidArgument, NotFound
 from roost.service.events import EventHub, ParamChanged
 from roost.service.profiles import ProfileService, not_found
+from roost.service.value_cache import ValueCache
 from roost.storage.database import Database
 from roost.storage.errors import RowNotFound
 
@@ -83,6 +85,9 @@ class SettingsService:
         self._db = db
         self._events = events
         self._profiles = profiles
+        self._cache = ValueCache()
+        self._values_lock = asyncio.Lock()
+        profiles.on_deleted.append(self._cache.forget_owner)
 
     def _owner(self, profile: str) -> str | None:
         """The storage owner of ``profile``: a profile name, or None for global.
@@ -131,7 +136,8 @@ class SettingsService:
     ) -> dict[str, tuple[str, Any]]:
         """The stored values of ``keys`` (every key when empty) as (type tag, value).
 
-        Keys that are not stored are absent from the result.
+        Keys that are not stored are absent from the result. Answered from memory when
+        the namespace was used recently (see :mod:`roost.service.value_cache`).
         """
         check_name("namespace", namespace)
         if len(keys) > MAX_KEYS_PER_NAMESPACE:
@@ -139,9 +145,28 @@ class SettingsService:
         for key in keys:
             check_name("key", key)
         owner = self._owner(profile)
-        with _known_profile(owner):
-            found = await self._db.values.get_values(owner, namespace, list(keys))
-        return {key: (typed.value_type, typed.value) for key, typed in found.items()}
+        entry = self._cache.get(owner, namespace)
+        if entry is None:
+            entry = await self._load(owner, namespace)
+        if not keys:
+            return dict(entry)
+        return {key: entry[key] for key in keys if key in entry}
+
+    async def _load(self, owner: str | None, namespace: str) -> dict[str, tuple[str, Any]]:
+        # Under the lock, so that a write cannot land between this read and the cache
+        # fill (it would be lost from the copy).
+        async with self._values_lock:
+            return await self._held(owner, namespace)
+
+    async def _held(self, owner: str | None, namespace: str) -> dict[str, tuple[str, Any]]:
+        """The namespace from the cache, else read and cached; the lock must be held."""
+        entry = self._cache.get(owner, namespace)
+        if entry is None:
+            with _known_profile(owner):
+                found = await self._db.values.get_values(owner, namespace, [])
+            entry = {key: (typed.value_type, typed.value) for key, typed in found.items()}
+            self._cache.put(owner, namespace, entry)
+        return entry
 
     async def set_value(
         self, profile: str, namespace: str, key: str, value_type: str, value: Any
@@ -161,16 +186,16 @@ class SettingsService:
                 f"{MAX_VALUE_BYTES} allowed; store large data elsewhere"
             )
         owner = self._owner(profile)
-        with _known_profile(owner):
-            existing = await self._db.values.get_values(owner, namespace, [key])
-            if key not in existing:
-                count = len(await self._db.values.get_values(owner, namespace, []))
-                if count >= MAX_KEYS_PER_NAMESPACE:
-                    raise InvalidArgument(
-                        f"the namespace {namespace!r} holds {MAX_KEYS_PER_NAMESPACE} keys "
-                        "already, the most it may; delete some first"
-                    )
-            await self._db.values.set_value(owner, namespace, key, value_type, value)
+        async with self._values_lock:
+            existing = await self._held(owner, namespace)
+            if key not in existing and len(existing) >= MAX_KEYS_PER_NAMESPACE:
+                raise InvalidArgument(
+                    f"the namespace {namespace!r} holds {MAX_KEYS_PER_NAMESPACE} keys "
+                    "already, the most it may; delete some first"
+                )
+            with _known_profile(owner):
+                await self._db.values.set_value(owner, namespace, key, value_type, value)
+            self._cache.set(owner, namespace, key, value_type, value)
 
     async def delete_value(self, profile: str, namespace: str, key: str) -> None:
         """Remove ``namespace``/``key``.
@@ -181,7 +206,9 @@ class SettingsService:
         check_name("namespace", namespace)
         check_name("key", key)
         owner = self._owner(profile)
-        with _known_profile(owner):
-            deleted = await self._db.values.delete_value(owner, namespace, key)
+        async with self._values_lock:
+            with _known_profile(owner):
+                deleted = await self._db.values.delete_value(owner, namespace, key)
+            self._cache.delete(owner, namespace, key)
         if not deleted:
             raise NotFound(f"no value {namespace}/{key} for {owner or GLOBAL}")
