@@ -107,7 +107,12 @@ class EventHub:
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         """Add ``listener``; returns a function that removes it."""
         self._listeners.append(listener)
-        return lambda: self._listeners.remove(listener)
+
+        def unsubscribe() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return unsubscribe
 
     def publish(self, event: Event) -> None:
         """Hand ``event`` to every listener; one listener's failure does not stop the rest."""

@@ -148,18 +148,26 @@ class NodeSynchroniser:
         gone = [i for i in cached_ids if i not in server_set]
         kept_in_cache_order = [i for i in cached_ids if i in server_set]
         kept_in_server_order = [i for i in server_ids if i in cached_set]
-        if kept_in_cache_order != kept_in_server_order:
-            # Items were republished (they moved): the stored order cannot be mended by
-            # appending, so fetch everything.
-            log.info("%s: items moved on the server; full resync", where)
+        # disco#items lists a node oldest first on some servers (ejabberd) and newest
+        # first on others (Prosody): the kept items' order tells which.
+        if kept_in_server_order == kept_in_cache_order and len(kept_in_cache_order) > 1:
+            ordered = server_ids
+        elif kept_in_server_order[::-1] == kept_in_cache_order and len(kept_in_cache_order) > 1:
+            ordered = server_ids[::-1]
+        else:
+            # Items were republished (they moved), or too few are kept to tell the
+            # listing's direction: appending cannot give the server's order. (With
+            # nothing kept, a full fetch costs the same.)
+            log.info("%s: cannot tell where new items go; full resync", where)
             return None
-        last_kept = server_ids.index(kept_in_server_order[-1]) if kept_in_server_order else -1
-        new = server_ids[last_kept + 1 :]
-        if len(new) != len(server_set - cached_set):
+        kept = set(kept_in_cache_order)
+        last_kept = max((n for n, i in enumerate(ordered) if i in kept), default=-1)
+        new = ordered[last_kept + 1 :]
+        if set(new) != server_set - cached_set:
             log.info("%s: new items are not all newer than the cached ones; full resync", where)
             return None
         fetched = await self._source.fetch_items_by_id(node.profile, node.service, node.name, new)
-        if [item.id for item in fetched] != new:
+        if sorted(item.id for item in fetched) != sorted(new):
             log.info("%s: the server did not return the listed items; full resync", where)
             return None
         removed = await self._db.items.delete_items(node.id, gone)
@@ -171,7 +179,7 @@ class NodeSynchroniser:
             where,
             len(new),
             len(gone),
-            len(kept_in_server_order),
+            len(kept),
         )
         return SyncResult(
             currency=currency,

@@ -126,14 +126,16 @@ class PubsubService:
         if not item_ids:
             raise InvalidArgument("give at least one item id to retract")
         client = self._client(profile)
-        body = p.pubsub()
         notify = (options or {}).get("notify", True)
-        retract = ET.SubElement(
-            body, f"{{{p.NS_PUBSUB}}}retract", node=node, notify="true" if notify else "false"
-        )
+        # One request per item: XEP-0060 puts one <item/> in a <retract/>, and Prosody
+        # acts on the first one only.
         for item_id in item_ids:
+            body = p.pubsub()
+            retract = ET.SubElement(
+                body, f"{{{p.NS_PUBSUB}}}retract", node=node, notify="true" if notify else "false"
+            )
             ET.SubElement(retract, f"{{{p.NS_PUBSUB}}}item", id=item_id)
-        await p.send_iq(client, "set", self._service(client, service), body)
+            await p.send_iq(client, "set", self._service(client, service), body)
 
     # -- nodes -----------------------------------------------------------------------------
 

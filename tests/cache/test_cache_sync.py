@@ -257,3 +257,75 @@ async def test_search_and_parse_failure(
     assert any("'odd'" in r.getMessage() and "parser failed" in r.getMessage()
                for r in caplog.records)
     assert (await roost.cache.get_node_state("bob", svc, node))["item_count"] == 31
+
+
+class CountingSource(XmppSyncSource):
+    """Counts what a sync fetches from the server."""
+
+    fetched_by_id: list[str]
+    fetched_whole: int
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.fetched_by_id = []
+        self.fetched_whole = 0
+
+    async def fetch_items_by_id(
+        self, profile: str, service: str, node: str, item_ids: list[str]
+    ) -> Any:
+        self.fetched_by_id += item_ids
+        return await super().fetch_items_by_id(profile, service, node, item_ids)
+
+    async def _count(self, pages: Any) -> Any:
+        async for page in pages:
+            self.fetched_whole += len(page)
+            yield page
+
+    def fetch_all_items(self, profile: str, service: str, node: str, page_size: int) -> Any:
+        return self._count(super().fetch_all_items(profile, service, node, page_size))
+
+
+async def test_restart_resyncs_incrementally_before_serving(
+    roost: Roost, xmpp_server: XmppServer, recorder: Recorder, hub: EventHub
+) -> None:
+    node = await synced_blog(roost, xmpp_server, recorder, 40)
+    svc = xmpp_server.pubsub_service
+    # Roost stops: its cache is gone and bob goes offline.
+    await roost.cache.close()
+    await roost.sessions.disconnect("bob")
+    # Meanwhile the node changes on the server.
+    for n in range(40, 45):
+        await roost.pubsub.publish("alice", svc, node, f"p{n:03d}", entry(n))
+    await roost.pubsub.retract("alice", svc, node, ["p003", "p010"], {})
+    # Roost starts again on the same database.
+    source = CountingSource(roost.pubsub, roost.sessions)
+    cache = PubsubCache(roost.db, source, hub, roost.cache.registry)
+    roost.pubsub.cache = cache
+    await cache.start()
+    mark = len([e for e in recorder.of(SyncStateChanged) if e.node == node])
+    try:
+        # Not current before the resync: the server answers.
+        assert await cache.answer("bob", svc, node, ItemsRequest()) is None
+        await roost.sessions.connect("bob")
+        await wait_state(recorder, node, "completed", after=mark)
+        assert source.fetched_by_id == [f"p{n:03d}" for n in range(40, 45)]
+        assert source.fetched_whole == 0
+        await both(roost, xmpp_server, node)
+        state = await cache.get_node_state("bob", svc, node)
+        assert state["item_count"] == 43 and state["current"]
+    finally:
+        await cache.close()
+
+
+async def test_disconnection_stops_serving_until_resynced(
+    roost: Roost, xmpp_server: XmppServer, recorder: Recorder
+) -> None:
+    node = await synced_blog(roost, xmpp_server, recorder, 3)
+    svc = xmpp_server.pubsub_service
+    assert await roost.cache.answer("bob", svc, node, ItemsRequest()) is not None
+    await roost.sessions.disconnect("bob")
+    assert await roost.cache.answer("bob", svc, node, ItemsRequest()) is None
+    mark = len([e for e in recorder.of(SyncStateChanged) if e.node == node])
+    await roost.sessions.connect("bob")
+    await wait_state(recorder, node, "completed", after=mark)
+    assert await roost.cache.answer("bob", svc, node, ItemsRequest()) is not None
