@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
+from xml.sax.saxutils import escape
 
 from slixmpp.exceptions import IqError, IqTimeout
-from slixmpp.xmlstream import tostring
 
 from roost.service.errors import InvalidArgument, NotConnected, XmppError
 from roost.service.pubsub.model import PubsubItem
@@ -23,6 +23,7 @@ NS_EVENT = "http://jabber.org/protocol/pubsub#event"
 NS_RSM = "http://jabber.org/protocol/rsm"
 NS_DATA = "jabber:x:data"
 NS_DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
+XML_NS = "http://www.w3.org/XML/1998/namespace"
 NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 NODE_CONFIG_FORM = "http://jabber.org/protocol/pubsub#node_config"
 SUBSCRIBE_OPTIONS_FORM = "http://jabber.org/protocol/pubsub#subscribe_options"
@@ -69,10 +70,48 @@ def pubsub(namespace: str = NS_PUBSUB) -> ET.Element:
     return element("pubsub", namespace)
 
 
+_ATTR_ESCAPES = {'"': "&quot;", "\n": "&#10;", "\r": "&#13;", "\t": "&#9;"}
+
+
+def _serialise(node: ET.Element, parent_ns: str | None, out: list[str]) -> None:
+    tag = node.tag
+    ns, _, name = tag[1:].partition("}") if tag[0] == "{" else ("", "", tag)
+    out.append("<" + name)
+    if ns != parent_ns:
+        out.append(' xmlns="' + escape(ns, _ATTR_ESCAPES) + '"')
+    prefixes = 0
+    for key, value in node.attrib.items():
+        if key[0] == "{":
+            key_ns, _, key_name = key[1:].partition("}")
+            if key_ns == XML_NS:
+                key = "xml:" + key_name
+            else:
+                key = f"a{prefixes}:{key_name}"
+                out.append(f' xmlns:a{prefixes}="' + escape(key_ns, _ATTR_ESCAPES) + '"')
+                prefixes += 1
+        out.append(" " + key + '="' + escape(value, _ATTR_ESCAPES) + '"')
+    if len(node) == 0 and not node.text:
+        out.append("/>")
+        return
+    out.append(">")
+    if node.text:
+        out.append(escape(node.text))
+    for child in node:
+        _serialise(child, ns, out)
+        if child.tail:
+            out.append(escape(child.tail))
+    out.append("</" + name + ">")
+
+
 def item_text(item: ET.Element) -> str:
-    """Serialise an ``<item>`` as a query returns it (pubsub namespace as default)."""
-    text: str = tostring(item)
-    return text
+    """Serialise an ``<item>`` as a query returns it, its namespace as the default one.
+
+    Written here rather than with slixmpp's ``tostring``, which escapes character by
+    character and was most of the cost of a 1,000-item answer.
+    """
+    out: list[str] = []
+    _serialise(item, None, out)
+    return "".join(out)
 
 
 def parse_items(reply: ET.Element) -> list[PubsubItem]:

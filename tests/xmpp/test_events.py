@@ -7,6 +7,7 @@ import xml.etree.ElementTree as ET
 from roost.service.events import ItemsEvent
 from roost.service.pubsub.events import EventRouter, rewrite_item
 from roost.service.pubsub.model import PubsubItem
+from roost.service.pubsub.protocol import item_text
 
 EVENT = "http://jabber.org/protocol/pubsub#event"
 
@@ -48,3 +49,18 @@ def test_event_item_in_query_form() -> None:
     assert item.id == "a" and item.publisher == "x@y"
     assert item.xml.startswith('<item xmlns="http://jabber.org/protocol/pubsub"')
     assert '<x xmlns="urn:x">1</x>' in item.xml
+
+
+def test_item_text_escapes_and_namespaces() -> None:
+    raw = ET.fromstring(
+        "<item xmlns='http://jabber.org/protocol/pubsub' id='a&amp;\"b'>"
+        "<e xmlns='urn:x' xmlns:o='urn:o' o:k='v' xml:lang='fr'>1 &lt; 2 &amp; 3<f/>tail</e>"
+        "</item>"
+    )
+    text = item_text(raw)
+    assert text == (
+        '<item xmlns="http://jabber.org/protocol/pubsub" id="a&amp;&quot;b">'
+        '<e xmlns="urn:x" xmlns:a0="urn:o" a0:k="v" xml:lang="fr">1 &lt; 2 &amp; 3<f/>tail</e>'
+        "</item>"
+    )
+    assert ET.tostring(ET.fromstring(text)) == ET.tostring(raw)
