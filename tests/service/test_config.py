@@ -45,9 +45,7 @@ to_sync = true
     assert config.log_level == "debug"
     assert config.logging_level == logging.DEBUG
     assert config.max_items_per_node == 20
-    assert config.cache_rules == [
-        {"name": "blog", "node": "urn:xmpp:microblog:0", "to_sync": True}
-    ]
+    assert config.cache_rules == [{"name": "blog", "node": "urn:xmpp:microblog:0", "to_sync": True}]
 
 
 def test_the_example_file_loads(tmp_path: Path) -> None:
