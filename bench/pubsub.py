@@ -1,6 +1,7 @@
 """Publish and fetch rates through Roost's service layer beside a bare slixmpp client.
 
-Both run against the same freshly started server (Prosody by default, ``--server
+Both run against the same freshly started server, and both fetch the same node (publish
+rates use a node each) (Prosody by default, ``--server
 ejabberd`` for the other) in the same run. Prints JSON lines: bench, metric, value, unit,
 baseline (the bare client's figure), ratio (Roost / bare; for times, lower is better).
 """
@@ -151,7 +152,7 @@ async def run(server: XmppServer) -> None:
             bare_times, roost_times = [], []
             for _round in range(FETCH_ROUNDS):
                 start = time.perf_counter()
-                fetched = await bare.fetch(service, bare_node, rsm)
+                fetched = await bare.fetch(service, node, rsm)
                 bare_times.append(time.perf_counter() - start)
                 assert fetched == count, fetched
                 start = time.perf_counter()
