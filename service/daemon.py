@@ -136,10 +136,14 @@ async def serve(
 
     try:
         backend = await Backend.open(config, options.database)
-    except DatabaseTooNew as err:
+    except (DatabaseTooNew, StorageError, OSError) as err:
         raise StartupError(f"cannot open the database: {err}") from None
-    except (StorageError, OSError) as err:
-        raise StartupError(f"cannot open the database: {err}") from None
+    except Exception as err:
+        # A malformed URL, an unreachable or refusing server: the driver's own message
+        # says which; the traceback is for --log-level debug.
+        log.debug("opening the database failed", exc_info=True)
+        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise StartupError(f"cannot open the database: {detail}") from None
 
     bridges: list[Bridge] = []
     status = 0

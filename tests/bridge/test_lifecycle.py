@@ -78,6 +78,14 @@ def test_a_database_newer_than_the_code_is_refused(roostd_launcher: RoostdLaunch
     assert "newer" in line
 
 
+def test_a_database_that_cannot_be_opened_is_one_line(roostd_launcher: RoostdLauncher) -> None:
+    # (At debug level the traceback is logged too, for whoever investigates.)
+    daemon = roostd_launcher.spawn("--database", "nosuchdriver://x", "--log-level", "info")
+    assert daemon.process.wait(20) == 1
+    assert last_line(daemon.log_text()).startswith("roostd: cannot open the database: ")
+    assert "Traceback" not in daemon.log_text()
+
+
 def test_a_bad_config_file_is_one_line(roostd_launcher: RoostdLauncher, tmp_path: Path) -> None:
     config = tmp_path / "bad.toml"
     config.write_text("[logging]\nlevel = 'loud'\n")
