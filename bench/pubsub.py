@@ -1,8 +1,8 @@
 """Publish and fetch rates through Roost's service layer beside a bare slixmpp client.
 
-Both run against the same freshly started server, and both fetch the same node (publish
-rates use a node each) (Prosody by default, ``--server
-ejabberd`` for the other) in the same run. Prints JSON lines: bench, metric, value, unit,
+Both run in the same run against the same freshly started server (Prosody by default,
+``--server ejabberd`` for the other); they fetch the same node, and publish to a node
+each. Prints JSON lines: bench, metric, value, unit,
 baseline (the bare client's figure), ratio (Roost / bare; for times, lower is better).
 """
 

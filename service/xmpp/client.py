@@ -111,9 +111,11 @@ class RoostClient(ClientXMPP):
         if not new:
             return
         self._notify |= new
-        for namespace in new:
-            self.plugin["xep_0030"].add_feature(f"{namespace}+notify")
+        # Disco features belong to the bound full JID, known once the session is up;
+        # before that, session start adds them all.
         if self.sessionstarted:
+            for namespace in new:
+                self.plugin["xep_0030"].add_feature(f"{namespace}+notify")
             self._spawn_refresh()
 
     def remove_notify(self, namespace: str) -> None:
@@ -121,8 +123,8 @@ class RoostClient(ClientXMPP):
         if namespace not in self._notify:
             return
         self._notify.discard(namespace)
-        self.plugin["xep_0030"].del_feature(feature=f"{namespace}+notify")
         if self.sessionstarted:
+            self.plugin["xep_0030"].del_feature(feature=f"{namespace}+notify")
             self._spawn_refresh()
 
     def _spawn_refresh(self) -> None:
@@ -138,6 +140,8 @@ class RoostClient(ClientXMPP):
     async def _on_session_start(self, _event: Any) -> None:
         # The caps hash must cover the +notify features before the first presence leaves,
         # or the server would not know this client wants PEP events.
+        for namespace in self._notify:
+            self.plugin["xep_0030"].add_feature(f"{namespace}+notify")
         await self.plugin["xep_0115"].update_caps(broadcast=False)
         self.send_presence()
 

@@ -82,3 +82,15 @@ async def test_reconnects_after_server_restart(
     assert back and back[-1].jid.startswith(xmpp_server.jid("carol") + "/")
     await sessions.disconnect("carol")
     assert not sessions.is_connected("carol")
+
+
+async def test_notify_features_advertised(sessions: SessionManager) -> None:
+    alice_jid = await sessions.connect("alice")
+    await sessions.connect("bob")
+    alice = sessions.client("alice")
+    assert "urn:xmpp:microblog:0" in alice.notify_namespaces
+    alice.add_notify("urn:example:roost:notes")
+    info = await sessions.client("bob").plugin["xep_0030"].get_info(jid=alice_jid)
+    features = info["disco_info"]["features"]
+    assert "urn:xmpp:microblog:0+notify" in features
+    assert "urn:example:roost:notes+notify" in features
