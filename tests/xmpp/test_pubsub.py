@@ -215,3 +215,15 @@ def test_request_validation() -> None:
         ItemsRequest.from_options({"limit": 3})
     with pytest.raises(InvalidArgument, match="RSM token"):
         decode_token("garbage")
+
+
+async def test_sync_helpers(pubsub: PubsubService, xmpp_server: XmppServer, node: str) -> None:
+    service = xmpp_server.pubsub_service
+    pages = [
+        [i.id for i in page]
+        async for page in pubsub.fetch_all_items("alice", service, node, page_size=20)
+    ]
+    assert [i for page in pages for i in page] == ALL
+    # Paged by RSM where the server has it, one whole answer where it does not.
+    assert [len(p) for p in pages] == ([20, 20, 10] if xmpp_server.has_rsm else [50])
+    assert sorted(await pubsub.list_item_ids("alice", service, node)) == ALL

@@ -94,3 +94,24 @@ async def test_notify_features_advertised(sessions: SessionManager) -> None:
     features = info["disco_info"]["features"]
     assert "urn:xmpp:microblog:0+notify" in features
     assert "urn:example:roost:notes+notify" in features
+
+
+async def test_disconnect_stops_retries(
+    sessions: SessionManager, xmpp_server: XmppServer, recorder: Recorder
+) -> None:
+    await sessions.connect("carol")
+    try:
+        await xmpp_server.stop_async()
+        for _ in range(200):
+            if not sessions.is_connected("carol"):
+                break
+            await asyncio.sleep(0.05)
+        await sessions.disconnect("carol")
+        assert not sessions.is_connected("carol")
+        assert sessions.connected_profiles() == []
+    finally:
+        await xmpp_server.start_async()
+    # Back on request only: a fresh connect works and is the one new Connected.
+    seen = len(recorder.of(ProfileConnected))
+    await sessions.connect("carol")
+    assert len(recorder.of(ProfileConnected)) == seen + 1
