@@ -1,0 +1,52 @@
+"""PEP notifications reach a contact that advertises +notify for the node."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from roost.service.events import EventHub, ItemsEvent
+from roost.service.pubsub.operations import PubsubService
+from roost.service.xmpp.sessions import SessionManager
+from tests.fixtures.xmpp import XmppServer
+from tests.xmpp.conftest import Recorder
+
+pytestmark = pytest.mark.xmpp
+
+MICROBLOG = "urn:xmpp:microblog:0"
+
+
+async def test_pep_event_for_contact(
+    sessions: SessionManager, hub: EventHub, recorder: Recorder, xmpp_server: XmppServer
+) -> None:
+    pubsub = PubsubService(sessions, hub)
+    await sessions.connect("alice")
+    await sessions.connect("bob")
+    alice, bob = sessions.client("alice"), sessions.client("bob")
+    # Mutual presence subscription (slixmpp accepts and subscribes back by itself).
+    alice.send_presence_subscription(pto=xmpp_server.jid("bob"))
+    for _ in range(100):
+        if (
+            alice.client_roster[xmpp_server.jid("bob")]["to"]
+            and bob.client_roster[xmpp_server.jid("alice")]["to"]
+        ):
+            break
+        await asyncio.sleep(0.05)
+    bob.send_presence()
+    await asyncio.sleep(0)
+    entry = "<entry xmlns='http://www.w3.org/2005/Atom'><title>For contacts</title></entry>"
+    for _ in range(100):
+        await pubsub.publish("alice", "", MICROBLOG, "pep-event", entry)
+        found = [
+            e
+            for e in recorder.of(ItemsEvent)
+            if e.profile == "bob" and e.node == MICROBLOG and e.kind == "items"
+        ]
+        if found:
+            break
+        await asyncio.sleep(0.1)
+    assert found, "no PEP event reached bob"
+    assert found[-1].service == xmpp_server.jid("alice")
+    assert [i["id"] for i in found[-1].items] == ["pep-event"]
+    assert "<title>For contacts</title>" in found[-1].items[0]["xml"]
