@@ -18,8 +18,10 @@ from dbus_fast.aio import MessageBus
 
 from roost.bridge.constants import BUS_NAME, OBJECT_PATH
 from roost.bridge.interfaces.base import RoostInterface
+from roost.bridge.interfaces.cache import CacheInterface
 from roost.bridge.interfaces.daemon import DaemonInterface
 from roost.bridge.interfaces.profiles import ProfilesInterface
+from roost.bridge.interfaces.pubsub import PubsubInterface
 from roost.bridge.interfaces.storage import StorageInterface
 from roost.service.backend import Backend
 from roost.service.daemon import StartupError
@@ -30,6 +32,8 @@ INTERFACES: list[Callable[[Backend], RoostInterface]] = [
     DaemonInterface,
     ProfilesInterface,
     StorageInterface,
+    PubsubInterface,
+    CacheInterface,
 ]
 """Every interface exported on :data:`OBJECT_PATH`, each built from the Backend."""
 

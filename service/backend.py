@@ -7,15 +7,22 @@ services, so that every bridge gets the same checks and the same error messages.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from importlib import metadata
-from typing import Protocol
+from typing import Any, Protocol
 
+from roost.service.cache.analysers import AnalyserRegistry
+from roost.service.cache.cache import PubsubCache
+from roost.service.cache.source import XmppSyncSource
 from roost.service.config import Config
 from roost.service.errors import NotConnected
 from roost.service.events import EventHub
 from roost.service.profiles import ProfileService
+from roost.service.pubsub.operations import PubsubService
+from roost.service.pubsub_access import PubsubAccess
 from roost.service.settings import SettingsService
+from roost.service.xmpp.sessions import SessionManager
 from roost.storage.database import Database
 
 log = logging.getLogger(__name__)
@@ -54,7 +61,8 @@ class Backend:
         events: where services announce what happened; bridges subscribe here.
         profiles: accounts and the default profile.
         settings: parameters and the key/value store.
-        sessions: the XMPP session manager, None until one is attached.
+        sessions: the XMPP session manager (None only for a backend built without XMPP).
+        pubsub: pubsub operations and the cache, as frontends call them.
     """
 
     def __init__(
@@ -70,7 +78,26 @@ class Backend:
         self.events = events or EventHub()
         self.profiles = ProfileService(db, self.events)
         self.settings = SettingsService(db, self.events, self.profiles)
-        self.sessions = sessions
+        manager = SessionManager(self._credentials, self.events)
+        self.sessions = sessions if sessions is not None else manager
+        registry = AnalyserRegistry()
+        registry.load_entry_points()
+        registry.load_config_rules(self.config.cache_rules)
+        pubsub = PubsubService(manager, self.events)
+        self.cache = PubsubCache(
+            db,
+            XmppSyncSource(pubsub, manager),
+            self.events,
+            registry,
+            max_items_per_node=self.config.max_items_per_node,
+        )
+        pubsub.cache = self.cache
+        self.pubsub = PubsubAccess(self.profiles, pubsub, self.cache)
+        self._background: set[asyncio.Task[Any]] = set()
+
+    async def _credentials(self, name: str) -> tuple[str, str, dict[str, Any]]:
+        record = await self.db.profiles.get_profile(name)
+        return record.jid, record.password, dict(record.options)
 
     @classmethod
     async def open(cls, config: Config, database_url: str | None = None) -> Backend:
@@ -85,12 +112,31 @@ class Backend:
         return backend
 
     async def start(self) -> None:
-        """Load the state services keep in memory."""
+        """Load the state services keep in memory, recover the cache, and connect the
+        profiles marked ``autoconnect`` (in the background: a slow server must not hold
+        up the daemon's start)."""
         await self.profiles.load()
+        await self.cache.start()
+        for record in await self.db.profiles.list_profiles():
+            if record.options.get("autoconnect"):
+                task = asyncio.create_task(self._autoconnect(record.name))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+
+    async def _autoconnect(self, name: str) -> None:
+        try:
+            await self._sessions().connect(name)
+        except Exception as exc:  # logged: nobody awaits this
+            log.warning("autoconnect of profile %r failed: %s", name, exc)
 
     async def close(self) -> None:
-        """Close every session, then the database."""
-        if self.sessions is not None:
+        """Stop the cache's syncs, close every session, then the database."""
+        for task in self._background:
+            task.cancel()
+        await self.cache.close()
+        if isinstance(self.sessions, SessionManager):
+            await self.sessions.close()
+        elif self.sessions is not None:
             for name in await self.profiles.list():
                 if self.sessions.is_connected(name):
                     try:

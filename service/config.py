@@ -15,8 +15,10 @@ defaults to ``$XDG_CONFIG_HOME/roost/roost.toml``. A malformed file raises
     [cache]
     max_items_per_node = 5000
     [[cache.rules]]
-    name = "blog"
-    node = "urn:xmpp:microblog:0"
+    name = "events"
+    node = "urn:xmpp:events:0"
+    type = "event"
+    to_sync = true
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
+
+from roost.service.cache.analysers import AnalyserRegistry
+from roost.service.errors import InvalidArgument
 
 APP_NAME = "roost"
 DEFAULT_MAX_ITEMS_PER_NODE = 5000
@@ -125,6 +130,11 @@ def _parse(path: Path, data: dict[str, Any]) -> Config:
     rules = cache.get("rules", [])
     if not isinstance(rules, list) or not all(isinstance(rule, dict) for rule in rules):
         raise ConfigError(f"{path}: [cache] rules must be an array of tables ([[cache.rules]])")
+    try:
+        # Checked here, so that a bad rule is reported as the config error it is.
+        AnalyserRegistry(builtins=False).load_config_rules(rules)
+    except InvalidArgument as err:
+        raise ConfigError(f"{path}: [[cache.rules]]: {err.message}") from None
 
     return Config(
         path=path,

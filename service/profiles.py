@@ -138,6 +138,10 @@ class ProfileService:
         self._db = db
         self._events = events
         self._default = ""
+        # Names of existing profiles, so that resolving the profile argument of every
+        # call (GetItems on the hot path included) costs no database round trip. This
+        # daemon is the only writer of the profiles table.
+        self._names: set[str] | None = None
         self.on_deleted: list[Callable[[str], None]] = []
         """Called with a profile's name once it is deleted (caches drop what they hold)."""
 
@@ -186,6 +190,8 @@ class ProfileService:
             record = await self._db.profiles.create_profile(name, bare, password, checked)
         except AlreadyExists:
             raise Conflict(f"a profile named {name!r} exists already") from None
+        if self._names is not None:
+            self._names.add(name)
         log.info("created profile %r for %s", name, bare)
         if not self._default:
             await self._store_default(name)
@@ -202,6 +208,8 @@ class ProfileService:
             await self._db.profiles.delete_profile(name)
         except RowNotFound:
             raise NotFound(f"no profile named {name!r}") from None
+        if self._names is not None:
+            self._names.discard(name)
         log.info("deleted profile %r", name)
         for forget in self.on_deleted:
             forget(name)
@@ -229,11 +237,9 @@ class ProfileService:
             raise not_found(name) from None
 
     async def _exists(self, name: str) -> bool:
-        try:
-            await self._db.profiles.get_profile(name)
-        except RowNotFound:
-            return False
-        return True
+        if self._names is None:
+            self._names = {r.name for r in await self._db.profiles.list_profiles()}
+        return name in self._names
 
     async def require(self, name: str) -> str:
         """Return ``name`` if such a profile exists, else raise NotFound/InvalidArgument."""

@@ -37,37 +37,37 @@ class CacheInterface(RoostInterface):
     @roost_method
     async def Search(self, query: DBusDict) -> DBusRecords:
         """Cached items matching ``query``, newest first unless ``order_by`` says."""
-        return to_records(await self.backend.search_cache(plain(query)))
+        return to_records(await self.backend.pubsub.search(plain(query)))
 
     @dbus_method()
     @roost_method
     async def GetNodeState(self, profile: DBusStr, service: DBusStr, node: DBusStr) -> DBusDict:
         """A node's cache state: state, analyser, type, subtype, item_count, synced_at…"""
-        return to_record(await self.backend.get_node_state(profile, service, node))
+        return to_record(await self.backend.pubsub.get_node_state(profile, service, node))
 
     @dbus_method()
     @roost_method
     async def Sync(self, profile: DBusStr, service: DBusStr, node: DBusStr) -> None:
         """(Re)synchronise a node now; returns once started (signals tell the rest)."""
-        await self.backend.sync_node(profile, service, node)
+        await self.backend.pubsub.sync(profile, service, node)
 
     @dbus_method()
     @roost_method
     async def Purge(self, filters: DBusDict) -> DBusUInt32:
         """Remove cached items matching ``filters``; returns how many went."""
-        return await self.backend.purge_cache(plain(filters))
+        return await self.backend.pubsub.purge_cache(plain(filters))
 
     @dbus_method()
     @roost_method
     async def Reset(self) -> None:
         """Empty the cache."""
-        await self.backend.reset_cache()
+        await self.backend.pubsub.reset_cache()
 
     @dbus_method()
     @roost_method
     async def ListAnalysers(self) -> DBusRecords:
         """The analysers, in the order they are consulted."""
-        return to_records(self.backend.list_analysers())
+        return to_records(self.backend.pubsub.list_analysers())
 
     @dbus_signal()
     def SyncStateChanged(self, profile: str, service: str, node: str, state: str) -> _FourStr:

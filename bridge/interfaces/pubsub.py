@@ -10,7 +10,6 @@ from roost.bridge.interfaces.base import DBusStrList, RoostInterface, name_args,
 from roost.bridge.variants import form_values, plain, to_record, to_records
 from roost.service.backend import Backend
 from roost.service.events import Event, ItemsEvent
-from roost.service.pubsub.model import ItemsRequest
 
 DBusRecords = Annotated[list[DBusDict], DBusSignature("aa{sv}")]
 _ItemsReply = Annotated[list[Any], DBusSignature("aa{sv}a{sv}")]
@@ -38,20 +37,13 @@ class PubsubInterface(RoostInterface):
                 event.profile, event.service, event.node, event.kind, to_records(event.items)
             )
 
-    async def _profile(self, profile: str) -> str:
-        name: str = await self.backend.profiles.resolve(profile)
-        return name
-
     @dbus_method()
     @roost_method
     async def GetItems(
         self, profile: DBusStr, service: DBusStr, node: DBusStr, options: DBusDict
     ) -> _ItemsReply:
         """The node's items (oldest first) and the paging metadata."""
-        request = ItemsRequest.from_options(plain(options))
-        reply = await self.backend.pubsub.get_items(
-            await self._profile(profile), service, node, request
-        )
+        reply = await self.backend.pubsub.get_items(profile, service, node, plain(options))
         return [to_records(item.to_record() for item in reply.items), to_record(reply.metadata())]
 
     @dbus_method()
@@ -67,7 +59,7 @@ class PubsubInterface(RoostInterface):
     ) -> DBusStr:
         """Publish an item; returns its id (chosen by the server when ``item_id`` is empty)."""
         published: str = await self.backend.pubsub.publish(
-            await self._profile(profile), service, node, item_id, payload_xml, plain(options)
+            profile, service, node, item_id, payload_xml, plain(options)
         )
         return published
 
@@ -82,9 +74,7 @@ class PubsubInterface(RoostInterface):
         options: DBusDict,
     ) -> None:
         """Retract items."""
-        await self.backend.pubsub.retract(
-            await self._profile(profile), service, node, list(item_ids), plain(options)
-        )
+        await self.backend.pubsub.retract(profile, service, node, list(item_ids), plain(options))
 
     @dbus_method()
     @roost_method
@@ -92,30 +82,26 @@ class PubsubInterface(RoostInterface):
         self, profile: DBusStr, service: DBusStr, node: DBusStr, config: DBusDict
     ) -> DBusStr:
         """Create a node (empty name: the server picks one); returns its name."""
-        created: str = await self.backend.pubsub.create_node(
-            await self._profile(profile), service, node, plain(config)
-        )
+        created: str = await self.backend.pubsub.create_node(profile, service, node, plain(config))
         return created
 
     @dbus_method()
     @roost_method
     async def DeleteNode(self, profile: DBusStr, service: DBusStr, node: DBusStr) -> None:
         """Delete a node and its items."""
-        await self.backend.pubsub.delete_node(await self._profile(profile), service, node)
+        await self.backend.pubsub.delete_node(profile, service, node)
 
     @dbus_method()
     @roost_method
     async def PurgeNode(self, profile: DBusStr, service: DBusStr, node: DBusStr) -> None:
         """Remove every item of a node."""
-        await self.backend.pubsub.purge_node(await self._profile(profile), service, node)
+        await self.backend.pubsub.purge_node(profile, service, node)
 
     @dbus_method()
     @roost_method
     async def GetNodeConfig(self, profile: DBusStr, service: DBusStr, node: DBusStr) -> DBusDict:
         """The node's configuration: ``s`` per single value, ``as`` per multi-valued field."""
-        config: dict[str, Any] = await self.backend.pubsub.get_node_config(
-            await self._profile(profile), service, node
-        )
+        config: dict[str, Any] = await self.backend.pubsub.get_node_config(profile, service, node)
         return form_values(config)
 
     @dbus_method()
@@ -124,9 +110,7 @@ class PubsubInterface(RoostInterface):
         self, profile: DBusStr, service: DBusStr, node: DBusStr, config: DBusDict
     ) -> None:
         """Change fields of the node's configuration."""
-        await self.backend.pubsub.set_node_config(
-            await self._profile(profile), service, node, plain(config)
-        )
+        await self.backend.pubsub.set_node_config(profile, service, node, plain(config))
 
     @dbus_method()
     @roost_method
@@ -134,9 +118,7 @@ class PubsubInterface(RoostInterface):
         self, profile: DBusStr, service: DBusStr, node: DBusStr, options: DBusDict
     ) -> DBusStr:
         """Subscribe the profile to a node; returns the subscription id (may be empty)."""
-        subid: str = await self.backend.pubsub.subscribe(
-            await self._profile(profile), service, node, plain(options)
-        )
+        subid: str = await self.backend.pubsub.subscribe(profile, service, node, plain(options))
         return subid
 
     @dbus_method()
@@ -145,9 +127,7 @@ class PubsubInterface(RoostInterface):
         self, profile: DBusStr, service: DBusStr, node: DBusStr, options: DBusDict
     ) -> None:
         """Unsubscribe the profile (``subid`` in options picks one subscription)."""
-        await self.backend.pubsub.unsubscribe(
-            await self._profile(profile), service, node, plain(options)
-        )
+        await self.backend.pubsub.unsubscribe(profile, service, node, plain(options))
 
     @dbus_method()
     @roost_method
@@ -156,7 +136,7 @@ class PubsubInterface(RoostInterface):
     ) -> DBusRecords:
         """The profile's subscriptions at the service (to ``node`` only, when given)."""
         subscriptions: list[dict[str, str]] = await self.backend.pubsub.get_subscriptions(
-            await self._profile(profile), service, node
+            profile, service, node
         )
         return to_records(subscriptions)
 

@@ -9,7 +9,7 @@ import pytest
 
 from roost.service.backend import Backend
 from roost.service.config import Config
-from roost.service.errors import Conflict, InvalidArgument, NotConnected, NotFound
+from roost.service.errors import Conflict, ConnectionFailed, InvalidArgument, NotFound
 from roost.service.events import DefaultProfileChanged, Event
 from roost.service.profiles import check_bare_jid, check_options, check_profile_name
 
@@ -103,11 +103,15 @@ async def test_the_password_is_not_logged(
     assert "s3cret" not in caplog.text
 
 
-async def test_sessions_not_available(backend: Backend) -> None:
-    await backend.profiles.create("one", "a@example.org", "pw", {})
-    for call in (backend.connect, backend.disconnect, backend.is_connected):
-        with pytest.raises(NotConnected, match="XMPP sessions are not available"):
-            await call("one")
+async def test_connect_to_an_unreachable_server_fails_cleanly(
+    backend: Backend, unused_tcp_port: int
+) -> None:
+    options = {"host": "127.0.0.1", "port": unused_tcp_port, "tls": "none"}
+    await backend.profiles.create("one", "a@example.org", "pw", options)
+    with pytest.raises(ConnectionFailed) as caught:
+        await backend.connect("one")
+    assert caught.value.name == "NotConnected"
+    assert not await backend.is_connected("one")
     with pytest.raises(NotFound):
         await backend.connect("ghost")
 
