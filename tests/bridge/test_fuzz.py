@@ -19,9 +19,11 @@ from hypothesis import strategies as st
 
 from roost.bridge.client import RoostClient, RoostDBusError
 from roost.bridge.constants import (
+    CACHE_INTERFACE,
     ERROR_INTERNAL,
     ERROR_PREFIX,
     PROFILES_INTERFACE,
+    PUBSUB_INTERFACE,
     STORAGE_INTERFACE,
 )
 from tests.bridge.strategies import dbus_text, variants
@@ -33,8 +35,14 @@ names = st.one_of(
     st.sampled_from(["", "fz", "fz1", "@global@", "@roost", "ui", "k", "a b", "x" * 300]),
     dbus_text,
 )
+# Every profile that can be created points at a closed loopback port, so that a Connect
+# never looks anything up or reaches anywhere else.
+LOOPBACK_ONLY = {"host": Variant("s", "127.0.0.1"), "port": Variant("u", 1)}
 options = st.dictionaries(
-    st.one_of(st.sampled_from(["host", "port", "tls", "autoconnect"]), dbus_text),
+    st.one_of(
+        st.sampled_from(["tls", "autoconnect"]),
+        dbus_text.filter(lambda key: key not in ("host", "port")),
+    ),
     st.one_of(
         st.sampled_from(
             [Variant("u", 5222), Variant("i", -1), Variant("s", "starttls"), Variant("b", True)]
@@ -42,7 +50,60 @@ options = st.dictionaries(
         variants,
     ),
     max_size=4,
+).map(lambda extra: {**extra, **LOOPBACK_ONLY})
+records = st.dictionaries(
+    st.one_of(
+        st.sampled_from(
+            [
+                "max_items",
+                "item_ids",
+                "before",
+                "after",
+                "use_cache",
+                "profiles",
+                "nodes",
+                "fts",
+                "parsed",
+                "order_by",
+                "limit",
+                "offset",
+                "older_than",
+                "types",
+                "pubsub#max_items",
+                "subid",
+                "notify",
+            ]
+        ),
+        dbus_text,
+    ),
+    st.one_of(
+        st.sampled_from(
+            [
+                Variant("u", 5),
+                Variant("s", ""),
+                Variant("as", ["x"]),
+                Variant("b", False),
+                Variant(
+                    "aa{sv}",
+                    [
+                        {
+                            "path": Variant("s", "title"),
+                            "op": Variant("s", "eq"),
+                            "value": Variant("s", "x"),
+                        }
+                    ],
+                ),
+                Variant("d", 1.5),
+            ]
+        ),
+        variants,
+    ),
+    max_size=4,
 )
+services = st.one_of(
+    st.sampled_from(["", "pubsub.example.org", "me@example.org", "bad jid@", "a/b"]), dbus_text
+)
+target = st.tuples(names, services, names)
 jids = st.one_of(
     st.sampled_from(["me@example.org", "me@example.org/r", "example.org", "@", "a@b@c"]),
     dbus_text,
@@ -70,6 +131,33 @@ CALLS: list[tuple[str, str, str, st.SearchStrategy[list[Any]]]] = [
     (STORAGE_INTERFACE, "GetValues", "ssas", st.tuples(names, names, st.lists(names, max_size=4))),
     (STORAGE_INTERFACE, "SetValue", "sssv", st.tuples(names, names, names, variants)),
     (STORAGE_INTERFACE, "DeleteValue", "sss", st.tuples(names, names, names)),
+    (PUBSUB_INTERFACE, "GetItems", "sssa{sv}", st.tuples(names, services, names, records)),
+    (
+        PUBSUB_INTERFACE,
+        "Publish",
+        "sssssa{sv}",
+        st.tuples(names, services, names, names, dbus_text, records),
+    ),
+    (
+        PUBSUB_INTERFACE,
+        "Retract",
+        "sssasa{sv}",
+        st.tuples(names, services, names, st.lists(names, max_size=3), records),
+    ),
+    (PUBSUB_INTERFACE, "CreateNode", "sssa{sv}", st.tuples(names, services, names, records)),
+    (PUBSUB_INTERFACE, "DeleteNode", "sss", target),
+    (PUBSUB_INTERFACE, "PurgeNode", "sss", target),
+    (PUBSUB_INTERFACE, "GetNodeConfig", "sss", target),
+    (PUBSUB_INTERFACE, "SetNodeConfig", "sssa{sv}", st.tuples(names, services, names, records)),
+    (PUBSUB_INTERFACE, "Subscribe", "sssa{sv}", st.tuples(names, services, names, records)),
+    (PUBSUB_INTERFACE, "Unsubscribe", "sssa{sv}", st.tuples(names, services, names, records)),
+    (PUBSUB_INTERFACE, "GetSubscriptions", "sss", target),
+    (CACHE_INTERFACE, "Search", "a{sv}", st.tuples(records)),
+    (CACHE_INTERFACE, "GetNodeState", "sss", target),
+    (CACHE_INTERFACE, "Sync", "sss", target),
+    (CACHE_INTERFACE, "Purge", "a{sv}", st.tuples(records)),
+    (CACHE_INTERFACE, "Reset", "", st.tuples()),
+    (CACHE_INTERFACE, "ListAnalysers", "", st.tuples()),
 ]
 
 calls = st.sampled_from(CALLS).flatmap(
@@ -104,7 +192,7 @@ def test_random_arguments_at_every_method(
     seen: set[str] = set()
 
     @settings(
-        max_examples=300,
+        max_examples=500,
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
     )
