@@ -58,6 +58,7 @@ class SessionManager:
         self._hub = hub
         self._sessions: dict[str, _Session] = {}
         self._listeners: list[ClientListener] = []
+        self._locks: dict[str, asyncio.Lock] = {}
         self._retry_initial = retry_initial
         self._retry_max = retry_max
         self._connect_timeout = connect_timeout
@@ -75,6 +76,12 @@ class SessionManager:
             ConnectionFailed: bad credentials, server unreachable, or TLS required but
                 unavailable; the message says which.
         """
+        lock = self._locks.setdefault(profile, asyncio.Lock())
+        # Two Connect calls for one profile must share one session, not race two clients.
+        async with lock:
+            return await self._connect(profile)
+
+    async def _connect(self, profile: str) -> str:
         session = self._sessions.get(profile)
         if session is not None and session.up:
             return str(session.client.boundjid.full)

@@ -37,7 +37,10 @@ async def test_pep_event_for_contact(
     await asyncio.sleep(0)
     entry = "<entry xmlns='http://www.w3.org/2005/Atom'><title>For contacts</title></entry>"
     for _ in range(100):
-        await pubsub.publish("alice", "", MICROBLOG, "pep-event", entry)
+        # The same publish options as the other microblog tests: the node is shared.
+        await pubsub.publish(
+            "alice", "", MICROBLOG, "pep-event", entry, {"pubsub#access_model": "open"}
+        )
         found = [
             e
             for e in recorder.of(ItemsEvent)

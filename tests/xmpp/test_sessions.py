@@ -25,6 +25,8 @@ async def test_connect_two_profiles(
     assert sessions.is_connected("alice") and sessions.is_connected("bob")
     assert [e.jid for e in recorder.of(ProfileConnected)] == [alice, bob]
     assert await sessions.connect("alice") == alice
+    again = await asyncio.gather(sessions.connect("bob"), sessions.connect("bob"))
+    assert again == [bob, bob]
     await sessions.disconnect("alice")
     assert not sessions.is_connected("alice")
     assert recorder.of(ProfileDisconnected)[-1].profile == "alice"
