@@ -28,6 +28,7 @@ from roost.bridge.constants import (
     PROPERTIES_INTERFACE,
     STORAGE_INTERFACE,
 )
+from roost.bridge.pubsub_client import PubsubCalls
 
 
 class RoostDBusError(Exception):
@@ -95,7 +96,7 @@ def profile_options(options: Mapping[str, Any]) -> dict[str, Variant]:
     }
 
 
-class RoostClient:
+class RoostClient(PubsubCalls):
     """A connection to the daemon's object; create it with :meth:`connect`."""
 
     def __init__(self, bus: MessageBus, destination: str = BUS_NAME) -> None:
