@@ -22,12 +22,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from dbus_fast import Variant
 from slixmpp import ClientXMPP
 
+from roost.bridge.client import RoostClient
+from roost.bridge.constants import PUBSUB_INTERFACE
 from roost.service.events import EventHub
 from roost.service.pubsub.model import ItemsRequest
 from roost.service.pubsub.operations import PubsubService
 from roost.service.xmpp.sessions import SessionManager
+from tests.fixtures.dbus import RoostdLauncher, start_bus, stop_bus
 from tests.fixtures.xmpp import EjabberdServer, ProsodyServer, XmppServer, free_port
 
 PUBSUB = "http://jabber.org/protocol/pubsub"
@@ -95,6 +99,61 @@ async def roost_fetch_all(roost: PubsubService, service: str, node: str) -> int:
         after = reply.rsm_last
 
 
+async def bus_fetch_all(client: RoostClient, service: str, node: str) -> int:
+    """Walk the node with GetItems over the bus, pages of 1,000, cache bypassed."""
+    got, after = 0, ""
+    while True:
+        options = {
+            "max_items": Variant("u", 1000),
+            "after": Variant("s", after),
+            "use_cache": Variant("b", False),
+        }
+        items, meta = await client.call(
+            PUBSUB_INTERFACE, "GetItems", "sssa{sv}", ["alice", service, node, options]
+        )
+        got += len(items)
+        if meta["complete"].value or "rsm_last" not in meta:
+            return got
+        after = meta["rsm_last"].value
+
+
+async def bus_round(
+    bus: RoostClient, bare: Bare, service: str, count: int, bare_pub: float, rsm: bool
+) -> None:
+    """The same publish and fetch over D-Bus through roostd, on a node of its own."""
+    node = f"bench-{uuid.uuid4().hex[:8]}"
+    await bus.call(
+        PUBSUB_INTERFACE,
+        "CreateNode",
+        "sssa{sv}",
+        ["alice", service, node, {"pubsub#max_items": Variant("s", "10000")}],
+    )
+    start = time.perf_counter()
+    for n in range(count):
+        await bus.call(
+            PUBSUB_INTERFACE,
+            "Publish",
+            "sssssa{sv}",
+            ["alice", service, node, f"d{n}", entry(n), {}],
+        )
+    bus_pub = time.perf_counter() - start
+    line(f"bus_publish_{count}_rate", count / bus_pub, "items/s", count / bare_pub)
+    bus_times, bare_times = [], []
+    for _round in range(FETCH_ROUNDS):
+        start = time.perf_counter()
+        assert await bus_fetch_all(bus, service, node) == count
+        bus_times.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        assert await bare.fetch(service, node, rsm) == count
+        bare_times.append(time.perf_counter() - start)
+    line(
+        f"bus_fetch_{count}_time",
+        statistics.median(bus_times),
+        "s",
+        statistics.median(bare_times),
+    )
+
+
 def line(metric: str, value: float, unit: str, baseline: float) -> None:
     print(
         json.dumps(
@@ -111,7 +170,7 @@ def line(metric: str, value: float, unit: str, baseline: float) -> None:
     )
 
 
-async def run(server: XmppServer) -> None:
+async def run(server: XmppServer, bus_address: str | None) -> None:
     hub = EventHub()
 
     async def lookup(name: str) -> tuple[str, str, dict[str, Any]]:
@@ -123,6 +182,12 @@ async def run(server: XmppServer) -> None:
     bare = Bare(server.jid("bob"), server.users["bob"])
     await bare.start(server.host, server.port)
     service = server.pubsub_service
+    bus: RoostClient | None = None
+    if bus_address is not None:
+        bus = await RoostClient.connect(bus_address)
+        jid, password, options = server.credentials("alice")
+        await bus.create_profile("alice", jid, password, options)
+        await bus.connect_profile("alice")
     try:
         for count in (200, 1000):
             node = f"bench-{uuid.uuid4().hex[:8]}"
@@ -161,18 +226,25 @@ async def run(server: XmppServer) -> None:
                 assert got == count, got
             bare_fetch, roost_fetch = statistics.median(bare_times), statistics.median(roost_times)
             line(f"fetch_{count}_time", roost_fetch, "s", bare_fetch)
+            if bus is not None:
+                await bus_round(bus, bare, service, count, bare_pub, rsm)
     finally:
         bare.disconnect()
         await sessions.close()
+        if bus is not None:
+            bus.close()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--server", choices=("prosody", "ejabberd"), default="prosody")
+    parser.add_argument("--no-bus", action="store_true", help="skip the runs over D-Bus")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix=f"roost-bench-{args.server}-") as tmp:
-        data_dir = Path(tmp)
+        data_dir = Path(tmp) / "server"
+        data_dir.mkdir()
         data_dir.chmod(0o755)
+        Path(tmp).chmod(0o755)
         server: ProsodyServer | EjabberdServer
         if args.server == "prosody":
             server = ProsodyServer(kind="prosody", data_dir=data_dir, port=free_port())
@@ -181,9 +253,19 @@ def main() -> None:
         else:
             server = EjabberdServer(kind="ejabberd", data_dir=data_dir, port=free_port())
             server.setup()
+        private = None if args.no_bus else start_bus(Path(tmp) / "bus")
+        launcher = None
         try:
-            asyncio.run(run(server))
+            if private is not None:
+                (Path(tmp) / "roostd").mkdir()
+                launcher = RoostdLauncher(Path(tmp) / "roostd", private.address)
+                launcher.start("--log-level", "warning")
+            asyncio.run(run(server, private.address if private else None))
         finally:
+            if launcher is not None:
+                launcher.stop_all()
+            if private is not None:
+                stop_bus(private)
             server.stop()
 
 
