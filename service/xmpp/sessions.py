@@ -191,7 +191,7 @@ class SessionManager:
         if not session.up or not session.wanted:
             return
         session.up = False
-        text = str(reason) if reason else "the connection was lost"
+        text = f"connection to the server lost ({reason})" if reason else "connection lost"
         self._hub.publish(ProfileDisconnected(session.name, text))
         if session.retry_task is None or session.retry_task.done():
             session.retry_task = asyncio.ensure_future(self._retry(session))
