@@ -199,6 +199,8 @@ async def test_failures(
         await pubsub.publish(
             "alice", service, node, "x", '<!DOCTYPE e [<!ENTITY a "b">]><e>&a;</e>'
         )
+    with pytest.raises(InvalidArgument, match="limit"):
+        await pubsub.publish("alice", service, node, "x", f"<e>{'a' * 300_000}</e>")
     with pytest.raises(NotConnected):
         await pubsub.get_items("carol", service, node, ItemsRequest())
     with pytest.raises(XmppError) as caught:
