@@ -26,6 +26,7 @@ FETCH_PAGE_SIZE = 500
 # Pages fetched ahead of the store: enough to overlap the network and the database,
 # few enough to bound memory on a large node.
 PAGES_AHEAD = 4
+STORE_BATCH = 500
 
 Progress = Callable[[int, int], None]
 
@@ -118,10 +119,14 @@ class NodeSynchroniser:
         stored = 0
         try:
             while (page := await queue.get()) is not None:
-                rows = [stored_form(item, parser, where) for item in page]
-                stored += await self._db.items.upsert_items(node.id, rows)
-                seen.extend(item.id for item in page)
-                progress(stored, 0)
+                # A server without RSM answers with the whole node at once: store it in
+                # batches all the same, so each transaction stays short and progress shows.
+                for start in range(0, len(page), STORE_BATCH):
+                    batch = page[start : start + STORE_BATCH]
+                    rows = [stored_form(item, parser, where) for item in batch]
+                    stored += await self._db.items.upsert_items(node.id, rows)
+                    seen.extend(item.id for item in batch)
+                    progress(stored, 0)
             await fetcher  # re-raises a fetch failure
         finally:
             if not fetcher.done():
