@@ -65,16 +65,13 @@ async def client_for(daemon: Roostd, server: XmppServer, user: str = "bob") -> R
     return client
 
 
-async def wait_state(client: RoostClient, node: str, state: str, timeout: float = 120) -> None:
-    for _ in range(int(timeout / 0.1)):
-        current = await client.get_node_state("bob", SERVICE[0], node)
+async def wait_state(client: RoostClient, service: str, node: str, state: str) -> None:
+    for _ in range(1200):
+        current = await client.get_node_state("bob", service, node)
         if current["state"] == state:
             return
         await asyncio.sleep(0.1)
     raise AssertionError(f"{node} stayed {current}")
-
-
-SERVICE: list[str] = [""]
 
 
 def check_database(path: Any) -> None:
@@ -91,7 +88,7 @@ def check_database(path: Any) -> None:
 async def test_kill_during_sync_then_resync(
     roostd_launcher: RoostdLauncher, xmpp_server: XmppServer, publisher: PubsubService
 ) -> None:
-    SERVICE[0] = xmpp_server.pubsub_service
+    service = xmpp_server.pubsub_service
     node = await fill_blog(publisher, xmpp_server, 5000)
     daemon = roostd_launcher.start()
     client = await client_for(daemon, xmpp_server)
@@ -102,7 +99,7 @@ async def test_kill_during_sync_then_resync(
             progressed.set()
 
     await client.on_sync_progress(on_progress)
-    items, meta = await client.get_items("bob", SERVICE[0], node, max_items=1)
+    items, meta = await client.get_items("bob", service, node, max_items=1)
     assert not meta["from_cache"] and [i["id"] for i in items] == ["i04999"]
     await asyncio.wait_for(progressed.wait(), 60)
     daemon.process.send_signal(signal.SIGKILL)
@@ -113,19 +110,19 @@ async def test_kill_during_sync_then_resync(
     # Restarted, the node is not served from the cache until a new sync completes.
     again = roostd_launcher.start(database=daemon.database)
     client = await RoostClient.connect(again.bus_address)
-    state = await client.get_node_state("bob", SERVICE[0], node)
+    state = await client.get_node_state("bob", service, node)
     assert state["state"] == "none" and not state["current"]
     assert "interrupted" in state["reason"]
     states: list[str] = []
     await client.on_sync_state_changed(lambda _p, _s, n, s: states.append(s) if n == node else None)
     await client.connect_profile("bob")
-    await wait_state(client, node, "completed")
+    await wait_state(client, service, node, "completed")
     assert states[0] == "in_progress"
-    state = await client.get_node_state("bob", SERVICE[0], node)
+    state = await client.get_node_state("bob", service, node)
     assert state["item_count"] == 5000 and state["current"]
-    cached, meta = await client.get_items("bob", SERVICE[0], node, max_items=300, after="")
+    cached, meta = await client.get_items("bob", service, node, max_items=300, after="")
     fresh, fresh_meta = await client.get_items(
-        "bob", SERVICE[0], node, max_items=300, after="", use_cache=False
+        "bob", service, node, max_items=300, after="", use_cache=False
     )
     assert meta["from_cache"] and not fresh_meta["from_cache"]
     assert [i["id"] for i in cached] == [i["id"] for i in fresh]
@@ -138,25 +135,25 @@ async def test_kill_during_sync_then_resync(
 async def test_events_and_search_over_the_bus(
     roostd_launcher: RoostdLauncher, xmpp_server: XmppServer, publisher: PubsubService
 ) -> None:
-    SERVICE[0] = xmpp_server.pubsub_service
+    service = xmpp_server.pubsub_service
     node = await fill_blog(publisher, xmpp_server, 20)
     daemon = roostd_launcher.start()
     client = await client_for(daemon, xmpp_server)
-    await client.get_items("bob", SERVICE[0], node)
-    await wait_state(client, node, "completed")
+    await client.get_items("bob", service, node)
+    await wait_state(client, service, node, "completed")
     events: list[tuple[str, list[str]]] = []
     await client.on_items_event(
         lambda _p, _s, n, kind, items: (
             events.append((kind, [i["id"] for i in items])) if n == node else None
         )
     )
-    await publisher.publish("alice", SERVICE[0], node, "fresh", entry(777))
+    await publisher.publish("alice", service, node, "fresh", entry(777))
     for _ in range(100):
         if events:
             break
         await asyncio.sleep(0.05)
     assert events == [("items", ["fresh"])]
-    items, meta = await client.get_items("bob", SERVICE[0], node, max_items=1)
+    items, meta = await client.get_items("bob", service, node, max_items=1)
     assert meta["from_cache"] and items[0]["id"] == "fresh"
     assert '"title": "Post 777"' in items[0]["parsed"]
     hits = await client.search(
@@ -167,8 +164,8 @@ async def test_events_and_search_over_the_bus(
     analysers = await client.list_analysers()
     assert any(a["name"] for a in analysers)
     assert await client.purge_cache(nodes=[node]) == 21
-    state = await client.get_node_state("bob", SERVICE[0], node)
+    state = await client.get_node_state("bob", service, node)
     assert state["state"] == "none" and state["item_count"] == 0
-    _items, meta = await client.get_items("bob", SERVICE[0], node)
+    _items, meta = await client.get_items("bob", service, node)
     assert not meta["from_cache"]
     client.close()
