@@ -19,6 +19,7 @@ import logging
 import random
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from roost.service.cache.analysers import Analyser, AnalyserRegistry, AnalysisContext
@@ -85,6 +86,7 @@ class PubsubCache:
         self._background: set[asyncio.Task[Any]] = set()
         self._indexed: set[str] = set()
         self._moves: dict[str, bool] = {}
+        self._analysing: set[NodeKey] = set()
         self._unsubscribe = events.subscribe(self._on_event)
 
     # -- life cycle ---------------------------------------------------------------------
@@ -132,7 +134,12 @@ class PubsubCache:
         record = self._current.get((profile, service, node))
         if record is None:
             return None
-        return await answer_from_store(self._db.items, record, request)
+        reply = await answer_from_store(self._db.items, record, request)
+        if reply is not None and not record.subscribed:
+            # Kept by periodic refresh, not by events: say how old the copy is.
+            synced_at = float(record.extra.get("synced_at", record.sync_state_updated))
+            reply = replace(reply, cache_age=max(0.0, time.time() - synced_at))
+        return reply
 
     async def server_answered(
         self, profile: str, service: str, node: str, request: ItemsRequest, reply: ItemsReply
@@ -284,6 +291,18 @@ class PubsubCache:
     async def _analyse(
         self, profile: str, service: str, node: str, items: list[PubsubItem]
     ) -> None:
+        key = (profile, service, node)
+        if key in self._analysing:
+            return
+        self._analysing.add(key)
+        try:
+            await self._analyse_once(profile, service, node, items)
+        finally:
+            self._analysing.discard(key)
+
+    async def _analyse_once(
+        self, profile: str, service: str, node: str, items: list[PubsubItem]
+    ) -> None:
         record = await self._db.nodes.get_node(profile, service, node)
         if record is not None and record.extra.get("analysed"):
             return
@@ -321,9 +340,17 @@ class PubsubCache:
     # -- syncs --------------------------------------------------------------------------
 
     def _schedule(self, node_id: int, delay: float) -> None:
-        """Start the node's sync after ``delay`` seconds, unless one runs or is planned."""
+        """Start the node's sync after ``delay`` seconds, unless one runs already."""
         if node_id in self._tasks:
             return
+        self._later(node_id, delay)
+
+    def _later(self, node_id: int, delay: float) -> None:
+        """Plan the node's next sync in ``delay`` seconds, replacing any plan.
+
+        Also called by a running sync for its own retry or refresh: the timer fires after
+        that sync's task has ended.
+        """
         timer = self._timers.pop(node_id, None)
         if timer is not None:
             timer.cancel()
@@ -382,7 +409,7 @@ class PubsubCache:
                 result.total,
             )
             if not result.currency.current and analyser and analyser.refresh_interval:
-                self._schedule(node_id, analyser.refresh_interval)
+                self._later(node_id, analyser.refresh_interval)
         except asyncio.CancelledError:
             self._buffered.pop(node_id, None)
             await asyncio.shield(self._set_state(record, "none", reason="sync interrupted"))
@@ -397,7 +424,7 @@ class PubsubCache:
                 record, "error", reason=str(exc) or type(exc).__name__, attempts=attempts
             )
             if self._source.is_connected(record.profile):
-                self._schedule(node_id, delay)
+                self._later(node_id, delay)
 
     async def _complete(self, record: NodeRecord, result: SyncResult) -> NodeRecord:
         record = await self._set_state(

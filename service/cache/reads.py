@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from typing import Any
 
 from roost.service.errors import InvalidArgument
 from roost.service.pubsub.model import ItemsReply, ItemsRequest, PubsubItem
@@ -91,8 +90,3 @@ async def answer_from_store(
         complete=page.complete,
         first_index=page.first_index if found else None,
     )
-
-
-def age_metadata(node: NodeRecord, now: float) -> dict[str, Any]:
-    """Metadata for a node kept by periodic refresh: how old its answers are."""
-    return {"cache_age": max(0.0, now - node.sync_state_updated)}

@@ -102,7 +102,9 @@ class ItemsReply:
 
     ``rsm_first`` / ``rsm_last`` are Roost tokens (None for an empty page);
     ``rsm_count`` is the number of items the request ranges over; ``complete`` says
-    whether this page reaches the end the request walks towards.
+    whether this page reaches the end the request walks towards. ``cache_age`` (seconds)
+    is set on answers from a node the cache refreshes periodically instead of following
+    its events: how old the answer may be.
     """
 
     items: list[PubsubItem] = field(default_factory=list)
@@ -112,6 +114,7 @@ class ItemsReply:
     rsm_count: int | None = None
     complete: bool = True
     first_index: int | None = None
+    cache_age: float | None = None
 
     def metadata(self) -> dict[str, Any]:
         """The metadata dictionary of a GetItems answer."""
@@ -122,4 +125,6 @@ class ItemsReply:
             meta["rsm_last"] = self.rsm_last
         if self.rsm_count is not None:
             meta["rsm_count"] = self.rsm_count
+        if self.cache_age is not None:
+            meta["cache_age"] = self.cache_age
         return meta

@@ -1,0 +1,94 @@
+"""The cache on PEP nodes: a contact's node that events cannot keep current."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from roost.service.cache.analysers import AnalyserRegistry
+from roost.service.cache.cache import PubsubCache
+from roost.service.cache.source import XmppSyncSource
+from roost.service.events import EventHub
+from roost.service.pubsub.model import ItemsRequest
+from roost.service.xmpp.sessions import SessionManager
+from tests.cache.test_cache_sync import Roost, entry, roost, wait_state
+from tests.fixtures.xmpp import XmppServer
+from tests.xmpp.conftest import Recorder
+
+pytestmark = pytest.mark.xmpp
+
+MICROBLOG = "urn:xmpp:microblog:0"
+__all__ = ["roost"]
+
+
+async def open_blog(roost: Roost, server: XmppServer, count: int) -> str:
+    """alice's PEP microblog, open to anyone, with ``count`` new posts; returns the tag."""
+    tag = uuid.uuid4().hex[:6]
+    for n in range(count):
+        await roost.pubsub.publish(
+            "alice", "", MICROBLOG, f"{tag}-{n}", entry(n), {"pubsub#access_model": "open"}
+        )
+    return tag
+
+
+async def test_a_contacts_node_without_presence_subscription_is_not_cached(
+    roost: Roost, xmpp_server: XmppServer, recorder: Recorder
+) -> None:
+    await open_blog(roost, xmpp_server, 3)
+    alice = xmpp_server.jid("alice")
+    reply = await roost.pubsub.get_items("bob", alice, MICROBLOG, ItemsRequest())
+    assert not reply.from_cache and reply.items
+    await wait_state(recorder, MICROBLOG, "no_sync")
+    state = await roost.cache.get_node_state("bob", alice, MICROBLOG)
+    assert state["state"] == "no_sync" and not state["current"]
+    assert "presence subscription" in state["reason"]
+    assert state["analyser"] == "microblog"
+    again = await roost.pubsub.get_items("bob", alice, MICROBLOG, ItemsRequest())
+    assert not again.from_cache
+
+
+async def test_a_config_rule_opts_such_a_node_into_periodic_refresh(
+    sessions: SessionManager,
+    hub: EventHub,
+    xmpp_server: XmppServer,
+    recorder: Recorder,
+    roost: Roost,
+) -> None:
+    registry = AnalyserRegistry()
+    registry.load_config_rules(
+        [
+            {
+                "name": "contacts-blogs",
+                "node": MICROBLOG,
+                "type": "blog",
+                "to_sync": True,
+                "refresh_interval": 0.5,
+            }
+        ]
+    )
+    await roost.cache.close()
+    cache = PubsubCache(roost.db, XmppSyncSource(roost.pubsub, sessions), hub, registry)
+    roost.pubsub.cache = cache
+    try:
+        tag = await open_blog(roost, xmpp_server, 2)
+        alice = xmpp_server.jid("alice")
+        await roost.pubsub.get_items("bob", alice, MICROBLOG, ItemsRequest())
+        await wait_state(recorder, MICROBLOG, "completed")
+        reply = await roost.pubsub.get_items("bob", alice, MICROBLOG, ItemsRequest(max_items=1))
+        assert reply.from_cache and reply.cache_age is not None and reply.cache_age >= 0
+        assert "cache_age" in reply.metadata()
+        assert reply.items[-1].id == f"{tag}-1"
+        # No event reaches bob; the next refresh brings the new post.
+        await roost.pubsub.publish(
+            "alice", "", MICROBLOG, f"{tag}-new", entry(9), {"pubsub#access_model": "open"}
+        )
+        for _ in range(100):
+            reply = await roost.pubsub.get_items("bob", alice, MICROBLOG, ItemsRequest(max_items=1))
+            if reply.from_cache and reply.items and reply.items[-1].id == f"{tag}-new":
+                break
+            await asyncio.sleep(0.1)
+        assert reply.from_cache and reply.items[-1].id == f"{tag}-new"
+    finally:
+        await cache.close()
