@@ -27,10 +27,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 from dbus_fast.annotations import DBusDict, DBusSignature, DBusStr
 from dbus_fast.service import ServiceInterface, dbus_method
+
+from tests.fixtures.dbus import start_bus, stop_bus
 
 SMALL = bool(os.environ.get("ROOST_BENCH_SMALL"))
 SECONDS = 1.0 if SMALL else 4.0
@@ -77,25 +81,6 @@ async def serve_echo(address: str) -> None:
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     await stop.wait()
     bus.disconnect()
-
-
-def start_bus(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """A private dbus-daemon listening in ``directory``."""
-    config = directory / "bus.conf"
-    config.write_text(
-        "<busconfig><type>session</type>"
-        f"<listen>unix:dir={directory}</listen>"
-        '<policy context="default"><allow send_destination="*" eavesdrop="true"/>'
-        '<allow eavesdrop="true"/><allow own="*"/></policy>'
-        "</busconfig>"
-    )
-    process = subprocess.Popen(
-        ["dbus-daemon", f"--config-file={config}", "--nofork", "--print-address=1"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
-    assert process.stdout is not None
-    return process, process.stdout.readline().decode().strip()
 
 
 def wait_for(address: str, name: str) -> None:
@@ -174,7 +159,8 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
-        bus, address = start_bus(directory)
+        bus = start_bus(directory / "bus")
+        address = bus.address
         env = {
             **os.environ,
             "XDG_CONFIG_HOME": str(directory / "config"),
@@ -198,15 +184,14 @@ def main() -> None:
             wait_for(address, ECHO_NAME)
             asyncio.run(measure(address))
         finally:
-            for process in (roostd, echo, bus):
+            for process in (roostd, echo):
                 process.send_signal(signal.SIGTERM)
                 try:
                     process.wait(30)
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait()
-            if bus.stdout is not None:
-                bus.stdout.close()
+            stop_bus(bus)
 
 
 if __name__ == "__main__":

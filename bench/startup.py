@@ -23,14 +23,17 @@ import os
 import signal
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
+
+from tests.fixtures.dbus import start_bus, stop_bus
 
 SMALL = bool(os.environ.get("ROOST_BENCH_SMALL"))
 ITEMS = 10_000 if SMALL else 100_000
@@ -50,25 +53,6 @@ def emit(metric: str, value: float, unit: str, **compare: float) -> None:
 def progress(message: str) -> None:
     """Say what runs now, on stderr."""
     print(f"[startup] {message}", file=sys.stderr, flush=True)
-
-
-def start_bus(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """A private dbus-daemon listening in ``directory``."""
-    config = directory / "bus.conf"
-    config.write_text(
-        "<busconfig><type>session</type>"
-        f"<listen>unix:dir={directory}</listen>"
-        '<policy context="default"><allow send_destination="*" eavesdrop="true"/>'
-        '<allow eavesdrop="true"/><allow own="*"/></policy>'
-        "</busconfig>"
-    )
-    process = subprocess.Popen(
-        ["dbus-daemon", f"--config-file={config}", "--nofork", "--print-address=1"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
-    assert process.stdout is not None
-    return process, process.stdout.readline().decode().strip()
 
 
 class Launcher:
@@ -230,14 +214,12 @@ def main() -> None:
     """Run the benchmark on a private bus in a temporary directory."""
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
-        bus, address = start_bus(directory)
+        bus = start_bus(directory / "bus")
+        address = bus.address
         try:
             asyncio.run(run(directory, address))
         finally:
-            bus.send_signal(signal.SIGTERM)
-            bus.wait(30)
-            if bus.stdout is not None:
-                bus.stdout.close()
+            stop_bus(bus)
 
 
 if __name__ == "__main__":
