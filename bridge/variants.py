@@ -46,6 +46,7 @@ RECORD_SIGNATURES: dict[str, str] = {
     "namespace": "s",
     "to_sync": "b",
     "has_parser": "b",
+    "has_match": "b",
     "source": "s",
     "refresh_interval": "d",
     "indexed_keys": "as",
