@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import xml.etree.ElementTree as ET
+from collections import deque
 from collections.abc import Awaitable, Callable
 
 from slixmpp.xmlstream.handler import Callback
@@ -49,6 +50,10 @@ class EventRouter:
         # service JID -> whether its event items equal its query items
         self._matches: dict[str, bool] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # Per profile, notifications waiting to be handled: they are handled one after
+        # the other, in arrival order, even when one needs a fetch to complete, so that
+        # the cache sees a node's publications in the order the server made them.
+        self._pending: dict[str, deque[tuple[RoostClient, ET.Element]]] = {}
 
     def attach(self, profile: str, client: RoostClient) -> None:
         """Listen to ``client``'s pubsub notifications for ``profile``."""
@@ -56,9 +61,26 @@ class EventRouter:
             Callback(
                 "Roost pubsub events",
                 MatchXPath(f"{{jabber:client}}message/{{{p.NS_EVENT}}}event"),
-                lambda msg: self._spawn(self._handle(profile, client, msg.xml)),
+                lambda msg: self._enqueue(profile, client, msg.xml),
             )
         )
+
+    def _enqueue(self, profile: str, client: RoostClient, message: ET.Element) -> None:
+        pending = self._pending.get(profile)
+        if pending is not None:
+            pending.append((client, message))
+            return
+        self._pending[profile] = deque([(client, message)])
+        self._spawn(self._drain(profile))
+
+    async def _drain(self, profile: str) -> None:
+        pending = self._pending[profile]
+        try:
+            while pending:
+                client, message = pending.popleft()
+                await self._handle(profile, client, message)
+        finally:
+            del self._pending[profile]
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
