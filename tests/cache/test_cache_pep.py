@@ -75,7 +75,11 @@ async def test_a_config_rule_opts_such_a_node_into_periodic_refresh(
         tag = await open_blog(roost, xmpp_server, 2)
         alice = xmpp_server.jid("alice")
         await roost.pubsub.get_items("bob", alice, MICROBLOG, ItemsRequest())
-        await wait_state(recorder, MICROBLOG, "completed")
+        # alice's own session syncs her node too: wait for bob's copy.
+        for _ in range(100):
+            if (await cache.get_node_state("bob", alice, MICROBLOG))["current"]:
+                break
+            await asyncio.sleep(0.05)
         reply = await roost.pubsub.get_items("bob", alice, MICROBLOG, ItemsRequest(max_items=1))
         assert reply.from_cache and reply.cache_age is not None and reply.cache_age >= 0
         assert "cache_age" in reply.metadata()
