@@ -118,7 +118,11 @@ async def test_pep_microblog_and_errors(client: RoostClient, xmpp_server: XmppSe
         "<entry xmlns='http://www.w3.org/2005/Atom'><title>Hello</title>"
         "<id>urn:uuid:1</id><published>2026-11-25T10:00:00Z</published></entry>"
     )
-    item_id = await client.publish("alice", "", "urn:xmpp:microblog:0", "", entry)
+    # The same publish options as every test that uses alice's microblog: the node is
+    # shared by the test session, and a server refuses options that disagree with it.
+    item_id = await client.publish(
+        "alice", "", "urn:xmpp:microblog:0", "", entry, {"pubsub#access_model": "open"}
+    )
     assert item_id
     items, _meta = await client.get_items("alice", "", "urn:xmpp:microblog:0", max_items=1)
     assert items[-1]["id"] == item_id and "Hello" in items[-1]["xml"]
