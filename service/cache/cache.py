@@ -44,6 +44,9 @@ from roost.storage.errors import InvalidQuery
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_ITEMS_PER_NODE = 5_000
+# A node whose limit the server does not show is checked for trimming after a new item
+# only while it holds fewer items than this (servers' default limits are smaller).
+LIMIT_PROBE_BELOW = 1_000
 # Waits before retrying a node whose sync failed, by attempt; the last one repeats.
 RETRY_DELAYS = (5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0)
 _PURGE_KEYS = frozenset({"profiles", "services", "nodes", "types", "older_than"})
@@ -455,19 +458,25 @@ class PubsubCache:
             parser = analyser.parser if analyser else None
             rows = [stored_form(_item(raw), parser, where) for raw in event.items]
             keep = False
-            newest = (await items.get_items(record.id, max_items=1)).last
+            before = await items.get_items(record.id, max_items=1)
+            newest = before.last
+            added = 0
             for row in rows:
                 if row.item_id == newest:
                     keep = True  # the newest item stays the newest either way
-                elif await items.get_item(record.id, row.item_id) is not None:
+                elif await items.get_item(record.id, row.item_id) is None:
+                    added += 1
+                elif not keep:
                     moves = await self._republish_moves(record, row.item_id, newest)
                     if moves is None:
                         self._current.pop(_key(record), None)
                         self._schedule(record.id, delay=0.0)
                         return
                     keep = not moves
-                    break
+            oldest = (await items.get_items(record.id, after="", max_items=1)).first
             await items.upsert_items(record.id, rows, keep_position=keep)
+            if added:
+                await self._follow_server_limit(record, oldest, before.count)
         elif event.kind == "retract":
             await items.delete_items(record.id, [str(raw["id"]) for raw in event.items])
         elif event.kind == "purge":
@@ -476,6 +485,38 @@ class PubsubCache:
         if key in self._current:
             # The reads use the record's extra (truncation, totals): keep it fresh.
             self._current[key] = await self._db.nodes.get_node_by_id(record.id)
+
+    async def _follow_server_limit(
+        self, record: NodeRecord, oldest: str | None, count_before: int
+    ) -> None:
+        """Drop what the server dropped when a publication pushed the node past its limit.
+
+        Servers trim a node to its ``pubsub#max_items`` on publish and notify nobody. The
+        limit is read at sync time where the server shows it (to the owner); where it
+        does not, the cache checks after a new item whether the server still has the
+        oldest one, and learns the limit when it does not.
+        """
+        items = self._db.items
+        limit = record.extra.get("server_max_items")
+        if isinstance(limit, int):
+            await items.trim_node(record.id, limit)
+            return
+        if oldest is None or count_before >= LIMIT_PROBE_BELOW:
+            return
+        found = await self._source.fetch_items_by_id(
+            record.profile, record.service, record.name, [oldest]
+        )
+        if found:
+            return
+        server_ids = await self._source.list_item_ids(record.profile, record.service, record.name)
+        if server_ids is None:
+            self._current.pop(_key(record), None)
+            self._schedule(record.id, delay=0.0)
+            return
+        await items.delete_items_not_in(record.id, server_ids)
+        limit = len(server_ids)
+        log.info("%s/%s: the server keeps %d items", record.service, record.name, limit)
+        await self._db.nodes.update_extra(record.id, {"server_max_items": limit})
 
     async def _republish_moves(
         self, record: NodeRecord, item_id: str, cached_newest: str | None

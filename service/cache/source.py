@@ -62,6 +62,10 @@ class SyncSource(Protocol):
         """The id of the node's newest item in server order (None when empty)."""
         ...
 
+    async def node_max_items(self, profile: str, service: str, node: str) -> int | None:
+        """How many items the server keeps in the node, None when unbounded or unknown."""
+        ...
+
     def is_connected(self, profile: str) -> bool:
         """Whether the profile's session is up."""
         ...
@@ -151,6 +155,24 @@ class XmppSyncSource:
         request = ItemsRequest(max_items=1, use_cache=False)
         reply = await self._pubsub.get_items(profile, service, node, request)
         return reply.items[-1].id if reply.items else None
+
+    async def node_max_items(self, profile: str, service: str, node: str) -> int | None:
+        """See :meth:`SyncSource.node_max_items`.
+
+        The owner reads the node configuration; anyone else, the meta-data form of
+        disco#info, when the server puts the limit there.
+        """
+        for read in (self._pubsub.get_node_config, self._pubsub.get_node_metadata):
+            try:
+                form = await read(profile, service, node)
+            except RoostError:
+                continue
+            value = form.get("pubsub#max_items")
+            if isinstance(value, str) and value.isdigit():
+                return int(value)
+            if value is not None:
+                return None  # "max", or no limit
+        return None
 
     def is_connected(self, profile: str) -> bool:
         """See :meth:`SyncSource.is_connected`."""

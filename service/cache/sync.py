@@ -88,6 +88,10 @@ class NodeSynchroniser:
         if not currency.current and not allow_without_events:
             return SyncResult(currency=currency)
         await self._db.nodes.set_subscribed(node.id, currency.subscribed)
+        # Servers drop a node's oldest items past its limit on publish, and tell nobody:
+        # the cache must do the same when it applies a publication.
+        server_max = await self._source.node_max_items(node.profile, node.service, node.name)
+        await self._db.nodes.update_extra(node.id, {"server_max_items": server_max})
         parser = analyser.parser if analyser else None
         if node.extra.get("synced_once"):
             result = await self._incremental(node, parser, currency, progress)

@@ -18,6 +18,7 @@ from roost.service.xmpp.client import RoostClient
 from roost.service.xmpp.sessions import SessionManager
 
 NS_SUBSCRIPTIONS = p.NS_PUBSUB
+NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
 
 
 class PubsubService:
@@ -167,6 +168,24 @@ class PubsubService:
         """Remove every item of ``node``."""
         await self._owner(profile, service, "purge", node)
 
+    async def get_node_metadata(
+        self, profile: str, service: str, node: str
+    ) -> dict[str, str | list[str]]:
+        """The node's meta-data form from disco#info (any entity may ask; fields vary)."""
+        client = self._client(profile)
+        query = p.element("query", NS_DISCO_INFO, node=node)
+        reply = await p.send_iq(client, "get", self._service(client, service), query)
+        for form in reply.iter(f"{{{p.NS_DATA}}}x"):
+            kinds = [
+                value.text
+                for field in form.findall(f"{{{p.NS_DATA}}}field")
+                if field.get("var") == "FORM_TYPE"
+                for value in field.findall(f"{{{p.NS_DATA}}}value")
+            ]
+            if "http://jabber.org/protocol/pubsub#meta-data" in kinds:
+                return p.read_form(form)
+        return {}
+
     async def get_node_config(
         self, profile: str, service: str, node: str
     ) -> dict[str, str | list[str]]:
@@ -230,7 +249,10 @@ class PubsubService:
         each ``node``, ``jid``, ``subscription`` and ``subid`` when there is one."""
         client = self._client(profile)
         body = p.pubsub()
-        ET.SubElement(body, f"{{{p.NS_PUBSUB}}}subscriptions", node=node)
+        # No node attribute at all asks for every subscription at the service.
+        subscriptions = ET.SubElement(body, f"{{{p.NS_PUBSUB}}}subscriptions")
+        if node:
+            subscriptions.set("node", node)
         reply = await p.send_iq(client, "get", self._service(client, service), body)
         found = reply.find(f"{{{p.NS_PUBSUB}}}pubsub/{{{p.NS_PUBSUB}}}subscriptions")
         if found is None:

@@ -57,6 +57,9 @@ class FlakySource:
     async def newest_item_id(self, *_args: Any) -> str | None:
         return "i2"
 
+    async def node_max_items(self, *_args: Any) -> int | None:
+        return None
+
     def is_connected(self, _profile: str) -> bool:
         return True
 

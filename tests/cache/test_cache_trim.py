@@ -1,0 +1,39 @@
+"""A node the server trims to its max_items is trimmed the same way in the cache."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from roost.service.pubsub.model import ItemsRequest
+from tests.cache.test_cache_sync import Roost, both, entry, roost, wait_state
+from tests.fixtures.xmpp import XmppServer
+from tests.xmpp.conftest import Recorder
+
+pytestmark = pytest.mark.xmpp
+__all__ = ["roost"]
+
+
+async def test_publications_past_the_node_limit_drop_the_oldest(
+    roost: Roost, xmpp_server: XmppServer, recorder: Recorder
+) -> None:
+    svc = xmpp_server.pubsub_service
+    node = f"blog-{uuid.uuid4().hex[:8]}"
+    await roost.pubsub.create_node("alice", svc, node, {"pubsub#max_items": "5"})
+    for n in range(5):
+        await roost.pubsub.publish("alice", svc, node, f"p{n}", entry(n))
+    await roost.pubsub.get_items("bob", svc, node, ItemsRequest())
+    await wait_state(recorder, node, "completed")
+    for n in range(5, 8):
+        await roost.pubsub.publish("alice", svc, node, f"p{n}", entry(n))
+    record = await roost.db.nodes.get_node("bob", svc, node)
+    assert record is not None
+    for _ in range(100):
+        if await roost.db.items.get_item(record.id, "p7") is not None:
+            break
+        await asyncio.sleep(0.05)
+    reply = await both(roost, xmpp_server, node)
+    assert [i.id for i in reply.items] == ["p3", "p4", "p5", "p6", "p7"]
+    await both(roost, xmpp_server, node, max_items=3)
