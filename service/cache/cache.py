@@ -15,6 +15,7 @@ until a resync, which starts by itself when the profile is connected.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import time
@@ -153,24 +154,38 @@ class PubsubCache:
         except Exception:
             log.exception("%s/%s: analysis failed", service, node)
 
-    async def apply_event(self, event: ItemsEvent) -> None:
-        """Bring a cached node up to date with ``event`` before frontends hear of it."""
+    async def apply_event(self, event: ItemsEvent) -> ItemsEvent | None:
+        """Bring a cached node up to date with ``event`` before frontends hear of it.
+
+        Returns the event with ``parsed`` added to its items when the node's analyser
+        has a parser, so that frontends get the same records as from GetItems.
+        """
         record = await self._db.nodes.get_node(event.profile, event.service, event.node)
         if record is None or not record.extra.get("analysed"):
             if event.kind == "items" and event.items:
                 items = [_item(raw) for raw in event.items]
                 await self._analyse(event.profile, event.service, event.node, items)
-            return
+            return None
         if event.kind == "delete":
             await self._forget_node(record)
-            return
+            return None
         if record.id in self._tasks:
             # A sync is storing the node in server order; apply after it, in order.
             self._buffered.setdefault(record.id, []).append(event)
-            return
-        if record.sync_state != "completed":
-            return
-        await self._apply(record, event)
+        elif record.sync_state == "completed":
+            await self._apply(record, event)
+        return self._with_parsed(record, event)
+
+    def _with_parsed(self, record: NodeRecord, event: ItemsEvent) -> ItemsEvent | None:
+        analyser = self._analyser_of(record)
+        if event.kind != "items" or analyser is None or analyser.parser is None:
+            return None
+        where = f"{record.service}/{record.name}"
+        items = []
+        for raw in event.items:
+            stored = stored_form(_item(raw), analyser.parser, where)
+            items.append(item_from_record_parts(raw, stored.parsed))
+        return replace(event, items=items)
 
     # -- Cache interface ----------------------------------------------------------------
 
@@ -567,6 +582,14 @@ class PubsubCache:
         for record in await self._db.nodes.list_nodes(profile=profile):
             if record.extra.get("to_sync"):
                 self._schedule(record.id, delay=0.0)
+
+
+def item_from_record_parts(raw: Mapping[str, Any], parsed: Any) -> dict[str, Any]:
+    """An event item record with ``parsed`` (JSON text) added when there is parsed data."""
+    record = dict(raw)
+    if parsed is not None:
+        record["parsed"] = json.dumps(parsed, ensure_ascii=False)
+    return record
 
 
 def _key(record: NodeRecord) -> NodeKey:

@@ -21,5 +21,9 @@ class PubsubCache(Protocol):
     ) -> None:
         """Called after a server answered ``request``; the cache analyses the node here."""
 
-    async def apply_event(self, event: ItemsEvent) -> None:
-        """Called before ``event`` is published, so the cache is current first."""
+    async def apply_event(self, event: ItemsEvent) -> ItemsEvent | None:
+        """Called before ``event`` is published, so the cache is current first.
+
+        May return the event to publish instead (its items with ``parsed`` added, for a
+        node whose analyser has a parser); None publishes ``event`` as it is.
+        """

@@ -272,5 +272,5 @@ class PubsubService:
 
     async def _deliver(self, event: ItemsEvent) -> None:
         if self.cache is not None:
-            await self.cache.apply_event(event)
+            event = await self.cache.apply_event(event) or event
         self._hub.publish(event)

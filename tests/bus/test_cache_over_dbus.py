@@ -142,17 +142,22 @@ async def test_events_and_search_over_the_bus(
     await client.get_items("bob", service, node)
     await wait_state(client, service, node, "completed")
     events: list[tuple[str, list[str]]] = []
-    await client.on_items_event(
-        lambda _p, _s, n, kind, items: (
-            events.append((kind, [i["id"] for i in items])) if n == node else None
-        )
-    )
+    parsed: list[str] = []
+
+    def on_event(_p: str, _s: str, n: str, kind: str, items: list[dict[str, Any]]) -> None:
+        if n == node:
+            events.append((kind, [i["id"] for i in items]))
+            parsed.extend(i.get("parsed", "") for i in items)
+
+    await client.on_items_event(on_event)
     await publisher.publish("alice", service, node, "fresh", entry(777))
     for _ in range(100):
         if events:
             break
         await asyncio.sleep(0.05)
     assert events == [("items", ["fresh"])]
+    # The event's item is the record GetItems gives, parsed data included.
+    assert '"title": "Post 777"' in parsed[0]
     items, meta = await client.get_items("bob", service, node, max_items=1)
     assert meta["from_cache"] and items[0]["id"] == "fresh"
     assert '"title": "Post 777"' in items[0]["parsed"]
