@@ -19,6 +19,7 @@ import json
 import logging
 import random
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -48,6 +49,9 @@ DEFAULT_MAX_ITEMS_PER_NODE = 5_000
 # A node whose limit the server does not show is checked for trimming after a new item
 # only while it holds fewer items than this (servers' default limits are smaller).
 LIMIT_PROBE_BELOW = 1_000
+# Hot answers kept in memory: how many, and the largest answer kept (in items).
+HOT_REPLIES = 1_024
+HOT_REPLY_ITEMS = 200
 # Waits before retrying a node whose sync failed, by attempt; the last one repeats.
 RETRY_DELAYS = (5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0)
 _PURGE_KEYS = frozenset({"profiles", "services", "nodes", "types", "older_than"})
@@ -91,6 +95,11 @@ class PubsubCache:
         self._indexed: set[str] = set()
         self._moves: dict[str, bool] = {}
         self._analysing: set[NodeKey] = set()
+        # Recent answers, each with the node record it was read against: every change
+        # to a served node replaces its record in ``_current`` (or removes it), so an
+        # answer is reused only while nothing changed.
+        self._replies: OrderedDict[tuple[NodeKey, ItemsRequest], tuple[NodeRecord, ItemsReply]]
+        self._replies = OrderedDict()
         self._unsubscribe = events.subscribe(self._on_event)
 
     # -- life cycle ---------------------------------------------------------------------
@@ -135,10 +144,20 @@ class PubsubCache:
         """The cached answer to ``request``, or None when the server must answer."""
         if not request.use_cache:
             return None
-        record = self._current.get((profile, service, node))
+        key = (profile, service, node)
+        record = self._current.get(key)
         if record is None:
             return None
-        reply = await answer_from_store(self._db.items, record, request)
+        hot = self._replies.get((key, request))
+        if hot is not None and hot[0] is record:
+            self._replies.move_to_end((key, request))
+            reply: ItemsReply | None = hot[1]
+        else:
+            reply = await answer_from_store(self._db.items, record, request)
+            if reply is not None and len(reply.items) <= HOT_REPLY_ITEMS:
+                self._replies[(key, request)] = (record, reply)
+                if len(self._replies) > HOT_REPLIES:
+                    self._replies.popitem(last=False)
         if reply is not None and not record.subscribed:
             # Kept by periodic refresh, not by events: say how old the copy is.
             synced_at = float(record.extra.get("synced_at", record.sync_state_updated))
