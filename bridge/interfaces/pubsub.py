@@ -1,5 +1,6 @@
 """``org.roost.Backend1.Pubsub``: XMPP publish-subscribe without speaking XMPP."""
 
+from collections import OrderedDict
 from typing import Annotated, Any
 
 from dbus_fast.annotations import DBusDict, DBusSignature, DBusStr
@@ -10,6 +11,10 @@ from roost.bridge.interfaces.base import DBusStrList, RoostInterface, name_args,
 from roost.bridge.variants import form_values, plain, to_record, to_records
 from roost.service.backend import Backend
 from roost.service.events import Event, ItemsEvent
+from roost.service.pubsub.model import ItemsReply
+
+# Replies whose marshalled items are kept (the reply is kept too, so its id stays its own).
+MARSHALLED_REPLIES = 256
 
 DBusRecords = Annotated[list[DBusDict], DBusSignature("aa{sv}")]
 _ItemsReply = Annotated[list[Any], DBusSignature("aa{sv}a{sv}")]
@@ -25,6 +30,7 @@ class PubsubInterface(RoostInterface):
 
     def __init__(self, backend: Backend) -> None:
         super().__init__(PUBSUB_INTERFACE, backend)
+        self._marshalled: OrderedDict[int, tuple[ItemsReply, list[DBusDict]]] = OrderedDict()
         self._unsubscribe = backend.events.subscribe(self._on_event)
 
     def close(self) -> None:
@@ -44,7 +50,17 @@ class PubsubInterface(RoostInterface):
     ) -> _ItemsReply:
         """The node's items (oldest first) and the paging metadata."""
         reply = await self.backend.pubsub.get_items(profile, service, node, plain(options))
-        return [to_records(item.to_record() for item in reply.items), to_record(reply.metadata())]
+        # The cache hands out the same reply object for a repeated request while the
+        # node is unchanged: marshal each one once.
+        done = self._marshalled.get(id(reply))
+        if done is not None and done[0] is reply:
+            items = done[1]
+        else:
+            items = to_records(item.to_record() for item in reply.items)
+            self._marshalled[id(reply)] = (reply, items)
+            if len(self._marshalled) > MARSHALLED_REPLIES:
+                self._marshalled.popitem(last=False)
+        return [items, to_record(reply.metadata())]
 
     @dbus_method()
     @roost_method
