@@ -138,9 +138,7 @@ async def synced_blog(roost: Roost, server: XmppServer, recorder: Recorder, coun
     return node
 
 
-async def test_transparent_reads(
-    roost: Roost, xmpp_server: XmppServer, recorder: Recorder
-) -> None:
+async def test_transparent_reads(roost: Roost, xmpp_server: XmppServer, recorder: Recorder) -> None:
     node = await synced_blog(roost, xmpp_server, recorder, 300)
     state = await roost.cache.get_node_state("bob", xmpp_server.pubsub_service, node)
     assert state["state"] == "completed" and state["item_count"] == 300
@@ -175,8 +173,10 @@ async def test_transparent_reads(
         page = await both(roost, xmpp_server, node, max_items=70, before=page.rsm_first)
     # A token from the server path continues on the cache path.
     fresh = await roost.pubsub.get_items(
-        "bob", xmpp_server.pubsub_service, node, ItemsRequest(max_items=10, use_cache=False,
-                                                             after="")
+        "bob",
+        xmpp_server.pubsub_service,
+        node,
+        ItemsRequest(max_items=10, use_cache=False, after=""),
     )
     assert fresh.rsm_last is not None
     await both(roost, xmpp_server, node, max_items=10, after=fresh.rsm_last)
@@ -254,8 +254,9 @@ async def test_search_and_parse_failure(
     assert odd is not None
     assert odd.parsed is None
     assert "strange words" in odd.data
-    assert any("'odd'" in r.getMessage() and "parser failed" in r.getMessage()
-               for r in caplog.records)
+    assert any(
+        "'odd'" in r.getMessage() and "parser failed" in r.getMessage() for r in caplog.records
+    )
     assert (await roost.cache.get_node_state("bob", svc, node))["item_count"] == 31
 
 
