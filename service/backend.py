@@ -92,6 +92,7 @@ class Backend:
             max_items_per_node=self.config.max_items_per_node,
         )
         pubsub.cache = self.cache
+        self.profiles.on_deleted.append(self.cache.forget_profile)
         self.pubsub = PubsubAccess(self.profiles, pubsub, self.cache)
         self._background: set[asyncio.Task[Any]] = set()
 

@@ -51,6 +51,8 @@ DEFAULT_MAX_ITEMS_PER_NODE = 5_000
 LIMIT_PROBE_BELOW = 1_000
 # Hot answers kept in memory: how many, and the largest answer kept (in items).
 HOT_REPLIES = 1_024
+# Analysis looks at the payload namespaces of this many items of a first answer.
+ANALYSED_ITEMS = 10
 HOT_REPLY_ITEMS = 200
 # Waits before retrying a node whose sync failed, by attempt; the last one repeats.
 RETRY_DELAYS = (5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0)
@@ -95,6 +97,7 @@ class PubsubCache:
         self._indexed: set[str] = set()
         self._moves: dict[str, bool] = {}
         self._analysing: set[NodeKey] = set()
+        self._analysed: set[NodeKey] = set()
         # Recent answers, each with the node record it was read against: every change
         # to a served node replaces its record in ``_current`` (or removes it), so an
         # answer is reused only while nothing changed.
@@ -167,9 +170,21 @@ class PubsubCache:
     async def server_answered(
         self, profile: str, service: str, node: str, request: ItemsRequest, reply: ItemsReply
     ) -> None:
-        """Analyse a node the first time the server path meets it."""
+        """Analyse a node the first time the server path meets it.
+
+        The analysis runs beside the reply, not before it: the frontend's answer does not
+        wait for it. Nodes analysed already cost one set lookup.
+        """
+        key = (profile, service, node)
+        if key in self._analysed:
+            return
+        self._spawn(self._analyse_logged(profile, service, node, reply.items[:ANALYSED_ITEMS]))
+
+    async def _analyse_logged(
+        self, profile: str, service: str, node: str, items: list[PubsubItem]
+    ) -> None:
         try:
-            await self._analyse(profile, service, node, reply.items)
+            await self._analyse(profile, service, node, items)
         except Exception:
             log.exception("%s/%s: analysis failed", service, node)
 
@@ -321,6 +336,7 @@ class PubsubCache:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._current.clear()
         self._buffered.clear()
+        self._analysed.clear()
         await self._db.nodes.reset_all_nodes()
 
     # -- analysis -----------------------------------------------------------------------
@@ -342,6 +358,7 @@ class PubsubCache:
     ) -> None:
         record = await self._db.nodes.get_node(profile, service, node)
         if record is not None and record.extra.get("analysed"):
+            self._analysed.add((profile, service, node))
             return
         context = AnalysisContext(
             profile=profile,
@@ -361,6 +378,7 @@ class PubsubCache:
         )
         to_sync = bool(analyser and analyser.to_sync)
         await self._db.nodes.update_extra(record.id, {"analysed": True, "to_sync": to_sync})
+        self._analysed.add((profile, service, node))
         if analyser is None:
             return
         log.info("%s/%s: analysed by %r (to_sync %s)", service, node, analyser.name, to_sync)
@@ -575,12 +593,19 @@ class PubsubCache:
             )
         return known
 
+    def forget_profile(self, profile: str) -> None:
+        """Drop what is kept in memory of a deleted profile's nodes."""
+        self._analysed = {key for key in self._analysed if key[0] != profile}
+        for key in [key for key in self._current if key[0] == profile]:
+            del self._current[key]
+
     async def _forget_node(self, record: NodeRecord) -> None:
         task = self._tasks.get(record.id)
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         self._current.pop(_key(record), None)
+        self._analysed.discard(_key(record))
         await self._db.nodes.delete_node(record.id)
         self._events.publish(SyncStateChanged(record.profile, record.service, record.name, "none"))
 
