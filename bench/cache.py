@@ -43,9 +43,9 @@ from roost.bridge.client import RoostClient
 from roost.bridge.constants import BUS_NAME, OBJECT_PATH, PUBSUB_INTERFACE
 from roost.service.cache.microblog import parse_microblog_entry
 from roost.service.cache.stored_form import stored_form
-from roost.service.cache.sync import STORE_BATCH
+from roost.service.cache.sync import FETCH_PAGE_SIZE, STORE_BATCH
 from roost.service.events import EventHub
-from roost.service.pubsub.model import PubsubItem
+from roost.service.pubsub.model import ItemsRequest, PubsubItem
 from roost.service.pubsub.operations import PubsubService
 from roost.service.xmpp.sessions import SessionManager
 from roost.storage import Database
@@ -217,16 +217,16 @@ def to_json(value: Variant) -> list[Any]:
 class BareItems(ServiceInterface):
     """The physical limit: Roost's GetItems signature, a prepared answer, no work."""
 
-    def __init__(self, answer: list[Any]) -> None:
+    def __init__(self, page: list[Any], whole: list[Any]) -> None:
         super().__init__(PUBSUB_INTERFACE)
-        self.answer = answer
+        self.page, self.whole = page, whole
 
     @dbus_method()
     def GetItems(
         self, profile: DBusStr, service: DBusStr, node: DBusStr, options: DBusDict
     ) -> Annotated[list[Any], DBusSignature("aa{sv}a{sv}")]:
-        """The same items and metadata whatever is asked."""
-        return self.answer
+        """The 20-item page when ``max_items`` is given, else the whole node."""
+        return self.page if "max_items" in options else self.whole
 
 
 class WaitingSocket:
@@ -278,11 +278,16 @@ def run_fixed_roostd(args: list[str]) -> None:
 async def serve_bare(address: str, answer_file: str) -> None:
     """Run the bare service until SIGTERM (the ``--bare`` mode of this script)."""
     data = json.loads(await asyncio.to_thread(Path(answer_file).read_text))
-    items = [{k: Variant(*v) for k, v in item.items()} for item in data["items"]]
-    meta = {k: Variant(*v) for k, v in data["meta"].items()}
+    page, whole = (
+        [
+            [{k: Variant(*v) for k, v in i.items()} for i in items],
+            {k: Variant(*v) for k, v in meta.items()},
+        ]
+        for items, meta in (data["page"], data["whole"])
+    )
     fix_writer()
     bus = await MessageBus(bus_address=address).connect()
-    bus.export(OBJECT_PATH, BareItems([items, meta]))
+    bus.export(OBJECT_PATH, BareItems(page, whole))
     await bus.request_name(BARE_NAME)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
@@ -385,16 +390,20 @@ async def reads(address: str, prosody: XmppServer, bare_answer: Path) -> str:
     times = await paired({"cached": whole_cached, "server": whole_server}, WHOLE_ROUNDS)
     compare_latency(f"get_items_{PROSODY_ITEMS}_cached_vs_server", times["cached"], times["server"])
 
-    items, meta = await cached()
-    answer = {"items": [{k: to_json(v) for k, v in i.items()} for i in items]}
-    answer["meta"] = {k: to_json(v) for k, v in meta.items()}  # type: ignore[assignment]
+    answer = {}
+    for name, call in (("page", cached), ("whole", whole_cached)):
+        items, meta = await call()
+        answer[name] = [
+            [{k: to_json(v) for k, v in i.items()} for i in items],
+            {k: to_json(v) for k, v in meta.items()},
+        ]
     await asyncio.to_thread(bare_answer.write_text, json.dumps(answer))
     client.close()
     return node
 
 
 async def against_bare(address: str, service: str, node: str) -> None:
-    """Cached GetItems of 20 items beside the bare service: latency, then throughput."""
+    """Cached GetItems beside the bare service's, 20 items and the whole node."""
     client = await RoostClient.connect(address)
     last20 = Variant("u", 20)
     cached = get_items_call(client, "bob", service, node, max_items=last20)
@@ -405,6 +414,10 @@ async def against_bare(address: str, service: str, node: str) -> None:
     progress("GetItems: cache against the bare service")
     times = await paired({"cached": cached, "bare": bare_call}, LATENCY_ROUNDS)
     compare_latency("get_items_20_cached_vs_bare", times["cached"], times["bare"])
+    whole = get_items_call(client, "bob", service, node)
+    bare_whole = get_items_call(RoostClient(client.bus, BARE_NAME), "bob", service, node)
+    times = await paired({"cached": whole, "bare": bare_whole}, WHOLE_ROUNDS)
+    compare_latency(f"get_items_{PROSODY_ITEMS}_cached_vs_bare", times["cached"], times["bare"])
     client.close()
 
 
@@ -452,10 +465,29 @@ async def upsert_rate(path: Path, items: list[PubsubItem]) -> float:
     return len(rows) / elapsed
 
 
-async def sync_rate(address: str, ejabberd: XmppServer, workdir: Path) -> None:
-    """A SYNC_ITEMS node synced from ejabberd, beside the store's own upsert rate."""
+async def fetch_rate(pubsub: PubsubService, server: XmppServer, node: str) -> float:
+    """Items/s of walking ``node`` in the sync's pages, cache bypassed, nothing stored."""
+    started, got, after = time.perf_counter(), 0, ""
+    while True:
+        request = ItemsRequest(max_items=FETCH_PAGE_SIZE, after=after, use_cache=False)
+        reply = await pubsub.get_items("alice", server.pubsub_service, node, request)
+        got += len(reply.items)
+        if reply.complete or reply.rsm_last is None or not reply.items:
+            return got / (time.perf_counter() - started)
+        after = reply.rsm_last
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of process ``pid``, all threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def sync_rate(address: str, ejabberd: XmppServer, workdir: Path, pid: int) -> None:
+    """A SYNC_ITEMS node synced from ejabberd, beside the store's and the server's rates."""
     sessions, pubsub = await publisher(ejabberd)
     node, count = await fill(pubsub, ejabberd, SYNC_ITEMS)
+    fetch = await fetch_rate(pubsub, ejabberd, node)
     await sessions.close()
     jid = ejabberd.jid("alice")
     items = [
@@ -466,10 +498,16 @@ async def sync_rate(address: str, ejabberd: XmppServer, workdir: Path) -> None:
     client = await RoostClient.connect(address)
     await profile(client, "bobej", ejabberd)
     progress(f"syncing {count} items")
+    cpu = cpu_seconds(pid)
     seconds = await sync_node(client, "bobej", ejabberd.pubsub_service, node)
+    cpu = cpu_seconds(pid) - cpu
     state = await client.get_node_state("bobej", ejabberd.pubsub_service, node)
     assert state["item_count"] == count, state
-    compare(f"sync_{count // 1000}k_rate", count / seconds, "items/s", store)
+    label = f"sync_{count // 1000}k"
+    compare(f"{label}_rate", count / seconds, "items/s", store)
+    compare(f"{label}_rate_vs_server_fetch", count / seconds, "items/s", fetch)
+    # What roostd itself needs: items per second of its own CPU time (all its threads).
+    compare(f"{label}_items_per_roostd_cpu_s", count / cpu, "items/s", store)
     client.close()
 
 
@@ -672,7 +710,7 @@ def main() -> None:
                 bare.wait()
             launcher.stop_all()
             daemon = start_roostd(launcher, config)
-            asyncio.run(sync_rate(bus.address, ejabberd, workdir))
+            asyncio.run(sync_rate(bus.address, ejabberd, workdir, daemon.process.pid))
             stop_roostd(daemon)
             asyncio.run(peak_rss(launcher, config, ejabberd, RSS_ITEMS))
             for server in servers:
