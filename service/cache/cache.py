@@ -42,14 +42,14 @@ from roost.service.events import (
 from roost.service.pubsub.model import ItemsReply, ItemsRequest, PubsubItem
 from roost.storage import Database, NodeRecord
 from roost.storage.errors import InvalidQuery
+from roost.storage.item_records import ItemInput
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_ITEMS_PER_NODE = 5_000
-# A node whose limit the server does not show is checked for trimming after a new item
-# only while it holds fewer items than this (servers' default limits are smaller).
-LIMIT_PROBE_BELOW = 1_000
 # Hot answers kept in memory: how many, and the largest answer kept (in items).
+# How long a node Roost changed waits for the change's notification before a resync.
+HOLD_SECONDS = 10.0
 HOT_REPLIES = 1_024
 # Analysis looks at the payload namespaces of this many items of a first answer.
 ANALYSED_ITEMS = 10
@@ -98,6 +98,9 @@ class PubsubCache:
         self._moves: dict[str, bool] = {}
         self._analysing: set[NodeKey] = set()
         self._analysed: set[NodeKey] = set()
+        # Served nodes Roost itself is changing: their record, the item ids whose
+        # notification is awaited (None: any), and the timer that gives up waiting.
+        self._held: dict[NodeKey, tuple[NodeRecord, set[str] | None, asyncio.TimerHandle]] = {}
         # Recent answers, each with the node record it was read against: every change
         # to a served node replaces its record in ``_current`` (or removes it), so an
         # answer is reused only while nothing changed.
@@ -122,6 +125,8 @@ class PubsubCache:
     async def close(self) -> None:
         """Stop every sync and timer; nodes being synchronised are left to the next start."""
         self._unsubscribe()
+        for _record, _ids, timer in self._held.values():
+            timer.cancel()
         for handle in self._timers.values():
             handle.cancel()
         tasks = [*self._tasks.values(), *self._background]
@@ -203,23 +208,75 @@ class PubsubCache:
         if event.kind == "delete":
             await self._forget_node(record)
             return None
+        rows = self._stored_rows(record, event)
         if record.id in self._tasks:
             # A sync is storing the node in server order; apply after it, in order.
             self._buffered.setdefault(record.id, []).append(event)
         elif record.sync_state == "completed":
-            await self._apply(record, event)
-        return self._with_parsed(record, event)
-
-    def _with_parsed(self, record: NodeRecord, event: ItemsEvent) -> ItemsEvent | None:
+            await self._apply(record, event, rows)
+            await self._release(_key(record), event)
         analyser = self._analyser_of(record)
-        if event.kind != "items" or analyser is None or analyser.parser is None:
+        if not rows or analyser is None or analyser.parser is None:
             return None
+        records = [
+            item_from_record_parts(raw, row.parsed)
+            for raw, row in zip(event.items, rows, strict=True)
+        ]
+        return replace(event, items=records)
+
+    def _stored_rows(self, record: NodeRecord, event: ItemsEvent) -> list[ItemInput]:
+        """The stored form of a publication's items (parsed once for cache and event)."""
+        if event.kind != "items":
+            return []
+        analyser = self._analyser_of(record)
+        parser = analyser.parser if analyser else None
         where = f"{record.service}/{record.name}"
-        items = []
-        for raw in event.items:
-            stored = stored_form(_item(raw), analyser.parser, where)
-            items.append(item_from_record_parts(raw, stored.parsed))
-        return replace(event, items=items)
+        return [stored_form(_item(raw), parser, where) for raw in event.items]
+
+    def hold(self, service: str, node: str, item_ids: list[str] | None) -> None:
+        """Roost is changing the node: stop serving cached copies of it until the
+        notification of ``item_ids`` (None: of anything) has been applied to them."""
+        loop = asyncio.get_running_loop()
+        for key, (record, ids, timer) in list(self._held.items()):
+            if key[1:] == (service, node):
+                # Already waiting for an earlier change: wait for this one too.
+                timer.cancel()
+                waiting = None if ids is None or item_ids is None else ids | set(item_ids)
+                timer = loop.call_later(HOLD_SECONDS, self._hold_expired, key)
+                self._held[key] = (record, waiting, timer)
+        for key in [k for k in self._current if k[1:] == (service, node)]:
+            record = self._current.pop(key)
+            timer = loop.call_later(HOLD_SECONDS, self._hold_expired, key)
+            self._held[key] = (record, None if item_ids is None else set(item_ids), timer)
+
+    def unhold(self, service: str, node: str) -> None:
+        """The change failed: serve the cached copies again."""
+        for key in [k for k in self._held if k[1:] == (service, node)]:
+            record, _ids, timer = self._held.pop(key)
+            timer.cancel()
+            self._current[key] = record
+
+    def _hold_expired(self, key: NodeKey) -> None:
+        held = self._held.pop(key, None)
+        if held is not None:
+            log.info("%s/%s: no notification of Roost's own change; resync", key[1], key[2])
+            self._schedule(held[0].id, delay=0.0)
+
+    async def _release(self, key: NodeKey, event: ItemsEvent) -> None:
+        """An applied notification may be the one a held node waits for."""
+        held = self._held.get(key)
+        if held is None:
+            return
+        record, ids, timer = held
+        if ids is not None:
+            ids.difference_update(str(raw["id"]) for raw in event.items)
+            if ids:
+                return
+        timer.cancel()
+        del self._held[key]
+        fresh = await self._db.nodes.get_node_by_id(record.id)
+        if fresh.sync_state == "completed":
+            self._current[key] = fresh
 
     # -- Cache interface ----------------------------------------------------------------
 
@@ -336,6 +393,9 @@ class PubsubCache:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._current.clear()
         self._buffered.clear()
+        for _record, _ids, timer in self._held.values():
+            timer.cancel()
+        self._held.clear()
         self._analysed.clear()
         await self._db.nodes.reset_all_nodes()
 
@@ -502,13 +562,13 @@ class PubsubCache:
 
     # -- events -------------------------------------------------------------------------
 
-    async def _apply(self, record: NodeRecord, event: ItemsEvent) -> None:
-        where = f"{record.service}/{record.name}"
+    async def _apply(
+        self, record: NodeRecord, event: ItemsEvent, rows: list[ItemInput] | None = None
+    ) -> None:
         items = self._db.items
         if event.kind == "items":
-            analyser = self._analyser_of(record)
-            parser = analyser.parser if analyser else None
-            rows = [stored_form(_item(raw), parser, where) for raw in event.items]
+            if rows is None:
+                rows = self._stored_rows(record, event)
             keep = False
             before = await items.get_items(record.id, max_items=1)
             newest = before.last
@@ -525,10 +585,9 @@ class PubsubCache:
                         self._schedule(record.id, delay=0.0)
                         return
                     keep = not moves
-            oldest = (await items.get_items(record.id, after="", max_items=1)).first
             await items.upsert_items(record.id, rows, keep_position=keep)
             if added:
-                await self._follow_server_limit(record, oldest, before.count)
+                await self._follow_server_limit(record)
         elif event.kind == "retract":
             await items.delete_items(record.id, [str(raw["id"]) for raw in event.items])
         elif event.kind == "purge":
@@ -538,37 +597,15 @@ class PubsubCache:
             # The reads use the record's extra (truncation, totals): keep it fresh.
             self._current[key] = await self._db.nodes.get_node_by_id(record.id)
 
-    async def _follow_server_limit(
-        self, record: NodeRecord, oldest: str | None, count_before: int
-    ) -> None:
+    async def _follow_server_limit(self, record: NodeRecord) -> None:
         """Drop what the server dropped when a publication pushed the node past its limit.
 
-        Servers trim a node to its ``pubsub#max_items`` on publish and notify nobody. The
-        limit is read at sync time where the server shows it (to the owner); where it
-        does not, the cache checks after a new item whether the server still has the
-        oldest one, and learns the limit when it does not.
+        Servers trim a node to its ``pubsub#max_items`` on publish and notify nobody; the
+        limit is read at sync time where the server shows it (to the node's owner).
         """
-        items = self._db.items
         limit = record.extra.get("server_max_items")
         if isinstance(limit, int):
-            await items.trim_node(record.id, limit)
-            return
-        if oldest is None or count_before >= LIMIT_PROBE_BELOW:
-            return
-        found = await self._source.fetch_items_by_id(
-            record.profile, record.service, record.name, [oldest]
-        )
-        if found:
-            return
-        server_ids = await self._source.list_item_ids(record.profile, record.service, record.name)
-        if server_ids is None:
-            self._current.pop(_key(record), None)
-            self._schedule(record.id, delay=0.0)
-            return
-        await items.delete_items_not_in(record.id, server_ids)
-        limit = len(server_ids)
-        log.info("%s/%s: the server keeps %d items", record.service, record.name, limit)
-        await self._db.nodes.update_extra(record.id, {"server_max_items": limit})
+            await self._db.items.trim_node(record.id, limit)
 
     async def _republish_moves(
         self, record: NodeRecord, item_id: str, cached_newest: str | None
@@ -600,6 +637,9 @@ class PubsubCache:
             del self._current[key]
 
     async def _forget_node(self, record: NodeRecord) -> None:
+        held = self._held.pop(_key(record), None)
+        if held is not None:
+            held[2].cancel()
         task = self._tasks.get(record.id)
         if task is not None:
             task.cancel()
@@ -615,6 +655,8 @@ class PubsubCache:
         elif isinstance(event, ProfileDisconnected):
             for key in [k for k in self._current if k[0] == event.profile]:
                 del self._current[key]
+            for key in [k for k in self._held if k[0] == event.profile]:
+                self._held.pop(key)[2].cancel()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -27,3 +27,10 @@ class PubsubCache(Protocol):
         May return the event to publish instead (its items with ``parsed`` added, for a
         node whose analyser has a parser); None publishes ``event`` as it is.
         """
+
+    def hold(self, service: str, node: str, item_ids: list[str] | None) -> None:
+        """Roost is about to change the node on the server (``item_ids``, or None for
+        any item): cached answers wait until the change's notification is applied."""
+
+    def unhold(self, service: str, node: str) -> None:
+        """The change announced by :meth:`hold` failed: answer from the cache again."""

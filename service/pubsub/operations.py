@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 from roost.service.errors import InvalidArgument
@@ -108,7 +109,9 @@ class PubsubService:
             publish_options.append(
                 p.submit_form("http://jabber.org/protocol/pubsub#publish-options", options)
             )
-        reply = await p.send_iq(client, "set", self._service(client, service), body)
+        target = self._service(client, service)
+        async with self._writing(target, node, [item_id] if item_id else None):
+            reply = await p.send_iq(client, "set", target, body)
         answered = reply.find(
             f"{{{p.NS_PUBSUB}}}pubsub/{{{p.NS_PUBSUB}}}publish/{{{p.NS_PUBSUB}}}item"
         )
@@ -130,13 +133,15 @@ class PubsubService:
         notify = (options or {}).get("notify", True)
         # One request per item: XEP-0060 puts one <item/> in a <retract/>, and Prosody
         # acts on the first one only.
+        target = self._service(client, service)
         for item_id in item_ids:
             body = p.pubsub()
             retract = ET.SubElement(
                 body, f"{{{p.NS_PUBSUB}}}retract", node=node, notify="true" if notify else "false"
             )
             ET.SubElement(retract, f"{{{p.NS_PUBSUB}}}item", id=item_id)
-            await p.send_iq(client, "set", self._service(client, service), body)
+            async with self._writing(target, node, [item_id]):
+                await p.send_iq(client, "set", target, body)
 
     # -- nodes -----------------------------------------------------------------------------
 
@@ -158,7 +163,25 @@ class PubsubService:
         client = self._client(profile)
         body = p.pubsub(p.NS_OWNER)
         ET.SubElement(body, f"{{{p.NS_OWNER}}}{tag}", node=node)
-        return await p.send_iq(client, "set", self._service(client, service), body)
+        target = self._service(client, service)
+        async with self._writing(target, node, None):
+            return await p.send_iq(client, "set", target, body)
+
+    @asynccontextmanager
+    async def _writing(
+        self, service: str, node: str, item_ids: list[str] | None
+    ) -> AsyncIterator[None]:
+        """Around a change Roost makes to a node: cached copies of the node are not
+        served until the change's notification reaches them (read-your-writes)."""
+        if self.cache is None:
+            yield
+            return
+        self.cache.hold(service, node, item_ids)
+        try:
+            yield
+        except BaseException:
+            self.cache.unhold(service, node)
+            raise
 
     async def delete_node(self, profile: str, service: str, node: str) -> None:
         """Delete ``node`` and its items."""

@@ -330,3 +330,25 @@ async def test_disconnection_stops_serving_until_resynced(
     await roost.sessions.connect("bob")
     await wait_state(recorder, node, "completed", after=mark)
     assert await roost.cache.answer("bob", svc, node, ItemsRequest()) is not None
+
+
+async def test_a_read_after_roosts_own_write_sees_it(
+    roost: Roost, xmpp_server: XmppServer, recorder: Recorder
+) -> None:
+    node = await synced_blog(roost, xmpp_server, recorder, 5)
+    svc = xmpp_server.pubsub_service
+    for n in range(10, 20):
+        await roost.pubsub.publish("alice", svc, node, f"p{n:03d}", entry(n))
+        reply = await roost.pubsub.get_items("bob", svc, node, ItemsRequest(max_items=1))
+        assert [i.id for i in reply.items] == [f"p{n:03d}"]
+        await roost.pubsub.retract("alice", svc, node, ["p000"] if n == 10 else [f"p{n - 1:03d}"])
+        reply = await roost.pubsub.get_items("bob", svc, node, ItemsRequest())
+        assert f"p{n - 1:03d}" not in [i.id for i in reply.items]
+    # Once the notifications are in, the cache serves the node again.
+    for _ in range(100):
+        reply = await roost.pubsub.get_items("bob", svc, node, ItemsRequest())
+        if reply.from_cache:
+            break
+        await asyncio.sleep(0.05)
+    assert reply.from_cache
+    await both(roost, xmpp_server, node)
