@@ -18,6 +18,7 @@ from typing import Any
 from dbus_fast import BusType, Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
+from roost.bridge.bus_writer import tolerate_full_send_buffer
 from roost.bridge.constants import (
     BUS_NAME,
     DAEMON_INTERFACE,
@@ -110,6 +111,7 @@ class RoostClient(PubsubCalls):
     ) -> RoostClient:
         """Connect to the bus at ``bus_address`` (default: the session bus)."""
         bus = await MessageBus(bus_address=bus_address, bus_type=BusType.SESSION).connect()
+        tolerate_full_send_buffer(bus)
         return cls(bus, destination)
 
     def close(self) -> None:

@@ -16,6 +16,7 @@ from typing import cast
 from dbus_fast import BusType, NameFlag, RequestNameReply
 from dbus_fast.aio import MessageBus
 
+from roost.bridge.bus_writer import tolerate_full_send_buffer
 from roost.bridge.constants import BUS_NAME, OBJECT_PATH
 from roost.bridge.interfaces.base import RoostInterface
 from roost.bridge.interfaces.cache import CacheInterface
@@ -71,6 +72,7 @@ class DBusBridge:
         try:
             bus = MessageBus(bus_address=self.bus_address, bus_type=BusType.SESSION)
             self.bus = await bus.connect()
+            tolerate_full_send_buffer(self.bus)
         except Exception as err:
             raise StartupError(f"cannot connect to {where}: {err}") from None
         self.interfaces = [make(self.backend) for make in INTERFACES]
