@@ -47,13 +47,14 @@ from roost.storage.item_records import ItemInput
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_ITEMS_PER_NODE = 5_000
-# Hot answers kept in memory: how many, and the largest answer kept (in items).
 # How long a node Roost changed waits for the change's notification before a resync.
 HOLD_SECONDS = 10.0
+# Hot answers kept in memory: at most this many answers, holding at most this many items
+# in all (a few tens of MB of item XML at most).
 HOT_REPLIES = 1_024
+HOT_ITEMS = 20_000
 # Analysis looks at the payload namespaces of this many items of a first answer.
 ANALYSED_ITEMS = 10
-HOT_REPLY_ITEMS = 200
 # Waits before retrying a node whose sync failed, by attempt; the last one repeats.
 RETRY_DELAYS = (5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0)
 _PURGE_KEYS = frozenset({"profiles", "services", "nodes", "types", "older_than"})
@@ -106,6 +107,7 @@ class PubsubCache:
         # answer is reused only while nothing changed.
         self._replies: OrderedDict[tuple[NodeKey, ItemsRequest], tuple[NodeRecord, ItemsReply]]
         self._replies = OrderedDict()
+        self._hot_items = 0
         self._unsubscribe = events.subscribe(self._on_event)
 
     # -- life cycle ---------------------------------------------------------------------
@@ -162,10 +164,15 @@ class PubsubCache:
             reply: ItemsReply | None = hot[1]
         else:
             reply = await answer_from_store(self._db.items, record, request)
-            if reply is not None and len(reply.items) <= HOT_REPLY_ITEMS:
+            if reply is not None and len(reply.items) <= HOT_ITEMS:
+                stale = self._replies.pop((key, request), None)
+                if stale is not None:
+                    self._hot_items -= len(stale[1].items)
                 self._replies[(key, request)] = (record, reply)
-                if len(self._replies) > HOT_REPLIES:
-                    self._replies.popitem(last=False)
+                self._hot_items += len(reply.items)
+                while self._hot_items > HOT_ITEMS or len(self._replies) > HOT_REPLIES:
+                    _old_key, (_record, dropped) = self._replies.popitem(last=False)
+                    self._hot_items -= len(dropped.items)
         if reply is not None and not record.subscribed:
             # Kept by periodic refresh, not by events: say how old the copy is.
             synced_at = float(record.extra.get("synced_at", record.sync_state_updated))
