@@ -534,7 +534,9 @@ class PubsubCache:
                 self._later(node_id, analyser.refresh_interval)
         except asyncio.CancelledError:
             self._buffered.pop(node_id, None)
-            await asyncio.shield(self._set_state(record, "none", reason="sync interrupted"))
+            # Not shielded: a shielded write would go on after close() returned and the
+            # database was closed under it. Cancellation is delivered once, so this runs.
+            await self._set_state(record, "none", reason="sync interrupted")
             raise
         except Exception as exc:
             self._buffered.pop(node_id, None)
