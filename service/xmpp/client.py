@@ -8,6 +8,7 @@ cares about so that the server pushes their events.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,13 @@ from typing import Any
 from slixmpp import ClientXMPP
 
 from roost.service.errors import InvalidArgument
+from roost.service.xmpp.stream_parser import (
+    RestrictedStreamParser,
+    RestrictedXmlError,
+    stream_error,
+)
+
+log = logging.getLogger(__name__)
 
 TLS_MODES = ("required", "starttls", "none")
 DEFAULT_PORT = 5222
@@ -87,6 +95,29 @@ class RoostClient(ClientXMPP):
         self.add_event_handler("session_start", self._on_session_start)
         for namespace in DEFAULT_NOTIFY:
             self.add_notify(namespace)
+
+    def init_parser(self) -> None:
+        """Start parsing a new stream with a parser that refuses DTDs (entity bombs)."""
+        super().init_parser()
+        self.parser = RestrictedStreamParser()
+
+    def data_received(self, data: bytes | str) -> None:
+        """Parse the server's data; a stream the parser refuses ends the connection."""
+        try:
+            super().data_received(data)
+        except RestrictedXmlError as exc:
+            # Left to asyncio, this would be a "Fatal error" traceback. RFC 6120 asks for a
+            # stream error; then abort rather than wait for such a server to close its
+            # stream. "disconnected" carries the reason to the session manager.
+            server = f"the XMPP server of {self.boundjid.domain}"
+            if self.transport is not None:
+                peer = self.transport.get_extra_info("peername")
+                if peer:
+                    server += f" at {peer[0]}:{peer[1]}"
+                self.send_raw(stream_error(exc.condition))
+            log.warning("closing the connection to %s: %s", server, exc)
+            self.disconnect_reason = str(exc)
+            self.abort()
 
     def server_address(self) -> tuple[str, int] | None:
         """The (host, port) to connect to, or None to resolve the JID's domain."""
