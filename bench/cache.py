@@ -43,9 +43,9 @@ from roost.bridge.client import RoostClient
 from roost.bridge.constants import BUS_NAME, OBJECT_PATH, PUBSUB_INTERFACE
 from roost.service.cache.microblog import parse_microblog_entry
 from roost.service.cache.stored_form import stored_form
-from roost.service.cache.sync import FETCH_PAGE_SIZE, STORE_BATCH
+from roost.service.cache.sync import STORE_BATCH
 from roost.service.events import EventHub
-from roost.service.pubsub.model import ItemsRequest, PubsubItem
+from roost.service.pubsub.model import PubsubItem
 from roost.service.pubsub.operations import PubsubService
 from roost.service.xmpp.sessions import SessionManager
 from roost.storage import Database
@@ -467,14 +467,10 @@ async def upsert_rate(path: Path, items: list[PubsubItem]) -> float:
 
 async def fetch_rate(pubsub: PubsubService, server: XmppServer, node: str) -> float:
     """Items/s of walking ``node`` in the sync's pages, cache bypassed, nothing stored."""
-    started, got, after = time.perf_counter(), 0, ""
-    while True:
-        request = ItemsRequest(max_items=FETCH_PAGE_SIZE, after=after, use_cache=False)
-        reply = await pubsub.get_items("alice", server.pubsub_service, node, request)
-        got += len(reply.items)
-        if reply.complete or reply.rsm_last is None or not reply.items:
-            return got / (time.perf_counter() - started)
-        after = reply.rsm_last
+    started, got = time.perf_counter(), 0
+    async for page in pubsub.fetch_all_items("alice", server.pubsub_service, node):
+        got += len(page)
+    return got / (time.perf_counter() - started)
 
 
 def cpu_seconds(pid: int) -> float:

@@ -190,6 +190,9 @@ def _resolve(base: str | None, href: str | None) -> str | None:
 def _plain_text(element: ET.Element | None) -> str | None:
     if element is None:
         return None
+    if len(element) == 0:
+        # The common case, and itertext's generator costs more than the text itself.
+        return (element.text or "").strip()
     return "".join(element.itertext()).strip()
 
 

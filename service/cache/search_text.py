@@ -23,19 +23,22 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from html.parser import HTMLParser
 from typing import Any
 
 _MARKUP_TYPES = frozenset({"html", "xhtml", "text/html", "application/xhtml+xml"})
-# A URI and nothing else: a scheme, a colon, no whitespace. Schemes are listed so that
-# words such as "note:" or times such as "12:30" are kept.
-_URI = re.compile(
-    r"^(?:https?|ftp|xmpp|mailto|tag|urn|geo|data|file|sip|tel|magnet):\S*$", re.IGNORECASE
+# Whole values that are not words: a URI and nothing else (a scheme, a colon, no
+# whitespace; schemes are listed so that words such as "note:" or times such as "12:30"
+# are kept), or an ISO 8601 date. One pattern, so each string is matched once.
+_NOT_WORDS = re.compile(
+    r"\s*(?:(?:https?|ftp|xmpp|mailto|tag|urn|geo|data|file|sip|tel|magnet):\S*"
+    r"|\d{4}-\d{2}-\d{2}(?:[Tt ][\d:.]+(?:[Zz]|[+-]\d{2}:?\d{2})?)?)?\s*",
+    re.IGNORECASE,
 )
-_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}(?:[Tt ][\d:.]+(?:[Zz]|[+-]\d{2}:?\d{2})?)?$")
 _DESCRIPTOR_KEYS = frozenset({"type", "rel", "scheme", "hreflang", "length"})
 _SPACE = re.compile(r"\s+")
+_SCALARS = (bool, int, float)
+_SEQUENCES = (list, tuple)
 # Elements that separate words ("a<br/>b" is two words, "a<b>b</b>" is one).
 # fmt: off
 _BREAKING_TAGS = frozenset({
@@ -58,9 +61,10 @@ def search_text_for(parsed: Any | None, payload: ET.Element | None) -> str:
         The text to index; empty when there is nothing to index.
     """
     if parsed is not None:
-        pieces = _strings(parsed)
+        pieces: list[str] = []
+        _collect_strings(parsed, pieces)
     elif payload is not None:
-        pieces = (text for text in payload.itertext())
+        pieces = list(payload.itertext())
     else:
         return ""
     seen: set[str] = set()
@@ -73,23 +77,32 @@ def search_text_for(parsed: Any | None, payload: ET.Element | None) -> str:
     return "\n".join(kept)
 
 
-def _strings(value: Any) -> Iterator[str]:
-    if isinstance(value, str):
-        bare = value.strip()
-        if not _URI.match(bare) and not _ISO_DATE.match(bare):
-            yield value
-    elif isinstance(value, dict):
+def _collect_strings(value: Any, out: list[str]) -> None:
+    # This runs for every item a sync stores: strings are handled in place rather than
+    # by a call each, empty containers are skipped, and nothing is a generator.
+    if isinstance(value, dict):
         for key, item in value.items():
+            if not item or isinstance(item, _SCALARS):
+                continue
             if isinstance(key, str) and (key in _DESCRIPTOR_KEYS or key.endswith("_type")):
                 continue
-            kind = value.get(f"{key}_type") if isinstance(key, str) else None
-            if isinstance(item, str) and isinstance(kind, str) and kind in _MARKUP_TYPES:
-                yield _markup_text(item)
+            if isinstance(item, str):
+                kind = value.get(key + "_type") if isinstance(key, str) else None
+                if kind is not None and kind in _MARKUP_TYPES:
+                    out.append(_markup_text(item))
+                elif not _NOT_WORDS.fullmatch(item):
+                    out.append(item)
             else:
-                yield from _strings(item)
-    elif isinstance(value, list | tuple):
+                _collect_strings(item, out)
+    elif isinstance(value, _SEQUENCES):
         for item in value:
-            yield from _strings(item)
+            if isinstance(item, str):
+                if not _NOT_WORDS.fullmatch(item):
+                    out.append(item)
+            elif item and not isinstance(item, _SCALARS):
+                _collect_strings(item, out)
+    elif isinstance(value, str) and not _NOT_WORDS.fullmatch(value):
+        out.append(value)
 
 
 class _TextCollector(HTMLParser):

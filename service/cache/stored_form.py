@@ -38,7 +38,11 @@ def stored_form(item: PubsubItem, parser: Parser | None, where: str) -> ItemInpu
         where: the node, for log messages (``service/node``).
     """
     try:
-        payload = payload_of(item.xml)
+        if item.element is not None:
+            # Already parsed from the stream (no entities there either): not parsed twice.
+            payload = next(iter(item.element), None)
+        else:
+            payload = payload_of(item.xml)
     except InvalidArgument as exc:
         log.warning("%s: item %r is not well-formed XML, stored raw: %s", where, item.id, exc)
         return ItemInput(item.id, item.publisher, item.xml, None, "")

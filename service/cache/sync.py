@@ -24,8 +24,8 @@ log = logging.getLogger(__name__)
 
 FETCH_PAGE_SIZE = 500
 # Pages fetched ahead of the store: enough to overlap the network and the database,
-# few enough to bound memory on a large node.
-PAGES_AHEAD = 4
+# few enough to bound memory on a large node (later pages hold thousands of items).
+PAGES_AHEAD = 2
 STORE_BATCH = 500
 
 Progress = Callable[[int, int], None]
@@ -121,6 +121,9 @@ class NodeSynchroniser:
         fetcher = asyncio.create_task(fetch(), name=f"fetch {where}")
         seen: list[str] = []
         stored = 0
+        # One batch is written while the next is parsed: the database works in its own
+        # thread, so parsing and writing overlap. Batches are still written in order.
+        writing: asyncio.Task[int] | None = None
         try:
             while (page := await queue.get()) is not None:
                 # A server without RSM answers with the whole node at once: store it in
@@ -128,13 +131,23 @@ class NodeSynchroniser:
                 for start in range(0, len(page), STORE_BATCH):
                     batch = page[start : start + STORE_BATCH]
                     rows = [stored_form(item, parser, where) for item in batch]
-                    stored += await self._db.items.upsert_items(node.id, rows)
+                    if writing is not None:
+                        stored += await writing
+                        progress(stored, 0)
+                    writing = asyncio.create_task(self._db.items.upsert_items(node.id, rows))
                     seen.extend(item.id for item in batch)
-                    progress(stored, 0)
+            if writing is not None:
+                stored += await writing
+                writing = None
+                progress(stored, 0)
             await fetcher  # re-raises a fetch failure
         finally:
             if not fetcher.done():
                 fetcher.cancel()
+            if writing is not None and not writing.done():
+                # Cancelled or failed meanwhile: no write may outlive the sync.
+                writing.cancel()
+                await asyncio.gather(writing, return_exceptions=True)
         removed = await self._db.items.delete_items_not_in(node.id, seen)
         return SyncResult(
             currency=currency, stored=stored, fetched=len(seen), removed=removed, total=len(seen)

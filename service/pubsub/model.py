@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -87,6 +88,9 @@ class PubsubItem:
     publisher: str
     xml: str
     parsed: str | None = None
+    # The ``<item>`` element ``xml`` was written from, when the item comes from a server
+    # answer: the cache parses its payload without reading the text again.
+    element: ET.Element | None = field(default=None, compare=False, repr=False)
 
     def to_record(self) -> dict[str, Any]:
         """The item as GetItems and ItemsEvent records carry it."""

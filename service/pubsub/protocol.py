@@ -120,7 +120,12 @@ def parse_items(reply: ET.Element) -> list[PubsubItem]:
     if items is None:
         return []
     return [
-        PubsubItem(id=item.get("id", ""), publisher=item.get("publisher", ""), xml=item_text(item))
+        PubsubItem(
+            id=item.get("id", ""),
+            publisher=item.get("publisher", ""),
+            xml=item_text(item),
+            element=item,
+        )
         for item in items.findall(f"{{{NS_PUBSUB}}}item")
     ]
 

@@ -23,6 +23,31 @@ from roost.service.pubsub.rsm import (
 from roost.service.xmpp.client import RoostClient
 
 FETCH_PAGE_SIZE = 500
+# ejabberd reads the whole node for every page it answers, so a page costs nearly the
+# same whatever its size: past the first page, a walk asks for larger ones. Bounded so
+# that one answer stays a few megabytes.
+MAX_FETCH_PAGE_ITEMS = 5000
+MAX_FETCH_PAGE_BYTES = 4 * 1024 * 1024
+
+
+def next_fetch_page_size(first: int, fetched: int, count: int | None, fetched_bytes: int) -> int:
+    """How many items to ask for next when walking a whole node.
+
+    Half the node, so that the server prepares one page while the caller stores the
+    other, but never fewer than the first page nor more than the bounds allow for items
+    the size of those fetched so far.
+
+    Args:
+        first: the first page's size.
+        fetched: items fetched so far.
+        count: the node's item count the server gave, if any.
+        fetched_bytes: the serialised size of the items fetched so far.
+    """
+    if count is None or fetched == 0:
+        return first
+    by_bytes = MAX_FETCH_PAGE_BYTES * fetched // max(fetched_bytes, 1)
+    wanted = -(-count // 2)
+    return max(first, min(wanted, MAX_FETCH_PAGE_ITEMS, by_bytes))
 
 
 class ItemsQuery:
@@ -157,13 +182,17 @@ class ItemsQuery:
     async def fetch_all(
         self, client: RoostClient, service: str, node: str, page_size: int = FETCH_PAGE_SIZE
     ) -> AsyncIterator[list[PubsubItem]]:
-        """Every item of the node, oldest first, in pages (one whole answer without RSM)."""
+        """Every item of the node, oldest first, in pages (one whole answer without RSM).
+
+        The first page has ``page_size`` items; later ones grow (see
+        :func:`next_fetch_page_size`)."""
         if self._rsm.get(service) is False:
             yield await self._whole(client, service, node)
             return
         after: str | None = None
+        size, fetched, fetched_bytes = page_size, 0, 0
         while True:
-            reply = await self._ask(client, service, node, p.rsm_set(page_size, after=after))
+            reply = await self._ask(client, service, node, p.rsm_set(size, after=after))
             items = p.parse_items(reply)
             meta = p.parse_rsm(reply)
             if meta is None:
@@ -172,6 +201,9 @@ class ItemsQuery:
             if items:
                 yield items
             count, _first, last, index = meta
+            fetched += len(items)
+            fetched_bytes += sum(len(item.xml) for item in items)
+            size = next_fetch_page_size(page_size, fetched, count, fetched_bytes)
             done = (index or 0) + len(items) >= (count if count is not None else 0)
             if not items or done or last is None:
                 return
