@@ -157,7 +157,7 @@ class SessionManager:
                 lambda _e: settle(f"TLS is required but the server at {where} does not offer it"),
             ),
             ("connection_failed", lambda e: settle(self._unreachable(client, where, e))),
-            ("disconnected", lambda _e: settle(f"the server at {where} closed the connection")),
+            ("disconnected", lambda e: settle(self._closed(where, e))),
         ]
         for event, handler in handlers:
             client.add_event_handler(event, handler)
@@ -180,6 +180,14 @@ class SessionManager:
             raise ConnectionFailed(f"cannot connect {session.name!r}: {failure}")
         session.up = True
         self._hub.publish(ProfileConnected(session.name, str(client.boundjid.full)))
+
+    @staticmethod
+    def _closed(where: str, reason: Any) -> str:
+        # slixmpp passes the reason Roost's client gave when it ended the stream itself
+        # (a refused stream); a close by the server comes with none.
+        if isinstance(reason, str) and reason:
+            return f"the connection to the server at {where} was closed: {reason}"
+        return f"the server at {where} closed the connection"
 
     @staticmethod
     def _unreachable(client: RoostClient, where: str, error: Any) -> str:
