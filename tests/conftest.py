@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.database",
     "tests.fixtures.dbus",
     "tests.fixtures.xmpp",
+    "tests.fixtures.sessions",
 ]

@@ -16,8 +16,8 @@ from roost.service.events import EventHub
 from roost.service.pubsub.operations import PubsubService
 from roost.service.xmpp.sessions import SessionManager
 from tests.fixtures.dbus import Roostd, RoostdLauncher
+from tests.fixtures.sessions import make_lookup
 from tests.fixtures.xmpp import XmppServer
-from tests.xmpp.conftest import make_lookup
 
 pytestmark = [pytest.mark.xmpp, pytest.mark.dbus, pytest.mark.slow]
 

@@ -20,8 +20,8 @@ from roost.service.pubsub.model import ItemsReply, ItemsRequest
 from roost.service.pubsub.operations import PubsubService
 from roost.service.xmpp.sessions import SessionManager
 from roost.storage import Database
+from tests.fixtures.sessions import Recorder
 from tests.fixtures.xmpp import XmppServer
-from tests.xmpp.conftest import Recorder
 
 pytestmark = pytest.mark.xmpp
 

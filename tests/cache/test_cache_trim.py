@@ -12,8 +12,8 @@ import pytest
 
 from roost.service.pubsub.model import ItemsRequest
 from tests.cache.test_cache_sync import Roost, entry, roost, wait_state
+from tests.fixtures.sessions import Recorder
 from tests.fixtures.xmpp import XmppServer
-from tests.xmpp.conftest import Recorder
 
 pytestmark = pytest.mark.xmpp
 __all__ = ["roost"]

@@ -9,8 +9,8 @@ import pytest
 from roost.service.events import EventHub, ItemsEvent
 from roost.service.pubsub.operations import PubsubService
 from roost.service.xmpp.sessions import SessionManager
+from tests.fixtures.sessions import Recorder
 from tests.fixtures.xmpp import XmppServer
-from tests.xmpp.conftest import Recorder
 
 pytestmark = pytest.mark.xmpp
 

@@ -16,8 +16,8 @@ from roost.service.pubsub.model import ItemsRequest
 from roost.service.pubsub.operations import PubsubService
 from roost.service.pubsub.rsm import decode_token, encode_token
 from roost.service.xmpp.sessions import SessionManager
+from tests.fixtures.sessions import Recorder
 from tests.fixtures.xmpp import XmppServer
-from tests.xmpp.conftest import Recorder
 
 pytestmark = pytest.mark.xmpp
 

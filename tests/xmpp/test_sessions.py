@@ -9,8 +9,8 @@ import pytest
 from roost.service.errors import ConnectionFailed, NotConnected
 from roost.service.events import EventHub, ProfileConnected, ProfileDisconnected
 from roost.service.xmpp.sessions import SessionManager
+from tests.fixtures.sessions import Recorder, make_lookup
 from tests.fixtures.xmpp import XmppServer, free_port
-from tests.xmpp.conftest import Recorder, make_lookup
 
 pytestmark = pytest.mark.xmpp
 

@@ -17,7 +17,7 @@ from roost.service.events import EventHub, ProfileConnected
 from roost.service.xmpp.client import ConnectionOptions, RoostClient
 from roost.service.xmpp.sessions import SessionManager
 from roost.service.xmpp.stream_parser import RestrictedStreamParser, RestrictedXmlError
-from tests.xmpp.conftest import Recorder
+from tests.fixtures.sessions import Recorder
 
 HEADER = (
     b"<?xml version='1.0'?>"
