@@ -23,9 +23,9 @@ from roost.storage import Database, NodeRecord
 log = logging.getLogger(__name__)
 
 FETCH_PAGE_SIZE = 500
-# Pages fetched ahead of the store: enough to overlap the network and the database,
-# few enough to bound memory on a large node (later pages hold thousands of items).
-PAGES_AHEAD = 2
+# Pages fetched ahead of the store: one overlaps the server with the parsing and the
+# database; more only cost memory, as a page of 5,000 items holds about 16 MB.
+PAGES_AHEAD = 1
 STORE_BATCH = 500
 
 Progress = Callable[[int, int], None]
