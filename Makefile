@@ -42,13 +42,17 @@ typecheck: $(STAMP)
 		--config-file $(abspath pyproject.toml) \
 		-p roost.storage -p roost.service -p roost.bridge -p roost.cli
 
-## bench: every bench/*.py, then a table of their JSON lines
+# bench/*.py are benchmarks, but for the report and the bench's own tooling.
+BENCHES := $(filter-out bench/report.py bench/ejabberd_fill.py,$(wildcard bench/*.py))
+
+## bench: every benchmark in bench/, then a table of their JSON lines
 bench: deps-test $(STAMP)
 	@mkdir -p bench/results
 	@rm -f bench/results/latest.jsonl
-	@for b in bench/*.py; do \
+	@for b in $(BENCHES); do \
 		echo "== $$b" >&2; \
-		$(PY) $$b | tee -a bench/results/latest.jsonl || exit 1; \
+		$(PY) $$b > bench/results/current.jsonl || exit 1; \
+		cat bench/results/current.jsonl | tee -a bench/results/latest.jsonl; \
 	done
 	@$(PY) bench/report.py bench/results/latest.jsonl
 
