@@ -83,7 +83,7 @@ class Backend:
         registry = AnalyserRegistry()
         registry.load_entry_points()
         registry.load_config_rules(self.config.cache_rules)
-        pubsub = PubsubService(manager, self.events)
+        pubsub = PubsubService(manager, self.events, accounts=self._account_jid)
         self.cache = PubsubCache(
             db,
             XmppSyncSource(pubsub, manager),
@@ -99,6 +99,9 @@ class Backend:
     async def _credentials(self, name: str) -> tuple[str, str, dict[str, Any]]:
         record = await self.db.profiles.get_profile(name)
         return record.jid, record.password, dict(record.options)
+
+    async def _account_jid(self, name: str) -> str:
+        return (await self.profiles.get(name)).jid
 
     @classmethod
     async def open(cls, config: Config, database_url: str | None = None) -> Backend:

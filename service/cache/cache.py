@@ -9,7 +9,8 @@ resumed incrementally after a reconnection or a restart.
 A node is served from the database only while it is *current*: synchronised
 (``completed``) during this run of the daemon with its profile connected since. A
 disconnection, a restart or a crash (a node left ``in_progress``) makes it not current
-until a resync, which starts by itself when the profile is connected.
+until a resync, which starts by itself when the profile is connected. While its profile
+is offline, a node whose copy is complete is served with its age (``offline.py``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from dataclasses import replace
 from typing import Any
 
 from roost.service.cache.analysers import Analyser, AnalyserRegistry, AnalysisContext
+from roost.service.cache.offline import answer_offline, record_current_until
 from roost.service.cache.reads import answer_from_store, item_from_record
 from roost.service.cache.source import SyncSource, is_pep_service
 from roost.service.cache.stored_form import payload_namespaces, stored_form
@@ -95,6 +97,8 @@ class PubsubCache:
         self._buffered: dict[int, list[ItemsEvent]] = {}
         self._timers: dict[int, asyncio.TimerHandle] = {}
         self._background: set[asyncio.Task[Any]] = set()
+        # Writes of when nodes were last current: awaited by close(), not cancelled.
+        self._recording: set[asyncio.Task[None]] = set()
         self._indexed: set[str] = set()
         self._moves: dict[str, bool] = {}
         self._analysing: set[NodeKey] = set()
@@ -125,12 +129,18 @@ class PubsubCache:
             )
 
     async def close(self) -> None:
-        """Stop every sync and timer; nodes being synchronised are left to the next start."""
+        """Stop every sync and timer; nodes being synchronised are left to the next start.
+
+        The nodes current now are recorded as current until now, for offline reads.
+        """
         self._unsubscribe()
         for _record, _ids, timer in self._held.values():
             timer.cancel()
         for handle in self._timers.values():
             handle.cancel()
+        self._remember_current(list(self._current.values()), time.time())
+        self._current.clear()
+        await asyncio.gather(*self._recording, return_exceptions=True)
         tasks = [*self._tasks.values(), *self._background]
         for task in tasks:
             task.cancel()
@@ -178,6 +188,20 @@ class PubsubCache:
             synced_at = float(record.extra.get("synced_at", record.sync_state_updated))
             reply = replace(reply, cache_age=max(0.0, time.time() - synced_at))
         return reply
+
+    async def answer_offline(
+        self, profile: str, service: str, node: str, request: ItemsRequest
+    ) -> ItemsReply | None:
+        """The answer for a profile that is offline: from the node's complete copy, with
+        ``cache_age``; None when there is no such copy or it cannot answer ``request``."""
+        if not request.use_cache:
+            return None
+        record = await self._db.nodes.get_node(profile, service, node)
+        if record is None or record.id in self._tasks:
+            return None
+        reply = await answer_offline(self._db.items, record, request)
+        # The profile may have connected during the read and a resync begun changing rows.
+        return None if record.id in self._tasks else reply
 
     async def server_answered(
         self, profile: str, service: str, node: str, request: ItemsRequest, reply: ItemsReply
@@ -662,10 +686,35 @@ class PubsubCache:
         if isinstance(event, ProfileConnected):
             self._spawn(self._resync_profile(event.profile))
         elif isinstance(event, ProfileDisconnected):
-            for key in [k for k in self._current if k[0] == event.profile]:
-                del self._current[key]
+            moment = time.time()
+            current = [self._current.pop(k) for k in list(self._current) if k[0] == event.profile]
+            # A held node still waits for the notification of Roost's own change: it is
+            # not recorded, so offline reads count its age from its sync (an upper bound).
             for key in [k for k in self._held if k[0] == event.profile]:
                 self._held.pop(key)[2].cancel()
+            self._remember_current(current, moment)
+
+    def _remember_current(self, records: list[NodeRecord], moment: float) -> None:
+        """Record that these nodes' copies were current at ``moment`` (for offline reads).
+
+        Only nodes kept current by events: a periodically refreshed copy is as old as its
+        last refresh, which ``synced_at`` says already.
+        """
+        node_ids = [record.id for record in records if record.subscribed]
+        if not node_ids:
+            return
+        task = asyncio.get_running_loop().create_task(self._record_logged(node_ids, moment))
+        self._recording.add(task)
+        task.add_done_callback(self._recording.discard)
+
+    async def _record_logged(self, node_ids: list[int], moment: float) -> None:
+        # Checked as each write comes: a node whose resync began meanwhile (a quick
+        # reconnection) is the sync's to write.
+        idle = (node_id for node_id in node_ids if node_id not in self._tasks)
+        try:
+            await record_current_until(self._db.nodes, idle, moment)
+        except Exception:
+            log.exception("recording when cached nodes were last current failed")
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

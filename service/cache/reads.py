@@ -41,7 +41,8 @@ async def answer_from_store(
 
     Args:
         items: the item store.
-        node: a node whose stored items are the server's, complete and current.
+        node: a node whose stored items are the server's, complete and current (or, for
+            a profile offline, as they were when last current).
         request: the GetItems request.
 
     Returns:

@@ -16,6 +16,12 @@ class PubsubCache(Protocol):
     ) -> ItemsReply | None:
         """The cached answer to ``request``, or None to go to the server."""
 
+    async def answer_offline(
+        self, profile: str, service: str, node: str, request: ItemsRequest
+    ) -> ItemsReply | None:
+        """The answer for a profile that is offline, from the node's complete copy with
+        ``cache_age`` set; None when the cache holds no such copy that answers ``request``."""
+
     async def server_answered(
         self, profile: str, service: str, node: str, request: ItemsRequest, reply: ItemsReply
     ) -> None:

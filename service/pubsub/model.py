@@ -108,7 +108,8 @@ class ItemsReply:
     ``rsm_count`` is the number of items the request ranges over; ``complete`` says
     whether this page reaches the end the request walks towards. ``cache_age`` (seconds)
     is set on answers from a node the cache refreshes periodically instead of following
-    its events: how old the answer may be.
+    its events, and on every answer to a profile that is offline: how old the answer may
+    be.
     """
 
     items: list[PubsubItem] = field(default_factory=list)

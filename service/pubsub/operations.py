@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-from roost.service.errors import InvalidArgument
+from slixmpp import JID
+
+from roost.service.errors import InvalidArgument, NotConnected
 from roost.service.events import EventHub, ItemsEvent
 from roost.service.pubsub import protocol as p
 from roost.service.pubsub.cache_seam import PubsubCache
@@ -21,21 +23,34 @@ from roost.service.xmpp.sessions import SessionManager
 NS_SUBSCRIPTIONS = p.NS_PUBSUB
 NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
 
+# The JID of a profile's account, known without a session (from where profiles are kept).
+AccountLookup = Callable[[str], Awaitable[str]]
+
 
 class PubsubService:
     """Pubsub operations on behalf of profiles, over their XMPP sessions.
 
     ``service`` arguments are JIDs; an empty one means the profile's own PEP service.
     Errors: NotConnected (profile offline), XmppError (the server refused),
-    InvalidArgument (bad payload or options).
+    InvalidArgument (bad payload or options). Offline, GetItems alone may still answer,
+    from the cache's complete copy of a node.
+
+    ``accounts`` gives a profile's account JID without a session: offline reads of the
+    profile's own PEP service (empty ``service``) need it.
     """
 
     def __init__(
-        self, sessions: SessionManager, hub: EventHub, cache: PubsubCache | None = None
+        self,
+        sessions: SessionManager,
+        hub: EventHub,
+        cache: PubsubCache | None = None,
+        *,
+        accounts: AccountLookup | None = None,
     ) -> None:
         self._sessions = sessions
         self._hub = hub
         self.cache = cache
+        self.accounts = accounts
         self._query = ItemsQuery()
         self._events = EventRouter(self._fetch_ids, self._deliver)
         sessions.on_client(self._events.attach)
@@ -52,7 +67,14 @@ class PubsubService:
     async def get_items(
         self, profile: str, service: str, node: str, request: ItemsRequest
     ) -> ItemsReply:
-        """The node's items as ``request`` asks, from the cache when it can answer."""
+        """The node's items as ``request`` asks, from the cache when it can answer.
+
+        The profile offline, only the cache answers: from a node's complete copy, with
+        ``cache_age``; NotConnected when it has none that answers ``request``.
+        """
+        offline = not self._sessions.is_connected(profile)
+        if offline and self.cache is not None and request.use_cache:
+            return await self._offline_items(self.cache, profile, service, node, request)
         client = self._client(profile)
         service = self._service(client, service)
         if self.cache is not None and request.use_cache:
@@ -62,6 +84,23 @@ class PubsubService:
         reply = await self._query.get_items(client, service, node, request)
         if self.cache is not None:
             await self.cache.server_answered(profile, service, node, request, reply)
+        return reply
+
+    async def _offline_items(
+        self, cache: PubsubCache, profile: str, service: str, node: str, request: ItemsRequest
+    ) -> ItemsReply:
+        if not service:
+            if self.accounts is None:
+                raise NotConnected(f"profile {profile!r} is not connected; connect it first")
+            # The name the session would give (its bound bare JID), so the cache's key matches.
+            service = str(JID(await self.accounts(profile)).bare)
+        reply = await cache.answer_offline(profile, service, node, request)
+        if reply is None:
+            raise NotConnected(
+                f"profile {profile!r} is offline and node {node!r} of {service} is not cached "
+                "completely (or not as far as this request goes); connect the profile to ask "
+                "the server"
+            )
         return reply
 
     async def fetch_all_items(

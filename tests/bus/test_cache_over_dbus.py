@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from roost.bridge.client import RoostClient
+from roost.bridge.client import NotConnectedError, RoostClient
 from roost.service.events import EventHub
 from roost.service.pubsub.operations import PubsubService
 from roost.service.xmpp.sessions import SessionManager
@@ -113,6 +113,9 @@ async def test_kill_during_sync_then_resync(
     state = await client.get_node_state("bob", service, node)
     assert state["state"] == "none" and not state["current"]
     assert "interrupted" in state["reason"]
+    # Nor offline: the half-synced copy is not served.
+    with pytest.raises(NotConnectedError, match="not cached completely"):
+        await client.get_items("bob", service, node, max_items=1)
     states: list[str] = []
     await client.on_sync_state_changed(lambda _p, _s, n, s: states.append(s) if n == node else None)
     await client.connect_profile("bob")
