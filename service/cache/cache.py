@@ -390,7 +390,7 @@ class PubsubCache:
         for key in ("profiles", "services", "nodes", "types"):
             value = filters.get(key)
             if value is not None and (
-                isinstance(value, str) or not all(isinstance(v, str) for v in value)
+                not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value)
             ):
                 raise InvalidArgument(f"Purge filter {key} must be a list of strings")
             lists[key] = None if value is None else list(value)
