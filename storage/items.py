@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import Float, String, Table, Text, bindparam, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from roost.storage.cancel_safety import stores_complete_on_cancel
 from roost.storage.dialect import dialect_for
 from roost.storage.errors import InvalidQuery, RowNotFound
 from roost.storage.item_records import (
@@ -71,6 +72,7 @@ def parsed_key_index_name(path: str) -> str:
     return name
 
 
+@stores_complete_on_cancel
 class ItemStore:
     """Cached pubsub items of the nodes in ``pubsub_nodes``.
 

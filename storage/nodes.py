@@ -15,6 +15,7 @@ from sqlalchemy import Select, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from roost.storage.cancel_safety import stores_complete_on_cancel
 from roost.storage.errors import RowNotFound
 from roost.storage.models import Profile, PubsubNode
 from roost.storage.profiles import Store, affected_rows
@@ -64,6 +65,7 @@ async def _by_id(session: AsyncSession, node_id: int) -> tuple[PubsubNode, str]:
     return row[0], row[1]
 
 
+@stores_complete_on_cancel
 class NodeStore(Store):
     """Create, find and change pubsub nodes."""
 

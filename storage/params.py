@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import ColumnElement, select
 
+from roost.storage.cancel_safety import stores_complete_on_cancel
 from roost.storage.models import Param
 from roost.storage.profiles import Store
 
@@ -15,6 +16,7 @@ def _scope(profile_id: int | None) -> ColumnElement[bool]:
     return Param.profile_id == profile_id
 
 
+@stores_complete_on_cancel
 class ParamStore(Store):
     """Read and write params. A ``profile`` of None means the global scope."""
 

@@ -17,6 +17,7 @@ from sqlalchemy.engine import CursorResult, Result
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from roost.storage.cancel_safety import stores_complete_on_cancel
 from roost.storage.errors import AlreadyExists, RowNotFound
 from roost.storage.models import Profile
 from roost.storage.records import ProfileRecord
@@ -90,6 +91,7 @@ def _record(row: Profile) -> ProfileRecord:
     )
 
 
+@stores_complete_on_cancel
 class ProfileStore(Store):
     """Create, read, change and delete profiles."""
 

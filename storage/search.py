@@ -49,6 +49,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, Table, and_, false, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from roost.storage.cancel_safety import stores_complete_on_cancel
 from roost.storage.dialect import Dialect, JsonKind, JsonPath, dialect_for, path_label
 from roost.storage.errors import InvalidQuery
 from roost.storage.item_records import SearchHit
@@ -372,6 +373,7 @@ def build_search(
     return stmt.order_by(*order).limit(query.limit).offset(query.offset)
 
 
+@stores_complete_on_cancel
 class SearchStore:
     """Searches across every cached item (the Database facade's ``db.search``)."""
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, delete, select
 
+from roost.storage.cancel_safety import stores_complete_on_cancel
 from roost.storage.models import StoredValue
 from roost.storage.profiles import Store, affected_rows
 from roost.storage.records import TypedValue
@@ -29,6 +30,7 @@ def _scope(profile_id: int | None, namespace: str) -> ColumnElement[bool]:
     return owner & (StoredValue.namespace == namespace)
 
 
+@stores_complete_on_cancel
 class ValueStore(Store):
     """Read, write and delete namespaced values. A ``profile`` of None means global."""
 
