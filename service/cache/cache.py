@@ -544,7 +544,13 @@ class PubsubCache:
                 await self._set_state(record, "no_sync", reason=result.currency.reason)
                 log.info("%s: not cached: %s", where, result.currency.reason)
                 return
-            for event in self._buffered.pop(node_id, []):
+            buffered = self._buffered.pop(node_id, [])
+            if buffered:
+                # The sync wrote what it learnt into the node's extra (the server's item
+                # limit among it): replay with that, or a replayed publication would not
+                # drop what the server dropped.
+                record = await self._db.nodes.get_node_by_id(node_id)
+            for event in buffered:
                 await self._apply(record, event)
             record = await self._complete(record, result)
             log.info(

@@ -7,10 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
 
 import pytest
 
-from roost.service.pubsub.model import ItemsRequest
+from roost.service.cache.cache import PubsubCache
+from roost.service.cache.source import XmppSyncSource
+from roost.service.events import EventHub
+from roost.service.pubsub.model import ItemsRequest, PubsubItem
+from roost.service.pubsub.operations import PubsubService
+from roost.service.xmpp.sessions import SessionManager
 from tests.cache.test_cache_sync import Roost, entry, roost, wait_state
 from tests.fixtures.sessions import Recorder
 from tests.fixtures.xmpp import XmppServer
@@ -48,3 +54,57 @@ async def test_publications_past_the_node_limit_drop_the_oldest(
     assert [i.id for i in cached.items] == [i.id for i in fresh.items]
     assert [i.id for i in cached.items] == ["p3", "p4", "p5", "p6", "p7"]
     assert cached.rsm_count == fresh.rsm_count == 5
+
+
+class PausingSource(XmppSyncSource):
+    """The real source, holding a full fetch after its last page until told to go on,
+    so that a test can publish while the sync is storing."""
+
+    def __init__(self, pubsub: PubsubService, sessions: SessionManager) -> None:
+        super().__init__(pubsub, sessions)
+        self.fetched = asyncio.Event()
+        self.go_on = asyncio.Event()
+
+    async def fetch_all_items(  # type: ignore[override]
+        self, profile: str, service: str, node: str, page_size: int
+    ) -> AsyncIterator[list[PubsubItem]]:
+        async for page in super().fetch_all_items(profile, service, node, page_size):
+            yield page
+        self.fetched.set()
+        await self.go_on.wait()
+
+
+async def test_publications_during_a_sync_follow_the_node_limit_too(
+    roost: Roost, sessions: SessionManager, hub: EventHub, xmpp_server: XmppServer
+) -> None:
+    recorder = Recorder(hub)
+    source = PausingSource(roost.pubsub, sessions)
+    await roost.cache.close()
+    cache = PubsubCache(roost.db, source, hub, roost.cache.registry)
+    roost.pubsub.cache = cache
+    try:
+        svc = xmpp_server.pubsub_service
+        node = f"blog-{uuid.uuid4().hex[:8]}"
+        await roost.pubsub.create_node("alice", svc, node, {"pubsub#max_items": "5"})
+        for n in range(5):
+            await roost.pubsub.publish("alice", svc, node, f"p{n}", entry(n))
+        await roost.pubsub.get_items("alice", svc, node, ItemsRequest())
+        await asyncio.wait_for(source.fetched.wait(), 10)
+        # Published while the sync stores: the notifications wait for the sync, and the
+        # server drops p0 and p1 meanwhile.
+        for n in (5, 6):
+            await roost.pubsub.publish("alice", svc, node, f"p{n}", entry(n))
+        await asyncio.sleep(0.5)  # both notifications reach the cache, which buffers them
+        source.go_on.set()
+        await wait_state(recorder, node, "completed")
+        for _ in range(100):
+            cached = await roost.pubsub.get_items("alice", svc, node, ItemsRequest())
+            if cached.from_cache:
+                break
+            await asyncio.sleep(0.05)
+        fresh = await roost.pubsub.get_items("alice", svc, node, ItemsRequest(use_cache=False))
+        assert cached.from_cache
+        assert [i.id for i in fresh.items] == ["p2", "p3", "p4", "p5", "p6"]
+        assert [i.id for i in cached.items] == [i.id for i in fresh.items]
+    finally:
+        await cache.close()
