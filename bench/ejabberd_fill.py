@@ -44,10 +44,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from roost.service.events import EventHub
 from roost.service.pubsub.model import PubsubItem
-from roost.service.pubsub.operations import PubsubService
-from roost.service.xmpp.sessions import SessionManager
 from tests.fixtures.xmpp import EjabberdServer, free_port
 
 CHUNK = 5_000  # items per call into ejabberd: few calls, yet small messages
@@ -305,7 +302,7 @@ async def fill_ejabberd_node(
     index is rebuilt at the end). A failure (say, a payload that is not XML) raises
     with ejabberd's error; the items before it stay written.
     """
-    ctl = await asyncio.to_thread(server._ctl, "get_cookie")
+    ctl = await asyncio.to_thread(server.ctl, "get_cookie")
     cookie = ctl.stdout.decode().strip()
     with tempfile.TemporaryDirectory(prefix="roost-ejabberd-fill-") as tmp:
         files = await asyncio.to_thread(_write_items, Path(tmp), payloads)
@@ -338,21 +335,8 @@ async def fill_ejabberd_node(
 
 # -- self-check: python bench/ejabberd_fill.py ------------------------------------------
 
-ATOM = "http://www.w3.org/2005/Atom"
-COMMENTS = "urn:xmpp:microblog:0:comments/"
 # ROOST_FILL_CHECK_ITEMS=2000 for a quick run.
 CHECK_ITEMS = int(os.environ.get("ROOST_FILL_CHECK_ITEMS", "100000"))
-
-
-def entry(n: int) -> str:
-    """The payload bench/cache.py publishes (its ``entry``), kept here so that the check
-    runs whatever state that file is in."""
-    return (
-        f"<entry xmlns='{ATOM}'><id>urn:uuid:{n}</id><title>Comment {n}</title>"
-        f"<author><name>user{n % 200}</name><uri>xmpp:user{n % 200}@localhost</uri>"
-        f"</author><content type='text'>Body of comment {n}, a few words long.</content>"
-        "<published>2026-01-01T00:00:00Z</published></entry>"
-    )
 
 
 def _shape(element: ET.Element) -> tuple[Any, ...]:
@@ -366,21 +350,12 @@ def _expect(condition: bool, message: str) -> None:
         raise AssertionError(message)
 
 
-async def _connect(server: EjabberdServer) -> tuple[SessionManager, PubsubService]:
-    """Roost's service-level client for alice, as bench/cache.py's ``publisher``."""
-
-    async def lookup(name: str) -> tuple[str, str, dict[str, Any]]:
-        return server.credentials(name)
-
-    sessions = SessionManager(lookup, EventHub())
-    pubsub = PubsubService(sessions, EventHub())
-    await sessions.connect("alice")
-    return sessions, pubsub
-
-
 async def _fill_and_read(server: EjabberdServer) -> tuple[str, list[str]]:
     """Fill a node, read it back over XMPP, retract and publish; (node, its item ids)."""
-    sessions, pubsub = await _connect(server)
+    # Imported here: bench/cache.py imports this module.
+    from bench.cache import COMMENTS, entry, publisher
+
+    sessions, pubsub = await publisher(server)
     service, jid = server.pubsub_service, server.jid("alice")
     node = f"{COMMENTS}fill-check-{uuid.uuid4().hex[:8]}"
     # As bench/cache.py creates its nodes, plus itemreply so that every item shows its
@@ -429,7 +404,9 @@ async def _fill_and_read(server: EjabberdServer) -> tuple[str, list[str]]:
 
 async def _read_again(server: EjabberdServer, node: str, expected: list[str]) -> None:
     """The node's listing, after a restart of the server."""
-    sessions, pubsub = await _connect(server)
+    from bench.cache import publisher
+
+    sessions, pubsub = await publisher(server)
     listed = await pubsub.list_item_ids("alice", server.pubsub_service, node)
     _expect(listed == expected, f"after a restart: {len(listed)} ids")
     await sessions.close()

@@ -138,8 +138,8 @@ class PubsubCache:
             timer.cancel()
         for handle in self._timers.values():
             handle.cancel()
-        # Written before the syncs are cancelled: a task cancelled in the middle of a
-        # write can leave SQLite locked until the busy timeout, and this would wait.
+        # The moment is taken before the syncs are cancelled: what is current now was
+        # current until now, whatever the cancellations then do to the node states.
         self._remember_current(list(self._current.values()), time.time())
         self._current.clear()
         await asyncio.gather(*self._recording, return_exceptions=True)

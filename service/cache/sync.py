@@ -18,11 +18,11 @@ from roost.service.cache.analysers import Analyser
 from roost.service.cache.source import Currency, SyncSource
 from roost.service.cache.stored_form import stored_form
 from roost.service.pubsub.model import PubsubItem
+from roost.service.pubsub.query import FETCH_PAGE_SIZE
 from roost.storage import Database, NodeRecord
 
 log = logging.getLogger(__name__)
 
-FETCH_PAGE_SIZE = 500
 # Pages fetched ahead of the store: one overlaps the server with the parsing and the
 # database; more only cost memory, as a page of 5,000 items holds about 16 MB.
 PAGES_AHEAD = 1

@@ -5,14 +5,10 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 
-from roost.service.cache.cache import PubsubCache
-from roost.service.cache.source import XmppSyncSource
 from roost.service.errors import NotConnected
 from roost.service.events import Event, EventHub, SyncStateChanged
 from roost.service.pubsub.model import ItemsReply, ItemsRequest
@@ -87,25 +83,6 @@ async def no_sync_running(recorder: Recorder) -> None:
     raise AssertionError(f"syncs still running: {states}")
 
 
-@asynccontextmanager
-async def fresh_cache(roost: Roost, hub: EventHub, **options: Any) -> AsyncIterator[PubsubCache]:
-    """The fixture's cache replaced by another one on the same database (a restart)."""
-    await roost.cache.close()
-    cache = PubsubCache(
-        roost.db,
-        XmppSyncSource(roost.pubsub, roost.sessions),
-        hub,
-        roost.cache.registry,
-        **options,
-    )
-    roost.pubsub.cache = cache
-    await cache.start()
-    try:
-        yield cache
-    finally:
-        await cache.close()
-
-
 async def test_offline_reads_answer_from_the_complete_copy(
     roost: Roost, xmpp_server: XmppServer, recorder: Recorder
 ) -> None:
@@ -169,7 +146,7 @@ async def test_an_interrupted_resync_is_not_served_offline(
     svc = xmpp_server.pubsub_service
     closing: list[asyncio.Future[None]] = []
     # A restarted cache, where nothing else is current: closing it stops the resync at once.
-    async with fresh_cache(roost, hub) as cache:
+    async with roost.restarted_cache() as cache:
 
         def stop_when_resyncing(event: Event) -> None:
             # Roost stops while the resync runs: its rows may be half changed.
@@ -187,7 +164,7 @@ async def test_an_interrupted_resync_is_not_served_offline(
         await closing[0]
     extra = await extra_of(roost, svc, node)
     assert extra["synced_once"] and extra["reason"] == "sync interrupted"
-    async with fresh_cache(roost, hub):
+    async with roost.restarted_cache():
         await roost.sessions.disconnect("bob")
         with pytest.raises(NotConnected, match="not cached completely"):
             await get(roost, svc, node)
@@ -197,7 +174,7 @@ async def test_a_request_past_the_item_limit_is_not_connected_offline(
     roost: Roost, xmpp_server: XmppServer, recorder: Recorder, hub: EventHub
 ) -> None:
     svc = xmpp_server.pubsub_service
-    async with fresh_cache(roost, hub, max_items_per_node=5):
+    async with roost.restarted_cache(max_items_per_node=5):
         node = await synced_blog(roost, xmpp_server, recorder, 8)
         newest = await get(roost, svc, node, max_items=3, use_cache=False)
         await roost.sessions.disconnect("bob")

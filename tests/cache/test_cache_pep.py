@@ -8,11 +8,7 @@ import uuid
 import pytest
 
 from roost.service.cache.analysers import AnalyserRegistry
-from roost.service.cache.cache import PubsubCache
-from roost.service.cache.source import XmppSyncSource
-from roost.service.events import EventHub
 from roost.service.pubsub.model import ItemsRequest
-from roost.service.xmpp.sessions import SessionManager
 from tests.cache.test_cache_sync import Roost, entry, roost, wait_state
 from tests.fixtures.sessions import Recorder
 from tests.fixtures.xmpp import XmppServer
@@ -50,8 +46,6 @@ async def test_a_contacts_node_without_presence_subscription_is_not_cached(
 
 
 async def test_a_config_rule_opts_such_a_node_into_periodic_refresh(
-    sessions: SessionManager,
-    hub: EventHub,
     xmpp_server: XmppServer,
     recorder: Recorder,
     roost: Roost,
@@ -68,10 +62,7 @@ async def test_a_config_rule_opts_such_a_node_into_periodic_refresh(
             }
         ]
     )
-    await roost.cache.close()
-    cache = PubsubCache(roost.db, XmppSyncSource(roost.pubsub, sessions), hub, registry)
-    roost.pubsub.cache = cache
-    try:
+    async with roost.restarted_cache(registry=registry) as cache:
         tag = await open_blog(roost, xmpp_server, 2)
         alice = xmpp_server.jid("alice")
         await roost.pubsub.get_items("bob", alice, MICROBLOG, ItemsRequest())
@@ -101,5 +92,3 @@ async def test_a_config_rule_opts_such_a_node_into_periodic_refresh(
                 break
             await asyncio.sleep(0.1)
         assert reply.from_cache and reply.items[-1].id == f"{tag}-new"
-    finally:
-        await cache.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from lxml import etree
 from roost.service.cache.analysers import Analyser, AnalyserRegistry
 from roost.service.cache.cache import PubsubCache
 from roost.service.cache.microblog import parse_microblog_entry
-from roost.service.cache.source import XmppSyncSource
+from roost.service.cache.source import SyncSource, XmppSyncSource
 from roost.service.events import EventHub, ItemsEvent, SyncStateChanged
 from roost.service.pubsub.model import ItemsReply, ItemsRequest
 from roost.service.pubsub.operations import PubsubService
@@ -62,6 +63,43 @@ class Roost:
             db, XmppSyncSource(self.pubsub, sessions), hub, registry, max_items_per_node=5000
         )
         self.pubsub.cache = self.cache
+
+    @asynccontextmanager
+    async def restarted_cache(
+        self,
+        source: SyncSource | None = None,
+        registry: AnalyserRegistry | None = None,
+        **options: Any,
+    ) -> AsyncIterator[PubsubCache]:
+        """The cache closed and replaced by a new one on the same database, as after a
+        restart; by default with the same source kind and analysers."""
+        await self.cache.close()
+        cache = PubsubCache(
+            self.db,
+            source or XmppSyncSource(self.pubsub, self.sessions),
+            self.hub,
+            registry or self.cache.registry,
+            **options,
+        )
+        self.pubsub.cache = cache
+        await cache.start()
+        try:
+            yield cache
+        finally:
+            await cache.close()
+
+
+async def cached_reply(
+    roost: Roost, profile: str, service: str, node: str, request: ItemsRequest | None = None
+) -> ItemsReply:
+    """GetItems once the cache answers it: Roost holds a node back while it changes it,
+    until the server's notification is applied."""
+    for _ in range(100):
+        reply = await roost.pubsub.get_items(profile, service, node, request or ItemsRequest())
+        if reply.from_cache:
+            return reply
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{node} is never answered from the cache")
 
 
 @pytest.fixture
@@ -302,11 +340,9 @@ async def test_restart_resyncs_incrementally_before_serving(
     await roost.pubsub.retract("alice", svc, node, ["p003", "p010"], {})
     # Roost starts again on the same database.
     source = CountingSource(roost.pubsub, roost.sessions)
-    cache = PubsubCache(roost.db, source, hub, roost.cache.registry)
-    roost.pubsub.cache = cache
-    await cache.start()
-    mark = len([e for e in recorder.of(SyncStateChanged) if e.node == node])
-    try:
+    # (The old cache is closed already; closing it again is a no-op.)
+    async with roost.restarted_cache(source) as cache:
+        mark = len([e for e in recorder.of(SyncStateChanged) if e.node == node])
         # Not current before the resync: the server answers.
         assert await cache.answer("bob", svc, node, ItemsRequest()) is None
         await roost.sessions.connect("bob")
@@ -316,8 +352,6 @@ async def test_restart_resyncs_incrementally_before_serving(
         await both(roost, xmpp_server, node)
         state = await cache.get_node_state("bob", svc, node)
         assert state["item_count"] == 43 and state["current"]
-    finally:
-        await cache.close()
 
 
 async def test_disconnection_stops_serving_until_resynced(
@@ -347,10 +381,5 @@ async def test_a_read_after_roosts_own_write_sees_it(
         reply = await roost.pubsub.get_items("bob", svc, node, ItemsRequest())
         assert f"p{n - 1:03d}" not in [i.id for i in reply.items]
     # Once the notifications are in, the cache serves the node again.
-    for _ in range(100):
-        reply = await roost.pubsub.get_items("bob", svc, node, ItemsRequest())
-        if reply.from_cache:
-            break
-        await asyncio.sleep(0.05)
-    assert reply.from_cache
+    await cached_reply(roost, "bob", svc, node)
     await both(roost, xmpp_server, node)

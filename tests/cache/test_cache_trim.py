@@ -11,13 +11,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from roost.service.cache.cache import PubsubCache
 from roost.service.cache.source import XmppSyncSource
 from roost.service.events import EventHub
 from roost.service.pubsub.model import ItemsRequest, PubsubItem
 from roost.service.pubsub.operations import PubsubService
 from roost.service.xmpp.sessions import SessionManager
-from tests.cache.test_cache_sync import Roost, entry, roost, wait_state
+from tests.cache.test_cache_sync import Roost, cached_reply, entry, roost, wait_state
 from tests.fixtures.sessions import Recorder
 from tests.fixtures.xmpp import XmppServer
 
@@ -44,13 +43,8 @@ async def test_publications_past_the_node_limit_drop_the_oldest(
         if await roost.db.items.get_item(record.id, "p7") is not None:
             break
         await asyncio.sleep(0.05)
-    for _ in range(100):
-        cached = await roost.pubsub.get_items("alice", svc, node, ItemsRequest())
-        if cached.from_cache:
-            break
-        await asyncio.sleep(0.05)
+    cached = await cached_reply(roost, "alice", svc, node)
     fresh = await roost.pubsub.get_items("alice", svc, node, ItemsRequest(use_cache=False))
-    assert cached.from_cache
     assert [i.id for i in cached.items] == [i.id for i in fresh.items]
     assert [i.id for i in cached.items] == ["p3", "p4", "p5", "p6", "p7"]
     assert cached.rsm_count == fresh.rsm_count == 5
@@ -79,10 +73,7 @@ async def test_publications_during_a_sync_follow_the_node_limit_too(
 ) -> None:
     recorder = Recorder(hub)
     source = PausingSource(roost.pubsub, sessions)
-    await roost.cache.close()
-    cache = PubsubCache(roost.db, source, hub, roost.cache.registry)
-    roost.pubsub.cache = cache
-    try:
+    async with roost.restarted_cache(source):
         svc = xmpp_server.pubsub_service
         node = f"blog-{uuid.uuid4().hex[:8]}"
         await roost.pubsub.create_node("alice", svc, node, {"pubsub#max_items": "5"})
@@ -97,14 +88,7 @@ async def test_publications_during_a_sync_follow_the_node_limit_too(
         await asyncio.sleep(0.5)  # both notifications reach the cache, which buffers them
         source.go_on.set()
         await wait_state(recorder, node, "completed")
-        for _ in range(100):
-            cached = await roost.pubsub.get_items("alice", svc, node, ItemsRequest())
-            if cached.from_cache:
-                break
-            await asyncio.sleep(0.05)
+        cached = await cached_reply(roost, "alice", svc, node)
         fresh = await roost.pubsub.get_items("alice", svc, node, ItemsRequest(use_cache=False))
-        assert cached.from_cache
         assert [i.id for i in fresh.items] == ["p2", "p3", "p4", "p5", "p6"]
         assert [i.id for i in cached.items] == [i.id for i in fresh.items]
-    finally:
-        await cache.close()
