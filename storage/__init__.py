@@ -2,7 +2,8 @@
 
 Open the database with :meth:`Database.open`; reach each concern through the facade
 (``db.profiles``, ``db.params``, ``db.values``, ``db.nodes``, ``db.items``,
-``db.search``). Nothing outside this package touches the database directly.
+``db.search``, ``db.roster``, ``db.cache_subscriptions``). Nothing outside this package
+touches the database directly.
 """
 
 from roost.storage.database import Database
@@ -20,13 +21,26 @@ from roost.storage.migrate import MigrationOutcome, UnmanagedDatabase, prepare_d
 from roost.storage.nodes import NodeStore
 from roost.storage.params import ParamStore
 from roost.storage.profiles import ProfileStore
-from roost.storage.records import NODE_STATES, NodeRecord, ProfileRecord, TypedValue
+from roost.storage.records import (
+    NODE_STATES,
+    ROSTER_SUBSCRIPTIONS,
+    CacheSubscriptionRecord,
+    NodeRecord,
+    ProfileRecord,
+    RosterEntry,
+    SubscriptionRequestRecord,
+    TypedValue,
+)
+from roost.storage.roster import CacheSubscriptionStore, RosterStore
 from roost.storage.search import SearchQuery, SearchStore
 from roost.storage.values import ValueStore
 
 __all__ = [
     "NODE_STATES",
+    "ROSTER_SUBSCRIPTIONS",
     "AlreadyExists",
+    "CacheSubscriptionRecord",
+    "CacheSubscriptionStore",
     "Database",
     "DatabaseTooNew",
     "InvalidQuery",
@@ -40,11 +54,14 @@ __all__ = [
     "ParamStore",
     "ProfileRecord",
     "ProfileStore",
+    "RosterEntry",
+    "RosterStore",
     "RowNotFound",
     "SearchHit",
     "SearchQuery",
     "SearchStore",
     "StorageError",
+    "SubscriptionRequestRecord",
     "TypedValue",
     "UnmanagedDatabase",
     "ValueStore",

@@ -1,8 +1,8 @@
 """The storage facade: one object that opens the database and carries every store.
 
 The service layer holds one :class:`Database` and reaches each concern through it
-(``db.profiles``, ``db.nodes``, ``db.items``…); nothing above this package sees an
-engine, a session or SQL.
+(``db.profiles``, ``db.nodes``, ``db.items``, ``db.roster``…); nothing above this
+package sees an engine, a session or SQL.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from roost.storage.migrate import MigrationOutcome, prepare_database, repair_ful
 from roost.storage.nodes import NodeStore
 from roost.storage.params import ParamStore
 from roost.storage.profiles import ProfileStore
+from roost.storage.roster import CacheSubscriptionStore, RosterStore
 from roost.storage.search import SearchStore
 from roost.storage.values import ValueStore
 
@@ -35,6 +36,8 @@ class Database:
         migration: what :func:`~roost.storage.migrate.prepare_database` did at open.
         profiles, params, values, nodes, items: the stores of those concerns.
         search: searches across the cached items.
+        roster: each profile's roster and pending presence subscription requests.
+        cache_subscriptions: the pubsub subscriptions the cache made for itself.
     """
 
     def __init__(self, engine: AsyncEngine, url: URL, migration: MigrationOutcome) -> None:
@@ -48,6 +51,8 @@ class Database:
         self.nodes = NodeStore(sessions)
         self.items = ItemStore(engine)
         self.search = SearchStore(engine)
+        self.roster = RosterStore(sessions)
+        self.cache_subscriptions = CacheSubscriptionStore(sessions)
 
     @classmethod
     async def open(cls, url: str | URL | None = None, *, check_fulltext: bool = True) -> Database:

@@ -190,3 +190,76 @@ class PubsubItem(Base):
     search_text: Mapped[str] = mapped_column(Text, default="")
     created: Mapped[float] = mapped_column(Float)
     updated: Mapped[float] = mapped_column(Float)
+
+
+class Roster(Base):
+    """What is known of a profile's roster as a whole (its items are :class:`RosterItem`).
+
+    ``version`` is the roster version (XEP-0237) last received, sent back at the next
+    session start so that the server sends only the changes; NULL when the server gave
+    none, and then the whole roster is asked for again.
+    """
+
+    __tablename__ = "rosters"
+
+    profile_id: Mapped[int] = mapped_column(
+        ForeignKey("profiles.id", ondelete="CASCADE"), primary_key=True
+    )
+    version: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class RosterItem(Base):
+    """A contact in a profile's roster, as the server last described it.
+
+    ``groups`` is a JSON list of group names; ``subscription`` is one of ``none``, ``to``,
+    ``from``, ``both``; ``pending_out`` says the profile asked for the contact's presence
+    and no answer came yet; ``updated`` is when the row was last written.
+    """
+
+    __tablename__ = "roster_items"
+    __table_args__ = (UniqueConstraint("profile_id", "jid"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    profile_id: Mapped[int] = mapped_column(ForeignKey("profiles.id", ondelete="CASCADE"))
+    jid: Mapped[str] = mapped_column(String(3071))
+    name: Mapped[str] = mapped_column(String(1023), default="")
+    groups: Mapped[list[str]] = mapped_column(JSON, default=list)
+    subscription: Mapped[str] = mapped_column(String(8), default="none")
+    pending_out: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated: Mapped[float] = mapped_column(Float)
+
+
+class SubscriptionRequest(Base):
+    """Someone asks to see a profile's presence and waits for the account's answer.
+
+    ``message`` is the requester's text (may be empty); ``received`` is when the first
+    request from that JID arrived (seconds since the epoch).
+    """
+
+    __tablename__ = "subscription_requests"
+    __table_args__ = (UniqueConstraint("profile_id", "jid"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    profile_id: Mapped[int] = mapped_column(ForeignKey("profiles.id", ondelete="CASCADE"))
+    jid: Mapped[str] = mapped_column(String(3071))
+    message: Mapped[str] = mapped_column(Text, default="")
+    received: Mapped[float] = mapped_column(Float)
+
+
+class CacheSubscription(Base):
+    """A pubsub subscription the cache made for itself, to keep a node current.
+
+    Kept apart from the subscriptions a user makes through a frontend, so that the cache
+    only ever undoes its own. ``subid`` is the server's subscription id, empty when it
+    gave none; ``created`` is when the cache first recorded a subscription to the node.
+    """
+
+    __tablename__ = "cache_subscriptions"
+    __table_args__ = (UniqueConstraint("profile_id", "service", "node"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    profile_id: Mapped[int] = mapped_column(ForeignKey("profiles.id", ondelete="CASCADE"))
+    service: Mapped[str] = mapped_column(String(3071))
+    node: Mapped[str] = mapped_column(String(1024))
+    subid: Mapped[str] = mapped_column(String(1024), default="")
+    created: Mapped[float] = mapped_column(Float)

@@ -166,7 +166,7 @@ class ProfileStore(Store):
             return _record(row)
 
     async def delete_profile(self, name: str) -> None:
-        """Delete a profile with its params, values, nodes and cached items.
+        """Delete a profile with its params, values, nodes, cached items and contacts.
 
         The database cascades the delete (foreign keys with ON DELETE CASCADE).
 

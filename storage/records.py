@@ -27,6 +27,25 @@ def check_node_state(state: str) -> str:
     return state
 
 
+#: A roster item's presence subscription states (RFC 6121); "remove" is a push's
+#: instruction, never a stored state.
+ROSTER_SUBSCRIPTIONS = frozenset({"none", "to", "from", "both"})
+
+
+def check_subscription(subscription: str) -> str:
+    """Return ``subscription`` when it is a valid roster subscription state.
+
+    Raises:
+        ValueError: for any other string.
+    """
+    if subscription not in ROSTER_SUBSCRIPTIONS:
+        raise ValueError(
+            f"unknown roster subscription {subscription!r} "
+            f"(one of {', '.join(sorted(ROSTER_SUBSCRIPTIONS))})"
+        )
+    return subscription
+
+
 @dataclass(frozen=True, slots=True)
 class ProfileRecord:
     """An XMPP account as stored.
@@ -69,3 +88,58 @@ class NodeRecord:
     sync_state_updated: float
     subscribed: bool
     extra: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RosterEntry:
+    """A contact in a profile's roster.
+
+    Attributes:
+        jid: the contact's bare JID.
+        name: the name the account gave the contact, empty when none.
+        groups: the roster groups the contact is in.
+        subscription: ``none``, ``to`` (the profile sees the contact's presence),
+            ``from`` (the contact sees the profile's) or ``both``.
+        pending_out: the profile asked for the contact's presence; no answer came yet.
+    """
+
+    jid: str
+    name: str = ""
+    groups: tuple[str, ...] = ()
+    subscription: str = "none"
+    pending_out: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionRequestRecord:
+    """Someone who asks to see a profile's presence and waits for an answer.
+
+    Attributes:
+        jid: the requester's bare JID.
+        message: the requester's text, empty when none.
+        received: when the first request from that JID arrived (seconds since the epoch).
+    """
+
+    jid: str
+    message: str
+    received: float
+
+
+@dataclass(frozen=True, slots=True)
+class CacheSubscriptionRecord:
+    """A pubsub subscription the cache made for itself.
+
+    Attributes:
+        profile: the name of the profile that holds it.
+        service: the pubsub service's JID.
+        node: the node's name.
+        subid: the server's subscription id, empty when it gave none.
+        created: when the cache first recorded a subscription to the node (seconds
+            since the epoch); recording it again, with a new subid say, keeps it.
+    """
+
+    profile: str
+    service: str
+    node: str
+    subid: str
+    created: float

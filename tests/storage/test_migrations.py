@@ -27,7 +27,15 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Column, Integer, text
 from sqlalchemy.engine import Connection
 
-from roost.storage import Database, DatabaseTooNew, TypedValue, UnmanagedDatabase
+from roost.storage import (
+    CacheSubscriptionRecord,
+    Database,
+    DatabaseTooNew,
+    RosterEntry,
+    SubscriptionRequestRecord,
+    TypedValue,
+    UnmanagedDatabase,
+)
 from roost.storage.engine import create_engine, resolve_database_url
 from roost.storage.migrate import (
     backup_sqlite_database,
@@ -81,7 +89,31 @@ def _seed_0001(conn: Connection) -> None:
         )
 
 
-SEEDS: dict[str, Callable[[Connection], None]] = {"0001": _seed_0001}
+def _seed_0002(conn: Connection) -> None:
+    conn.execute(text("INSERT INTO rosters (profile_id, version) VALUES (101, 'ver-7')"))
+    conn.execute(
+        text(
+            "INSERT INTO roster_items (profile_id, jid, name, groups, subscription, "
+            "pending_out, updated) VALUES "
+            "(101, 'alice@example.org', 'Alice', '[\"Friends\", \"Work\"]', 'both', 0, 2.0), "
+            "(101, 'bob@example.org', '', '[]', 'none', 1, 2.0)"
+        )
+    )
+    conn.execute(
+        text(
+            "INSERT INTO subscription_requests (profile_id, jid, message, received) "
+            "VALUES (101, 'carol@example.org', 'hello', 3.0)"
+        )
+    )
+    conn.execute(
+        text(
+            "INSERT INTO cache_subscriptions (profile_id, service, node, subid, created) "
+            "VALUES (101, 'pubsub.example.org', 'blog1', 'sub-1', 4.0)"
+        )
+    )
+
+
+SEEDS: dict[str, Callable[[Connection], None]] = {"0001": _seed_0001, "0002": _seed_0002}
 
 
 async def _check_seed_0001(db: Database) -> None:
@@ -120,7 +152,23 @@ async def _check_seed_0001(db: Database) -> None:
         assert hits == 1
 
 
-CHECKS = {"0001": _check_seed_0001}
+async def _check_seed_0002(db: Database) -> None:
+    assert await db.roster.get_roster("seed1") == (
+        "ver-7",
+        [
+            RosterEntry("alice@example.org", "Alice", ("Friends", "Work"), "both", False),
+            RosterEntry("bob@example.org", "", (), "none", True),
+        ],
+    )
+    assert await db.roster.list_subscription_requests("seed1") == [
+        SubscriptionRequestRecord("carol@example.org", "hello", 3.0)
+    ]
+    assert await db.cache_subscriptions.list_subscriptions("seed1") == [
+        CacheSubscriptionRecord("seed1", "pubsub.example.org", "blog1", "sub-1", 4.0)
+    ]
+
+
+CHECKS = {"0001": _check_seed_0001, "0002": _check_seed_0002}
 
 
 def _revisions() -> list[str]:
@@ -242,15 +290,27 @@ async def test_downgrade_to_base_then_upgrade_round_trips(sqlite_url: str) -> No
     engine = create_engine(url)
     try:
         async with engine.connect() as conn:
-            await conn.run_sync(run_alembic_upgrade, "head")
+            schemas: dict[str, list[tuple[str, str]]] = {}
+            for revision in _revisions():
+                await conn.run_sync(run_alembic_upgrade, revision)
+                schemas[revision] = await conn.run_sync(_schema)
+                await conn.run_sync(SEEDS[revision])
+                await conn.commit()
             at_head = await conn.run_sync(_schema)
-            await conn.run_sync(SEEDS["0001"])
-            await conn.commit()
-            # Step down one revision at a time, so each downgrade runs on its own.
-            for _ in _revisions():
+            # Step down one revision at a time, so each downgrade runs on its own, with
+            # every revision's data in the database.
+            for below in reversed([None, *_revisions()[:-1]]):
+                before = await conn.run_sync(_row_counts)
                 await conn.run_sync(run_alembic_downgrade, "-1")
-            assert await conn.run_sync(_schema) == []
-            assert await conn.run_sync(_version) == []
+                if below is None:
+                    assert await conn.run_sync(_schema) == []
+                    assert await conn.run_sync(_version) == []
+                    continue
+                assert await conn.run_sync(_version) == [below]
+                assert await conn.run_sync(_schema) == schemas[below]
+                # The step dropped only what its revision added: the rest kept every row.
+                after = await conn.run_sync(_row_counts)
+                assert after == {table: before[table] for table in after}, below
             await conn.run_sync(run_alembic_upgrade, "head")
             assert await conn.run_sync(_schema) == at_head
     finally:

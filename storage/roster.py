@@ -1,0 +1,493 @@
+"""Contacts: rosters, pending presence subscription requests, the cache's subscriptions.
+
+Each profile's roster is stored so that frontends can list contacts while the account is
+offline, and so that a session can send the roster version it holds (XEP-0237) and
+receive only the changes. A presence subscription request is stored because it waits
+for a person's answer, which may come after a restart. The pubsub subscriptions the
+cache made for itself are kept apart from the user's, so that the cache only ever undoes
+what it did itself.
+
+Every row belongs to a profile (ON DELETE CASCADE): deleting the profile removes them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, TypeVar, cast
+
+from sqlalchemy import delete, insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from roost.storage.cancel_safety import stores_complete_on_cancel
+from roost.storage.models import (
+    CacheSubscription,
+    Profile,
+    Roster,
+    RosterItem,
+    SubscriptionRequest,
+)
+from roost.storage.profiles import Store, affected_rows
+from roost.storage.records import (
+    CacheSubscriptionRecord,
+    RosterEntry,
+    SubscriptionRequestRecord,
+    check_subscription,
+)
+
+_T = TypeVar("_T")
+
+#: Rows deleted by one statement when a whole roster is replaced (well under SQLite's
+#: limit of bound parameters).
+_WRITE_CHUNK = 500
+
+
+async def _once_more_on_conflict(
+    store: Store, name: str, work: Callable[[AsyncSession], Awaitable[_T]]
+) -> _T:
+    """Run ``work`` in a transaction, and again if a unique key conflicted.
+
+    The writes here read a row, then insert it when it is missing: a concurrent call can
+    insert the same key in between. The second attempt finds that row and updates it.
+    """
+    for attempt in range(2):
+        try:
+            async with store.transaction(name) as session:
+                return await work(session)
+        except IntegrityError:
+            if attempt:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _profile_id(session: AsyncSession, profile: str) -> int:
+    profile_id = await Store.profile_id(session, profile)
+    assert profile_id is not None  # a name always resolves to an id
+    return profile_id
+
+
+def _normalised(entry: RosterEntry) -> RosterEntry:
+    """``entry`` with its groups as a tuple, once checked.
+
+    Records read back carry a tuple: a caller that passed a list then still finds the
+    stored entry equal to its own.
+
+    Raises:
+        ValueError: an unknown subscription state, or groups that are not strings.
+    """
+    check_subscription(entry.subscription)
+    # Typed as a tuple of strings but read as anything: a caller may pass a list, or a
+    # bare string, which is a sequence too and would be stored one group per character.
+    groups: Sequence[object] = entry.groups
+    if isinstance(groups, str) or not all(isinstance(group, str) for group in groups):
+        raise ValueError(f"the groups of {entry.jid!r} must be a sequence of strings")
+    return dataclasses.replace(entry, groups=tuple(cast(Sequence[str], groups)))
+
+
+def _entry(row: RosterItem) -> RosterEntry:
+    return RosterEntry(
+        jid=row.jid,
+        name=row.name,
+        groups=tuple(row.groups),
+        subscription=row.subscription,
+        pending_out=row.pending_out,
+    )
+
+
+def _sorted(entries: Iterable[RosterEntry]) -> list[RosterEntry]:
+    # Sorted here rather than in SQL: a server database's collation could order JIDs
+    # otherwise than Python, which the service layer sorts with.
+    return sorted(entries, key=lambda entry: entry.jid)
+
+
+def _item_values(profile_id: int, entry: RosterEntry, now: float) -> dict[str, Any]:
+    return {
+        "profile_id": profile_id,
+        "jid": entry.jid,
+        "name": entry.name,
+        "groups": list(entry.groups),
+        "subscription": entry.subscription,
+        "pending_out": entry.pending_out,
+        "updated": now,
+    }
+
+
+def _update_item(row: RosterItem, entry: RosterEntry, now: float) -> None:
+    # An unchanged row is left alone, "updated" included: the whole roster comes again
+    # at each session start without versioning, and then only what changed is written.
+    if _entry(row) == entry:
+        return
+    row.name = entry.name
+    # A new list, not an in-place change: the JSON column only sees assignments.
+    row.groups = list(entry.groups)
+    row.subscription = entry.subscription
+    row.pending_out = entry.pending_out
+    row.updated = now
+
+
+async def _set_version(session: AsyncSession, profile_id: int, version: str | None) -> None:
+    row = await session.get(Roster, profile_id)
+    if row is None:
+        session.add(Roster(profile_id=profile_id, version=version))
+    else:
+        row.version = version
+
+
+async def _find_item(session: AsyncSession, profile_id: int, jid: str) -> RosterItem | None:
+    return await session.scalar(
+        select(RosterItem).where(RosterItem.profile_id == profile_id, RosterItem.jid == jid)
+    )
+
+
+@stores_complete_on_cancel
+class RosterStore(Store):
+    """Each profile's roster and the presence subscription requests waiting for it."""
+
+    async def get_roster(self, profile: str) -> tuple[str | None, list[RosterEntry]]:
+        """A profile's roster as stored.
+
+        Returns:
+            The roster version last received (None when the server gave none, or no
+            roster was stored yet) and the contacts, sorted by JID.
+
+        Raises:
+            RowNotFound: no profile has that name.
+        """
+        async with self.transaction("get_roster") as session:
+            profile_id = await _profile_id(session, profile)
+            version = await session.scalar(
+                select(Roster.version).where(Roster.profile_id == profile_id)
+            )
+            rows = await session.scalars(
+                select(RosterItem).where(RosterItem.profile_id == profile_id)
+            )
+            return version, _sorted(_entry(row) for row in rows)
+
+    async def load_rosters(self) -> dict[str, tuple[str | None, list[RosterEntry]]]:
+        """Every stored roster, for the service's start.
+
+        Returns:
+            By profile name, each profile that has a roster version or contacts stored:
+            its version (None when it has none) and its contacts, sorted by JID.
+        """
+        async with self.transaction("load_rosters") as session:
+            versions = await session.execute(
+                select(Profile.name, Roster.version).join(Profile, Roster.profile_id == Profile.id)
+            )
+            found: dict[str, tuple[str | None, list[RosterEntry]]] = {
+                name: (version, []) for name, version in versions
+            }
+            items = await session.execute(
+                select(Profile.name, RosterItem).join(Profile, RosterItem.profile_id == Profile.id)
+            )
+            for name, row in items:
+                found.setdefault(name, (None, []))[1].append(_entry(row))
+            return {
+                name: (version, _sorted(entries))
+                for name, (version, entries) in sorted(found.items())
+            }
+
+    async def replace_roster(
+        self, profile: str, version: str | None, entries: Sequence[RosterEntry]
+    ) -> None:
+        """Store a whole roster as the server sent it, in one transaction.
+
+        Afterwards the profile's roster is exactly ``entries``: contacts not among them
+        are removed. Where two entries have the same JID, the last one is kept.
+
+        Args:
+            profile: the profile's name.
+            version: the roster's version, None when the server gave none (the stored
+                version is then cleared).
+            entries: every contact of the roster.
+
+        Raises:
+            RowNotFound: no profile has that name.
+            ValueError: an entry has an unknown subscription state or malformed groups.
+        """
+        wanted = {entry.jid: entry for entry in map(_normalised, entries)}
+        now = time.time()
+
+        async def work(session: AsyncSession) -> None:
+            profile_id = await _profile_id(session, profile)
+            await _set_version(session, profile_id, version)
+            rows = await session.scalars(
+                select(RosterItem).where(RosterItem.profile_id == profile_id)
+            )
+            stored = {row.jid: row for row in rows}
+            gone = [row.id for jid, row in stored.items() if jid not in wanted]
+            # Many rows a statement rather than one a row through the unit of work: a
+            # first roster of 5,000 contacts is stored in a quarter of the time.
+            for start in range(0, len(gone), _WRITE_CHUNK):
+                await session.execute(
+                    delete(RosterItem)
+                    .where(RosterItem.id.in_(gone[start : start + _WRITE_CHUNK]))
+                    .execution_options(synchronize_session=False)
+                )
+            new = [
+                _item_values(profile_id, entry, now)
+                for jid, entry in wanted.items()
+                if jid not in stored
+            ]
+            if new:
+                await session.execute(insert(RosterItem), new)
+            for jid, row in stored.items():
+                entry = wanted.get(jid)
+                if entry is not None:
+                    _update_item(row, entry, now)
+
+        await _once_more_on_conflict(self, "replace_roster", work)
+
+    async def upsert_contact(
+        self, profile: str, entry: RosterEntry, version: str | None = None
+    ) -> None:
+        """Store one contact, added or changed (a roster push).
+
+        Args:
+            profile: the profile's name.
+            entry: the contact as it is now.
+            version: the roster version the push carried; None leaves the stored version
+                as it is.
+
+        Raises:
+            RowNotFound: no profile has that name.
+            ValueError: the entry has an unknown subscription state or malformed groups.
+        """
+        entry = _normalised(entry)
+        now = time.time()
+
+        async def work(session: AsyncSession) -> None:
+            profile_id = await _profile_id(session, profile)
+            if version is not None:
+                await _set_version(session, profile_id, version)
+            row = await _find_item(session, profile_id, entry.jid)
+            if row is None:
+                session.add(RosterItem(**_item_values(profile_id, entry, now)))
+            else:
+                _update_item(row, entry, now)
+
+        await _once_more_on_conflict(self, "upsert_contact", work)
+
+    async def remove_contact(self, profile: str, jid: str, version: str | None = None) -> bool:
+        """Remove a contact from the roster (a push with ``subscription='remove'``).
+
+        Args:
+            profile: the profile's name.
+            jid: the contact's bare JID.
+            version: the roster version the push carried, stored even when the contact
+                was not there; None leaves the stored version as it is.
+
+        Returns:
+            True when the contact was in the roster.
+
+        Raises:
+            RowNotFound: no profile has that name.
+        """
+
+        async def work(session: AsyncSession) -> bool:
+            profile_id = await _profile_id(session, profile)
+            if version is not None:
+                await _set_version(session, profile_id, version)
+            result = await session.execute(
+                delete(RosterItem)
+                .where(RosterItem.profile_id == profile_id, RosterItem.jid == jid)
+                .execution_options(synchronize_session=False)
+            )
+            return affected_rows(result) > 0
+
+        return await _once_more_on_conflict(self, "remove_contact", work)
+
+    async def add_subscription_request(
+        self, profile: str, jid: str, message: str, received: float
+    ) -> bool:
+        """Store a request to see the profile's presence, until it is answered.
+
+        A request from a JID that already waits keeps its ``received`` time (it has been
+        waiting since then) and takes the new message.
+
+        Args:
+            profile: the profile's name.
+            jid: the requester's bare JID.
+            message: the requester's text, empty when none.
+            received: when the request arrived (seconds since the epoch).
+
+        Returns:
+            True when no request from that JID was waiting.
+
+        Raises:
+            RowNotFound: no profile has that name.
+        """
+
+        async def work(session: AsyncSession) -> bool:
+            profile_id = await _profile_id(session, profile)
+            row = await session.scalar(
+                select(SubscriptionRequest).where(
+                    SubscriptionRequest.profile_id == profile_id,
+                    SubscriptionRequest.jid == jid,
+                )
+            )
+            if row is not None:
+                row.message = message
+                return False
+            session.add(
+                SubscriptionRequest(
+                    profile_id=profile_id, jid=jid, message=message, received=received
+                )
+            )
+            return True
+
+        return await _once_more_on_conflict(self, "add_subscription_request", work)
+
+    async def list_subscription_requests(self, profile: str) -> list[SubscriptionRequestRecord]:
+        """The requests waiting for the profile's answer, oldest first.
+
+        Raises:
+            RowNotFound: no profile has that name.
+        """
+        async with self.transaction("list_subscription_requests") as session:
+            profile_id = await _profile_id(session, profile)
+            rows = await session.execute(
+                select(
+                    SubscriptionRequest.jid,
+                    SubscriptionRequest.message,
+                    SubscriptionRequest.received,
+                )
+                .where(SubscriptionRequest.profile_id == profile_id)
+                .order_by(SubscriptionRequest.received, SubscriptionRequest.id)
+            )
+            return [
+                SubscriptionRequestRecord(jid=jid, message=message, received=received)
+                for jid, message, received in rows
+            ]
+
+    async def delete_subscription_request(self, profile: str, jid: str) -> bool:
+        """Forget a request, once answered (or withdrawn).
+
+        Returns:
+            True when a request from that JID was waiting.
+
+        Raises:
+            RowNotFound: no profile has that name.
+        """
+        async with self.transaction("delete_subscription_request") as session:
+            profile_id = await _profile_id(session, profile)
+            result = await session.execute(
+                delete(SubscriptionRequest)
+                .where(
+                    SubscriptionRequest.profile_id == profile_id,
+                    SubscriptionRequest.jid == jid,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            return affected_rows(result) > 0
+
+
+@stores_complete_on_cancel
+class CacheSubscriptionStore(Store):
+    """The pubsub subscriptions the cache made for itself, to keep nodes current."""
+
+    async def record_subscription(self, profile: str, service: str, node: str, subid: str) -> None:
+        """Record that the cache subscribed ``profile`` to a node.
+
+        A subscription already recorded for that node takes the new ``subid`` and keeps
+        its ``created`` time.
+
+        Args:
+            profile: the profile's name.
+            service: the pubsub service's JID.
+            node: the node's name.
+            subid: the server's subscription id, empty when it gave none.
+
+        Raises:
+            RowNotFound: no profile has that name.
+        """
+        now = time.time()
+
+        async def work(session: AsyncSession) -> None:
+            profile_id = await _profile_id(session, profile)
+            row = await session.scalar(
+                select(CacheSubscription).where(
+                    CacheSubscription.profile_id == profile_id,
+                    CacheSubscription.service == service,
+                    CacheSubscription.node == node,
+                )
+            )
+            if row is None:
+                session.add(
+                    CacheSubscription(
+                        profile_id=profile_id,
+                        service=service,
+                        node=node,
+                        subid=subid,
+                        created=now,
+                    )
+                )
+            else:
+                row.subid = subid
+
+        await _once_more_on_conflict(self, "record_subscription", work)
+
+    async def list_subscriptions(
+        self, profile: str | None = None, service: str | None = None, node: str | None = None
+    ) -> list[CacheSubscriptionRecord]:
+        """The cache's subscriptions, each filter applied when it is not None.
+
+        Args:
+            profile: only those of the profile with that name.
+            service: only those on that pubsub service.
+            node: only those to nodes of that name.
+
+        Returns:
+            The subscriptions, ordered by profile name, service and node.
+
+        Raises:
+            RowNotFound: no profile has that name.
+        """
+        query = (
+            select(CacheSubscription, Profile.name)
+            .join(Profile, CacheSubscription.profile_id == Profile.id)
+            .order_by(Profile.name, CacheSubscription.service, CacheSubscription.node)
+        )
+        if service is not None:
+            query = query.where(CacheSubscription.service == service)
+        if node is not None:
+            query = query.where(CacheSubscription.node == node)
+        async with self.transaction("list_subscriptions") as session:
+            profile_id = await self.profile_id(session, profile)
+            if profile_id is not None:
+                query = query.where(CacheSubscription.profile_id == profile_id)
+            rows = await session.execute(query)
+            return [
+                CacheSubscriptionRecord(
+                    profile=name,
+                    service=row.service,
+                    node=row.node,
+                    subid=row.subid,
+                    created=row.created,
+                )
+                for row, name in rows
+            ]
+
+    async def forget_subscription(self, profile: str, service: str, node: str) -> bool:
+        """Forget a subscription of the cache (once it unsubscribed, or learnt it is gone).
+
+        Returns:
+            True when it was recorded.
+
+        Raises:
+            RowNotFound: no profile has that name.
+        """
+        async with self.transaction("forget_subscription") as session:
+            profile_id = await _profile_id(session, profile)
+            result = await session.execute(
+                delete(CacheSubscription)
+                .where(
+                    CacheSubscription.profile_id == profile_id,
+                    CacheSubscription.service == service,
+                    CacheSubscription.node == node,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            return affected_rows(result) > 0
