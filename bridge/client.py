@@ -8,6 +8,8 @@ the :class:`RoostDBusError` subclass of its name (``NotFoundError`` for
     await client.create_profile("work", "me@example.org", "secret", {"port": 5222})
     print(await client.list_profiles())
     client.on_param_changed(lambda profile, category, name, value: print(name, value))
+    await client.add_contact("work", "friend@example.org", name="Friend", groups=["Pals"])
+    print(await client.list_contacts("work"))
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dbus_fast.aio import MessageBus
 from roost.bridge.bus_writer import tolerate_full_send_buffer
 from roost.bridge.constants import (
     BUS_NAME,
+    CONTACTS_INTERFACE,
     DAEMON_INTERFACE,
     ERROR_PREFIX,
     ERROR_XMPP_PREFIX,
@@ -30,6 +33,7 @@ from roost.bridge.constants import (
     STORAGE_INTERFACE,
 )
 from roost.bridge.pubsub_client import PubsubCalls
+from roost.bridge.variants import plain
 
 
 class RoostDBusError(Exception):
@@ -225,6 +229,45 @@ class RoostClient(PubsubCalls):
         """``DeleteValue``."""
         await self.call(STORAGE_INTERFACE, "DeleteValue", "sss", [profile, namespace, key])
 
+    # org.roost.Backend1.Contacts
+
+    async def list_contacts(self, profile: str = "") -> list[dict[str, Any]]:
+        """``List``: each contact as a plain dictionary (``jid``, ``name``, ``groups``,
+        ``subscription``, ``pending_out``, ``pending_in``)."""
+        return list(plain((await self.call(CONTACTS_INTERFACE, "List", "s", [profile]))[0]))
+
+    async def list_subscription_requests(self, profile: str = "") -> list[dict[str, Any]]:
+        """``ListRequests``: the requests waiting for an answer (``jid``, ``message``,
+        ``received``), oldest first."""
+        body = await self.call(CONTACTS_INTERFACE, "ListRequests", "s", [profile])
+        return list(plain(body[0]))
+
+    async def add_contact(
+        self,
+        profile: str,
+        jid: str,
+        *,
+        name: str | None = None,
+        groups: Sequence[str] | None = None,
+        subscribe: bool = True,
+    ) -> None:
+        """``Add``: add ``jid`` (or change its name and groups); unless ``subscribe`` is
+        false, also ask for its presence."""
+        options: dict[str, Variant] = {"subscribe": Variant("b", subscribe)}
+        if name is not None:
+            options["name"] = Variant("s", name)
+        if groups is not None:
+            options["groups"] = Variant("as", list(groups))
+        await self.call(CONTACTS_INTERFACE, "Add", "ssa{sv}", [profile, jid, options])
+
+    async def remove_contact(self, profile: str, jid: str) -> None:
+        """``Remove``."""
+        await self.call(CONTACTS_INTERFACE, "Remove", "ss", [profile, jid])
+
+    async def authorize(self, profile: str, jid: str, accept: bool) -> None:
+        """``Authorize``: approve (``accept``) or refuse ``jid``'s subscription request."""
+        await self.call(CONTACTS_INTERFACE, "Authorize", "ssb", [profile, jid, accept])
+
     # Signals
 
     async def subscribe(
@@ -280,6 +323,23 @@ class RoostClient(PubsubCalls):
     async def on_disconnected(self, callback: Callable[[str, str], None]) -> Callable[[], None]:
         """``Disconnected(name, reason)``."""
         return await self.subscribe(PROFILES_INTERFACE, "Disconnected", callback)
+
+    async def on_contact_changed(
+        self, callback: Callable[[str, dict[str, Any]], None]
+    ) -> Callable[[], None]:
+        """``ContactChanged(profile, contact)``, the contact as a plain dictionary (with
+        ``removed``)."""
+
+        def relay(profile: str, contact: dict[str, Variant]) -> None:
+            callback(profile, plain(contact))
+
+        return await self.subscribe(CONTACTS_INTERFACE, "ContactChanged", relay)
+
+    async def on_subscription_request(
+        self, callback: Callable[[str, str], None]
+    ) -> Callable[[], None]:
+        """``SubscriptionRequest(profile, jid)``."""
+        return await self.subscribe(CONTACTS_INTERFACE, "SubscriptionRequest", callback)
 
     async def on_default_changed(self, callback: Callable[[str], None]) -> Callable[[], None]:
         """The ``Default`` property changed (PropertiesChanged on Profiles)."""

@@ -16,6 +16,7 @@ PROFILES_INTERFACE: Final = "org.roost.Backend1.Profiles"
 STORAGE_INTERFACE: Final = "org.roost.Backend1.Storage"
 PUBSUB_INTERFACE: Final = "org.roost.Backend1.Pubsub"
 CACHE_INTERFACE: Final = "org.roost.Backend1.Cache"
+CONTACTS_INTERFACE: Final = "org.roost.Backend1.Contacts"
 
 ERROR_PREFIX: Final = "org.roost.Backend1.Error."
 ERROR_INVALID_ARGUMENT: Final = ERROR_PREFIX + "InvalidArgument"

@@ -20,6 +20,7 @@ from roost.bridge.bus_writer import tolerate_full_send_buffer
 from roost.bridge.constants import BUS_NAME, OBJECT_PATH
 from roost.bridge.interfaces.base import RoostInterface
 from roost.bridge.interfaces.cache import CacheInterface
+from roost.bridge.interfaces.contacts import ContactsInterface
 from roost.bridge.interfaces.daemon import DaemonInterface
 from roost.bridge.interfaces.profiles import ProfilesInterface
 from roost.bridge.interfaces.pubsub import PubsubInterface
@@ -35,6 +36,7 @@ INTERFACES: list[Callable[[Backend], RoostInterface]] = [
     StorageInterface,
     PubsubInterface,
     CacheInterface,
+    ContactsInterface,
 ]
 """Every interface exported on :data:`OBJECT_PATH`, each built from the Backend."""
 

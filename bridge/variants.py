@@ -54,6 +54,13 @@ RECORD_SIGNATURES: dict[str, str] = {
     "jid": "s",
     "subid": "s",
     "subscription": "s",
+    # contacts (Contacts.List, ContactChanged) and subscription requests (ListRequests)
+    "groups": "as",
+    "pending_out": "b",
+    "pending_in": "b",
+    "removed": "b",
+    "message": "s",
+    "received": "d",
 }
 
 
@@ -79,6 +86,8 @@ def to_record(values: Mapping[str, Any]) -> dict[str, Variant]:
             value = float(value)
         elif signature == "u":
             value = int(value)
+        elif signature == "b":
+            value = bool(value)
         elif signature == "s":
             value = str(value)
         elif signature == "as":

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from roost.bridge.client import RoostClient, RoostDBusError
 from roost.bridge.constants import (
     CACHE_INTERFACE,
+    CONTACTS_INTERFACE,
     ERROR_INTERNAL,
     ERROR_PREFIX,
     PROFILES_INTERFACE,
@@ -72,6 +73,9 @@ records = st.dictionaries(
                 "pubsub#max_items",
                 "subid",
                 "notify",
+                "name",
+                "groups",
+                "subscribe",
             ]
         ),
         dbus_text,
@@ -158,6 +162,11 @@ CALLS: list[tuple[str, str, str, st.SearchStrategy[list[Any]]]] = [
     (CACHE_INTERFACE, "Purge", "a{sv}", st.tuples(records)),
     (CACHE_INTERFACE, "Reset", "", st.tuples()),
     (CACHE_INTERFACE, "ListAnalysers", "", st.tuples()),
+    (CONTACTS_INTERFACE, "List", "s", st.tuples(names)),
+    (CONTACTS_INTERFACE, "ListRequests", "s", st.tuples(names)),
+    (CONTACTS_INTERFACE, "Add", "ssa{sv}", st.tuples(names, jids, records)),
+    (CONTACTS_INTERFACE, "Remove", "ss", st.tuples(names, jids)),
+    (CONTACTS_INTERFACE, "Authorize", "ssb", st.tuples(names, jids, st.booleans())),
 ]
 
 calls = st.sampled_from(CALLS).flatmap(
@@ -170,7 +179,13 @@ def snapshot(database: Any) -> Any:
     with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
         return [
             sorted(db.execute(f"SELECT * FROM {table}").fetchall(), key=repr)
-            for table in ("profiles", "params", "kv_store")
+            for table in (
+                "profiles",
+                "params",
+                "kv_store",
+                "roster_items",
+                "subscription_requests",
+            )
         ]
 
 
