@@ -16,6 +16,7 @@ from roost.service.cache.analysers import AnalyserRegistry
 from roost.service.cache.cache import PubsubCache
 from roost.service.cache.source import XmppSyncSource
 from roost.service.config import Config
+from roost.service.contacts import ContactsService
 from roost.service.errors import NotConnected
 from roost.service.events import EventHub
 from roost.service.profiles import ProfileService
@@ -63,6 +64,7 @@ class Backend:
         settings: parameters and the key/value store.
         sessions: the XMPP session manager (None only for a backend built without XMPP).
         pubsub: pubsub operations and the cache, as frontends call them.
+        contacts: each profile's roster and presence subscription requests.
     """
 
     def __init__(
@@ -80,19 +82,23 @@ class Backend:
         self.settings = SettingsService(db, self.events, self.profiles)
         manager = SessionManager(self._credentials, self.events)
         self.sessions = sessions if sessions is not None else manager
+        self.contacts = ContactsService(db, self.events, self.profiles, manager)
         registry = AnalyserRegistry()
         registry.load_entry_points()
         registry.load_config_rules(self.config.cache_rules)
         pubsub = PubsubService(manager, self.events, accounts=self._account_jid)
         self.cache = PubsubCache(
             db,
-            XmppSyncSource(pubsub, manager),
+            XmppSyncSource(pubsub, manager, self.contacts),
             self.events,
             registry,
             max_items_per_node=self.config.max_items_per_node,
+            prefetch=self.config.prefetch,
+            prefetch_max_nodes=self.config.prefetch_max_nodes,
         )
         pubsub.cache = self.cache
         self.profiles.on_deleted.append(self.cache.forget_profile)
+        self.profiles.on_deleted.append(self.contacts.forget_profile)
         self.pubsub = PubsubAccess(self.profiles, pubsub, self.cache)
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -120,6 +126,7 @@ class Backend:
         profiles marked ``autoconnect`` (in the background: a slow server must not hold
         up the daemon's start)."""
         await self.profiles.load()
+        await self.contacts.load()
         await self.cache.start()
         for record in await self.db.profiles.list_profiles():
             if record.options.get("autoconnect"):
@@ -138,6 +145,7 @@ class Backend:
         for task in self._background:
             task.cancel()
         await self.cache.close()
+        await self.contacts.close()
         if isinstance(self.sessions, SessionManager):
             await self.sessions.close()
         elif self.sessions is not None:
@@ -173,5 +181,10 @@ class Backend:
         """Close the profile's session if up, then delete it and all it owns."""
         name = await self.profiles.require(name)
         if self.sessions is not None and self.sessions.is_connected(name):
+            # While the session is up: what Roost subscribed to for the cache goes too.
+            try:
+                await self.cache.release_profile(name)
+            except Exception:
+                log.exception("removing the cache's subscriptions of %r failed", name)
             await self.sessions.disconnect(name)
         await self.profiles.delete(name)

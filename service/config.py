@@ -14,6 +14,8 @@ defaults to ``$XDG_CONFIG_HOME/roost/roost.toml``. A malformed file raises
 
     [cache]
     max_items_per_node = 5000
+    prefetch = true            # contacts' nodes an analyser marks prefetch, synced at login
+    prefetch_max_nodes = 200   # at most this many per profile and run of the daemon
     [[cache.rules]]
     name = "events"
     node = "urn:xmpp:events:0"
@@ -36,6 +38,7 @@ from roost.service.errors import InvalidArgument
 
 APP_NAME = "roost"
 DEFAULT_MAX_ITEMS_PER_NODE = 5000
+DEFAULT_PREFETCH_MAX_NODES = 200
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
@@ -55,6 +58,8 @@ class Config:
     database_url: str | None = None
     log_level: str = "info"
     max_items_per_node: int = DEFAULT_MAX_ITEMS_PER_NODE
+    prefetch: bool = True
+    prefetch_max_nodes: int = DEFAULT_PREFETCH_MAX_NODES
     cache_rules: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -123,10 +128,18 @@ def _parse(path: Path, data: dict[str, Any]) -> Config:
         raise ConfigError(f"{path}: [logging] level must be one of {', '.join(LOG_LEVELS)}")
 
     cache = _table(path, data, "cache")
-    _check_keys(path, "cache", cache, {"max_items_per_node", "rules"})
+    _check_keys(
+        path, "cache", cache, {"max_items_per_node", "rules", "prefetch", "prefetch_max_nodes"}
+    )
     max_items = cache.get("max_items_per_node", DEFAULT_MAX_ITEMS_PER_NODE)
     if isinstance(max_items, bool) or not isinstance(max_items, int) or max_items < 1:
         raise ConfigError(f"{path}: [cache] max_items_per_node must be a positive integer")
+    prefetch = cache.get("prefetch", True)
+    if not isinstance(prefetch, bool):
+        raise ConfigError(f"{path}: [cache] prefetch must be true or false")
+    prefetch_max = cache.get("prefetch_max_nodes", DEFAULT_PREFETCH_MAX_NODES)
+    if isinstance(prefetch_max, bool) or not isinstance(prefetch_max, int) or prefetch_max < 0:
+        raise ConfigError(f"{path}: [cache] prefetch_max_nodes must be a number, 0 or more")
     rules = cache.get("rules", [])
     if not isinstance(rules, list) or not all(isinstance(rule, dict) for rule in rules):
         raise ConfigError(f"{path}: [cache] rules must be an array of tables ([[cache.rules]])")
@@ -141,5 +154,7 @@ def _parse(path: Path, data: dict[str, Any]) -> Config:
         database_url=url,
         log_level=level.lower(),
         max_items_per_node=max_items,
+        prefetch=prefetch,
+        prefetch_max_nodes=prefetch_max,
         cache_rules=[dict(rule) for rule in rules],
     )

@@ -86,6 +86,25 @@ class SyncProgress:
     total: int
 
 
+@dataclass(frozen=True)
+class ContactChanged:
+    """A roster entry of ``profile`` changed; ``contact`` is the record Contacts.List
+    gives (``jid``, ``name``, ``groups``, ``subscription``, ``pending_out``,
+    ``pending_in``) with ``removed`` true when the contact left the roster."""
+
+    profile: str
+    contact: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SubscriptionRequested:
+    """``jid`` asks to see ``profile``'s presence; it waits for an answer (Authorize)."""
+
+    profile: str
+    jid: str
+    message: str = ""
+
+
 Event = (
     ProfileConnected
     | ProfileDisconnected
@@ -94,6 +113,8 @@ Event = (
     | ItemsEvent
     | SyncStateChanged
     | SyncProgress
+    | ContactChanged
+    | SubscriptionRequested
 )
 Listener = Callable[[Event], None]
 

@@ -154,9 +154,15 @@ class PubsubAccess:
     async def subscribe(
         self, profile: str, service: str, node: str, options: Mapping[str, Any]
     ) -> str:
-        """Subscribe the profile's bare JID; returns the subscription id."""
+        """Subscribe the profile's bare JID; returns the subscription id.
+
+        The subscription is the person's: should the cache have subscribed to the node
+        for its own purposes, it will no longer remove that subscription.
+        """
         target = await self._target(profile, service, node)
-        return await self.pubsub.subscribe(*target, _form(options))
+        subid = await self.pubsub.subscribe(*target, _form(options))
+        await self.cache.user_subscribed(*await self._cache_key(target))
+        return subid
 
     async def unsubscribe(
         self, profile: str, service: str, node: str, options: Mapping[str, Any]
@@ -169,7 +175,9 @@ class PubsubAccess:
             )
         if not isinstance(options.get("subid", ""), str):
             raise InvalidArgument("the subid option must be a string")
-        await self.pubsub.unsubscribe(*await self._target(profile, service, node), options)
+        target = await self._target(profile, service, node)
+        await self.pubsub.unsubscribe(*target, options)
+        await self.cache.user_unsubscribed(*await self._cache_key(target))
 
     async def get_subscriptions(
         self, profile: str, service: str, node: str
@@ -211,6 +219,11 @@ class PubsubAccess:
     def list_analysers(self) -> list[dict[str, Any]]:
         """The analysers in the order they are consulted."""
         return self.cache.list_analysers()
+
+    async def _cache_key(self, target: tuple[str, str, str]) -> tuple[str, str, str]:
+        """The node as the cache names it: the own PEP service by the account's JID."""
+        profile, service, node = target
+        return profile, service or await self._own_service(profile), node
 
     async def _own_service(self, profile: str) -> str:
         """The profile's own PEP service: its bare JID."""

@@ -87,7 +87,9 @@ class Analyser:
     it), ``parser`` (payload element → JSON-able dict, stored as the item's parsed data),
     ``indexed_keys`` (parsed keys worth a database index, e.g. ``("published_ts",)``),
     ``refresh_interval`` (seconds: refresh a node periodically when it cannot be kept
-    current by events; ``None`` means such a node is not cached).
+    current by events; ``None`` means such a node is not cached), ``prefetch`` (a
+    contact's node of this kind, learnt from the notifications the server sends at login,
+    is synchronised before anyone reads it; only with ``to_sync``).
     """
 
     name: str
@@ -101,6 +103,7 @@ class Analyser:
     parser: Parser | None = None
     indexed_keys: tuple[str, ...] = ()
     refresh_interval: float | None = None
+    prefetch: bool = False
 
     def __post_init__(self) -> None:
         problem = _analyser_problem(self)
@@ -296,9 +299,9 @@ class AnalyserRegistry:
         """Replace the configuration's analysers with ``rules`` (``[[cache.rules]]`` tables).
 
         A rule holds ``name`` (required), ``node`` or ``node_prefix``, ``namespace``,
-        ``type``, ``subtype``, ``to_sync`` (default false) and ``refresh_interval``
-        (seconds). Every rule is checked before any is registered, so a bad file
-        changes nothing.
+        ``type``, ``subtype``, ``to_sync`` (default false), ``refresh_interval``
+        (seconds) and ``prefetch`` (default false). Every rule is checked before any is
+        registered, so a bad file changes nothing.
 
         Raises:
             InvalidArgument: a rule is malformed; the message gives its index (from 0),
@@ -329,8 +332,8 @@ class AnalyserRegistry:
 
         Keys: ``name``, ``node``, ``node_prefix``, ``namespace``, ``type``, ``subtype``
         (strings, empty when unset), ``to_sync``, ``has_parser``, ``has_match`` (bools),
-        ``indexed_keys`` (strings), ``refresh_interval`` (seconds, 0 when unset) and
-        ``source`` (``builtin``, ``plugin`` or ``config``).
+        ``indexed_keys`` (strings), ``refresh_interval`` (seconds, 0 when unset),
+        ``prefetch`` (bool) and ``source`` (``builtin``, ``plugin`` or ``config``).
         """
         return [
             {
@@ -345,6 +348,7 @@ class AnalyserRegistry:
                 "has_match": e.analyser.match is not None,
                 "indexed_keys": list(e.analyser.indexed_keys),
                 "refresh_interval": float(e.analyser.refresh_interval or 0.0),
+                "prefetch": e.analyser.prefetch,
                 "source": e.source,
             }
             for e in self._entries
@@ -363,6 +367,7 @@ def builtin_analysers() -> list[Analyser]:
             to_sync=True,
             parser=parse_microblog_entry,
             indexed_keys=indexed,
+            prefetch=True,
         ),
         Analyser(
             name="microblog_comments",
@@ -403,6 +408,7 @@ _RULE_KEYS = {
     "subtype",
     "to_sync",
     "refresh_interval",
+    "prefetch",
 }
 _RULE_STRINGS = ("name", "node", "node_prefix", "namespace", "type", "subtype")
 
@@ -430,6 +436,9 @@ def _rule_to_analyser(index: int, rule: Mapping[str, Any]) -> Analyser:
     to_sync = rule.get("to_sync", False)
     if not isinstance(to_sync, bool):
         raise InvalidArgument(f"{label}: to_sync must be true or false, not {to_sync!r}")
+    prefetch = rule.get("prefetch", False)
+    if not isinstance(prefetch, bool):
+        raise InvalidArgument(f"{label}: prefetch must be true or false, not {prefetch!r}")
     try:
         return Analyser(
             name=rule["name"],
@@ -440,6 +449,7 @@ def _rule_to_analyser(index: int, rule: Mapping[str, Any]) -> Analyser:
             subtype=rule.get("subtype"),
             to_sync=to_sync,
             refresh_interval=rule.get("refresh_interval"),
+            prefetch=prefetch,
         )
     except InvalidArgument as exc:
         # Analyser's own check names the analyser; the user needs the rule's index.

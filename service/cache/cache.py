@@ -27,12 +27,15 @@ from typing import Any
 
 from roost.service.cache.analysers import Analyser, AnalyserRegistry, AnalysisContext
 from roost.service.cache.offline import answer_offline, record_current_until
+from roost.service.cache.prefetch import Prefetcher
 from roost.service.cache.reads import answer_from_store, item_from_record
 from roost.service.cache.source import SyncSource, is_pep_service
 from roost.service.cache.stored_form import payload_namespaces, stored_form
+from roost.service.cache.subscriptions import CacheSubscriptions
 from roost.service.cache.sync import NodeSynchroniser, SyncResult
 from roost.service.errors import InvalidArgument, NotConnected
 from roost.service.events import (
+    ContactChanged,
     Event,
     EventHub,
     ItemsEvent,
@@ -74,6 +77,9 @@ class PubsubCache:
         registry: the analysers (built-ins, plugins and config rules loaded by the caller).
         max_items_per_node: how many items a node keeps; a request that needs older ones
             goes to the server.
+        prefetch: synchronise contacts' nodes learnt from login notifications (those
+            whose analyser says ``prefetch``) before anyone reads them.
+        prefetch_max_nodes: the most nodes prefetched per profile in one run.
     """
 
     def __init__(
@@ -84,6 +90,8 @@ class PubsubCache:
         registry: AnalyserRegistry | None = None,
         *,
         max_items_per_node: int = DEFAULT_MAX_ITEMS_PER_NODE,
+        prefetch: bool = True,
+        prefetch_max_nodes: int = 200,
     ) -> None:
         if max_items_per_node < 1:
             raise InvalidArgument("max_items_per_node must be at least 1")
@@ -92,6 +100,13 @@ class PubsubCache:
         self._events = events
         self.registry = registry or AnalyserRegistry()
         self._sync = NodeSynchroniser(db, source, max_items_per_node=max_items_per_node)
+        self.subscriptions = CacheSubscriptions(db, source)
+        self._prefetcher = Prefetcher(
+            self._sync_and_wait,
+            lambda: len(self._tasks),
+            enabled=prefetch,
+            max_nodes=prefetch_max_nodes,
+        )
         self._current: dict[NodeKey, NodeRecord] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._buffered: dict[int, list[ItemsEvent]] = {}
@@ -142,6 +157,7 @@ class PubsubCache:
         # current until now, whatever the cancellations then do to the node states.
         self._remember_current(list(self._current.values()), time.time())
         self._current.clear()
+        await self._prefetcher.close()
         await asyncio.gather(*self._recording, return_exceptions=True)
         tasks = [*self._tasks.values(), *self._background]
         for task in tasks:
@@ -234,12 +250,14 @@ class PubsubCache:
         """
         record = await self._db.nodes.get_node(event.profile, event.service, event.node)
         if record is None or not record.extra.get("analysed"):
-            if event.kind == "items" and event.items:
+            if event.kind == "items" and event.items and self._may_prefetch(event):
                 items = [_item(raw) for raw in event.items]
-                await self._analyse(event.profile, event.service, event.node, items)
+                await self._analyse(event.profile, event.service, event.node, items, event=True)
             return None
         if event.kind == "delete":
             await self._forget_node(record)
+            # A deleted node takes its subscriptions with it.
+            await self.subscriptions.forget(record.profile, record.service, record.name)
             return None
         rows = self._stored_rows(record, event)
         if record.id in self._tasks:
@@ -256,6 +274,16 @@ class PubsubCache:
             for raw, row in zip(event.items, rows, strict=True)
         ]
         return replace(event, items=records)
+
+    def _may_prefetch(self, event: ItemsEvent) -> bool:
+        """Whether an event may make the cache learn (and then sync) an unknown node: only
+        from the account itself or a contact whose presence it receives, as the
+        notifications sent at login are, and while the prefetch budget lasts."""
+        return (
+            self._prefetcher.allows(event.profile)
+            and is_pep_service(event.service)
+            and self._source.follows(event.profile, event.service)
+        )
 
     def _stored_rows(self, record: NodeRecord, event: ItemsEvent) -> list[ItemInput]:
         """The stored form of a publication's items (parsed once for cache and event)."""
@@ -408,15 +436,23 @@ class PubsubCache:
             types=lists["types"],
             older_than=None if older_than is None else float(older_than),
         )
-        if removed:
-            for record in await self._db.nodes.list_nodes():
-                if _purge_covers(record, lists) and record.sync_state == "completed":
-                    self._current.pop(_key(record), None)
-                    await self._set_state(record, "none", reason="items purged from the cache")
+        for record in await self._db.nodes.list_nodes():
+            if not _purge_covers(record, lists):
+                continue
+            if older_than is None:
+                # Every item went: the node leaves the cache, and the subscription Roost
+                # made for it leaves the server. Read again, it is analysed anew.
+                await self._forget_node(record)
+                await self.subscriptions.release(record.profile, record.service, record.name)
+            elif removed and record.sync_state == "completed":
+                self._current.pop(_key(record), None)
+                await self._set_state(record, "none", reason="items purged from the cache")
         return removed
 
     async def reset(self) -> None:
-        """Empty the cache: every node and item is forgotten."""
+        """Empty the cache: every node and item is forgotten, and the subscriptions Roost
+        made for the cache are removed from the servers (a profile offline now: at its
+        next connection)."""
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
@@ -431,24 +467,27 @@ class PubsubCache:
         self._held.clear()
         self._analysed.clear()
         await self._db.nodes.reset_all_nodes()
+        await self.subscriptions.release_all()
 
     # -- analysis -----------------------------------------------------------------------
 
     async def _analyse(
-        self, profile: str, service: str, node: str, items: list[PubsubItem]
+        self, profile: str, service: str, node: str, items: list[PubsubItem], *, event: bool = False
     ) -> None:
         key = (profile, service, node)
         if key in self._analysing:
             return
         self._analysing.add(key)
         try:
-            await self._analyse_once(profile, service, node, items)
+            await self._analyse_once(profile, service, node, items, event)
         finally:
             self._analysing.discard(key)
 
     async def _analyse_once(
-        self, profile: str, service: str, node: str, items: list[PubsubItem]
+        self, profile: str, service: str, node: str, items: list[PubsubItem], event: bool
     ) -> None:
+        """Analyse the node; ``event``: it was learnt from a notification, not a read,
+        and is kept only when its analyser prefetches (nothing is stored otherwise)."""
         record = await self._db.nodes.get_node(profile, service, node)
         if record is not None and record.extra.get("analysed"):
             self._analysed.add((profile, service, node))
@@ -461,6 +500,8 @@ class PubsubCache:
             is_pep=is_pep_service(service),
         )
         analyser = self.registry.match(context)
+        if event and not (analyser and analyser.to_sync and analyser.prefetch):
+            return
         if record is None:
             record = await self._db.nodes.get_or_create_node(profile, service, node)
         await self._db.nodes.set_analysis(
@@ -480,7 +521,10 @@ class PubsubCache:
                 await self._db.items.ensure_parsed_key_index(key)
                 self._indexed.add(key)
         if to_sync and self._source.is_connected(profile):
-            self._schedule(record.id, delay=0.0)
+            if event:
+                self._prefetcher.offer(profile, record.id)
+            else:
+                self._schedule(record.id, delay=0.0)
 
     def _analyser_of(self, record: NodeRecord) -> Analyser | None:
         return self.registry.get(record.analyser) if record.analyser else None
@@ -514,7 +558,20 @@ class PubsubCache:
             return
         task = asyncio.create_task(self._run_sync(node_id), name=f"sync node {node_id}")
         self._tasks[node_id] = task
-        task.add_done_callback(lambda _t: self._tasks.pop(node_id, None))
+        task.add_done_callback(lambda _t: self._sync_ended(node_id))
+
+    def _sync_ended(self, node_id: int) -> None:
+        self._tasks.pop(node_id, None)
+        self._prefetcher.sync_ended()
+
+    async def _sync_and_wait(self, node_id: int) -> None:
+        """Start the node's sync (unless one runs) and return when it has ended."""
+        self._schedule(node_id, delay=0.0)
+        task = self._tasks.get(node_id)
+        if task is not None:
+            # wait(), not await: the prefetch worker being cancelled must not cancel the
+            # sync itself (close() does that).
+            await asyncio.wait({task})
 
     async def _run_sync(self, node_id: int) -> None:
         record = await self._db.nodes.get_node_by_id(node_id)
@@ -673,6 +730,7 @@ class PubsubCache:
 
     def forget_profile(self, profile: str) -> None:
         """Drop what is kept in memory of a deleted profile's nodes."""
+        self._prefetcher.forget_profile(profile)
         self._analysed = {key for key in self._analysed if key[0] != profile}
         for key in [key for key in self._current if key[0] == profile]:
             del self._current[key]
@@ -686,6 +744,7 @@ class PubsubCache:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         self._current.pop(_key(record), None)
+        self._replies_forget(_key(record))
         self._analysed.discard(_key(record))
         await self._db.nodes.delete_node(record.id)
         self._events.publish(SyncStateChanged(record.profile, record.service, record.name, "none"))
@@ -693,6 +752,8 @@ class PubsubCache:
     def _on_event(self, event: Event) -> None:
         if isinstance(event, ProfileConnected):
             self._spawn(self._resync_profile(event.profile))
+        elif isinstance(event, ContactChanged):
+            self._spawn(self._contact_changed(event.profile, event.contact))
         elif isinstance(event, ProfileDisconnected):
             moment = time.time()
             current = [self._current.pop(k) for k in list(self._current) if k[0] == event.profile]
@@ -730,10 +791,99 @@ class PubsubCache:
         task.add_done_callback(self._background.discard)
 
     async def _resync_profile(self, profile: str) -> None:
-        """After a connection: resynchronise every node of the profile that is cached."""
+        """After a connection: resynchronise every node of the profile that is cached, and
+        remove the subscriptions of nodes that left the cache while it was offline."""
+        wanted: set[tuple[str, str]] = set()
         for record in await self._db.nodes.list_nodes(profile=profile):
             if record.extra.get("to_sync"):
+                wanted.add((record.service, record.name))
                 self._schedule(record.id, delay=0.0)
+        await self.subscriptions.release_unused(profile, lambda s, n: (s, n) in wanted)
+        await self._probe_contacts(profile)
+
+    async def _probe_contacts(self, profile: str) -> None:
+        """Find the contacts' nodes to prefetch that no login notification announced.
+
+        Servers send the newest item of contacts' nodes at login only when they know
+        the client's capabilities by then: ejabberd learns them from a disco query after
+        the first presence, and sends nothing to local contacts (so a new Roost version
+        would prefetch nothing). Each contact whose presence the profile receives is
+        asked for the nodes prefetch analysers name, unless the node is known already.
+        """
+        names = [
+            a.node
+            for a in self.registry.analysers()
+            if a.prefetch and a.to_sync and a.node is not None
+        ]
+        if not names or not self._prefetcher.allows(profile):
+            return
+        known = {(r.service, r.name) for r in await self._db.nodes.list_nodes(profile=profile)}
+        for contact in self._source.followed_contacts(profile):
+            for node in names:
+                if (contact, node) in known or (profile, contact, node) in self._analysed:
+                    continue
+                if not self._prefetcher.allows(profile) or not self._source.is_connected(profile):
+                    return
+                items = await self._source.peek_items(profile, contact, node)
+                if items:
+                    await self._analyse(profile, contact, node, items, event=True)
+
+    async def _contact_changed(self, profile: str, contact: Mapping[str, Any]) -> None:
+        """Currency follows the roster: a contact whose presence the profile now receives
+        brings its PEP nodes' notifications (a node held back for lack of them is
+        synchronised); a contact lost takes them away (its nodes are no longer current
+        and are resynchronised, which finds another way to keep them current or marks
+        them ``no_sync``)."""
+        if not self._source.is_connected(profile):
+            return  # the resync at connection decides with the roster as it then is
+        jid = str(contact.get("jid", ""))
+        receives = not contact.get("removed") and contact.get("subscription") in ("to", "both")
+        for record in await self._db.nodes.list_nodes(profile=profile):
+            if record.service != jid or not record.extra.get("to_sync"):
+                continue
+            if receives and record.sync_state in ("no_sync", "error", "none"):
+                self._schedule(record.id, delay=0.0)
+            elif not receives and record.extra.get("kept_by") == "presence":
+                self._current.pop(_key(record), None)
+                self._replies_forget(_key(record))
+                log.info("%s/%s: %s no longer shares its presence; resync", jid, record.name, jid)
+                await self._set_state(
+                    record,
+                    "none",
+                    reason=f"{jid} no longer shares its presence with this account; resync pending",
+                )
+                self._schedule(record.id, delay=0.0)
+
+    def _replies_forget(self, key: NodeKey) -> None:
+        for reply_key in [k for k in self._replies if k[0] == key]:
+            _record, dropped = self._replies.pop(reply_key)
+            self._hot_items -= len(dropped.items)
+
+    # -- subscriptions the person makes -------------------------------------------------
+
+    async def user_subscribed(self, profile: str, service: str, node: str) -> None:
+        """The person subscribed to the node: a subscription the cache had made for it is
+        theirs from now on, and the cache will never remove it."""
+        await self.subscriptions.adopt(profile, service, node)
+
+    async def user_unsubscribed(self, profile: str, service: str, node: str) -> None:
+        """The person removed the account's subscription to the node: if it kept a cached
+        node current, that node is current no more and is resynchronised (which asks for
+        a subscription of the cache's own, or marks it ``no_sync``)."""
+        await self.subscriptions.forget(profile, service, node)
+        record = await self._db.nodes.get_node(profile, service, node)
+        if record is None or record.extra.get("kept_by") != "subscription":
+            return
+        self._current.pop(_key(record), None)
+        self._replies_forget(_key(record))
+        await self._set_state(record, "none", reason="unsubscribed on request; resync pending")
+        if record.extra.get("to_sync"):
+            self._schedule(record.id, delay=0.0)
+
+    async def release_profile(self, profile: str) -> None:
+        """The profile is about to be deleted: remove the subscriptions Roost made for the
+        cache from the servers while its session is still up."""
+        await self.subscriptions.release_all(profile)
 
 
 def item_from_record_parts(raw: Mapping[str, Any], parsed: Any) -> dict[str, Any]:

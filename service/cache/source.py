@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from slixmpp import JID
@@ -24,15 +24,43 @@ log = logging.getLogger(__name__)
 # How many item ids one by-id fetch asks for: servers accept long lists, but a reply of
 # a few hundred items stays well within stanza size limits.
 FETCH_BY_ID_BATCH = 100
+# Items read to analyse a node found by probing a contact (as a login notification would).
+PEEK_ITEMS = 1
 
 
 @dataclass(frozen=True)
 class Currency:
-    """Whether Roost will hear of every change to a node, and if not, why."""
+    """Whether Roost will hear of every change to a node, and if not, why.
+
+    Attributes:
+        current: every change will reach Roost.
+        subscribed: a subscription or PEP notifications bring the node's events.
+        reason: why the node is not current, for a person.
+        via: what keeps it current: ``own`` (the account's own PEP node), ``presence``
+            (a contact's PEP node, through the presence subscription), ``subscription``
+            (a pubsub subscription), empty when nothing does.
+        created_subid: set when Roost made a new subscription for the cache (the
+            subscription id, maybe empty): the cache owns it and removes it when the node
+            leaves the cache, even when the server left it pending.
+    """
 
     current: bool
     subscribed: bool
     reason: str = ""
+    via: str = ""
+    created_subid: str | None = None
+
+
+class RosterView(Protocol):
+    """What the cache needs of the roster."""
+
+    def presence_subscription(self, profile: str, jid: str) -> str:
+        """``none``, ``to``, ``from`` or ``both``: the profile's subscription to ``jid``."""
+        ...
+
+    def contacts_with_presence(self, profile: str) -> set[str]:
+        """The bare JIDs whose presence the profile receives (``to`` or ``both``)."""
+        ...
 
 
 class SyncSource(Protocol):
@@ -66,8 +94,27 @@ class SyncSource(Protocol):
         """How many items the server keeps in the node, None when unbounded or unknown."""
         ...
 
+    async def peek_items(self, profile: str, service: str, node: str) -> list[PubsubItem] | None:
+        """The node's newest few items, enough to analyse it; None when the node cannot be
+        read (absent, forbidden)."""
+        ...
+
+    def followed_contacts(self, profile: str) -> list[str]:
+        """The bare JIDs of the contacts whose presence (and PEP notifications) the
+        profile receives."""
+        ...
+
+    async def release_subscription(self, profile: str, service: str, node: str, subid: str) -> None:
+        """Remove a subscription Roost made for the cache (gone already: no error)."""
+        ...
+
     def is_connected(self, profile: str) -> bool:
         """Whether the profile's session is up."""
+        ...
+
+    def follows(self, profile: str, service: str) -> bool:
+        """Whether the profile chose to hear from ``service``: its own account, or a
+        contact whose presence (and so PEP notifications) it receives."""
         ...
 
 
@@ -80,9 +127,12 @@ def is_pep_service(service: str) -> bool:
 class XmppSyncSource:
     """:class:`SyncSource` over Roost's pubsub service and XMPP sessions."""
 
-    def __init__(self, pubsub: PubsubService, sessions: SessionManager) -> None:
+    def __init__(
+        self, pubsub: PubsubService, sessions: SessionManager, roster: RosterView | None = None
+    ) -> None:
         self._pubsub = pubsub
         self._sessions = sessions
+        self._roster = roster
 
     def fetch_all_items(
         self, profile: str, service: str, node: str, page_size: int
@@ -114,47 +164,102 @@ class XmppSyncSource:
         """See :meth:`SyncSource.keep_current`.
 
         Own PEP node: ``+notify`` for it is enough. A contact's PEP node: notifications
-        come only with a presence subscription to the contact. A pubsub component: an
-        existing subscription of the account, else a new one.
+        come with a presence subscription to the contact (``to`` or ``both`` in the
+        roster). Anything else (a pubsub component, a non-contact's PEP node): an
+        existing subscription of the account, else a new one; a subscription left
+        ``pending`` (or refused) does not keep the node current.
         """
         client = self._sessions.client(profile)
         own = client.boundjid.bare
         if is_pep_service(service):
             client.add_notify(node)
-            if JID(service).bare == own:
-                return Currency(current=True, subscribed=True)
-            roster_item = client.client_roster[JID(service).bare]
-            if roster_item["subscription"] in ("to", "both"):
-                return Currency(current=True, subscribed=True)
-            return Currency(
-                current=False,
-                subscribed=False,
-                reason=(
-                    f"no presence subscription to {service}: its PEP notifications "
-                    "cannot reach this account"
-                ),
-            )
+            bare = JID(service).bare
+            if bare == own:
+                return Currency(current=True, subscribed=True, via="own")
+            if self._presence_subscription(profile, bare) in ("to", "both"):
+                return Currency(current=True, subscribed=True, via="presence")
+            currency = await self._pubsub_subscription(profile, service, node, own)
+            if not currency.current:
+                # Both ways are closed: say what would open one.
+                reason = (
+                    f"no presence subscription to {bare} (its PEP notifications cannot "
+                    f"reach this account) and {currency.reason}"
+                )
+                return replace(currency, reason=reason)
+            return currency
+        return await self._pubsub_subscription(profile, service, node, own)
+
+    def _presence_subscription(self, profile: str, jid: str) -> str:
+        if self._roster is not None:
+            return self._roster.presence_subscription(profile, jid)
+        item = self._sessions.client(profile).client_roster[jid]
+        return str(item["subscription"])
+
+    async def _pubsub_subscription(
+        self, profile: str, service: str, node: str, own: str
+    ) -> Currency:
         try:
             for sub in await self._pubsub.get_subscriptions(profile, service, node):
-                if JID(str(sub.get("jid", ""))).bare == own and sub.get(
-                    "subscription", "subscribed"
-                ) in ("subscribed", ""):
-                    return Currency(current=True, subscribed=True)
+                if JID(str(sub.get("jid", ""))).bare != own:
+                    continue
+                state = sub.get("subscription", "subscribed") or "subscribed"
+                if state == "subscribed":
+                    return Currency(current=True, subscribed=True, via="subscription")
+                if state == "pending":
+                    return Currency(
+                        current=False,
+                        subscribed=False,
+                        reason="the subscription to the node awaits its owner's approval",
+                    )
         except RoostError as exc:
             log.debug("%s/%s: subscriptions not listed (%s)", service, node, exc)
         try:
-            await self._pubsub.subscribe(profile, service, node, {})
+            subid, state = await self._pubsub.subscribe_with_state(profile, service, node)
         except XmppError as exc:
             return Currency(
-                current=False, subscribed=False, reason=f"the subscription was refused: {exc}"
+                current=False,
+                subscribed=False,
+                reason=f"the subscription to the node was refused ({exc.condition})",
             )
-        return Currency(current=True, subscribed=True)
+        if state != "subscribed":
+            return Currency(
+                current=False,
+                subscribed=False,
+                reason=f"the subscription to the node is {state}, not active",
+                created_subid=subid,
+            )
+        return Currency(current=True, subscribed=True, via="subscription", created_subid=subid)
+
+    async def release_subscription(self, profile: str, service: str, node: str, subid: str) -> None:
+        """See :meth:`SyncSource.release_subscription`."""
+        options = {"subid": subid} if subid else {}
+        try:
+            await self._pubsub.unsubscribe(profile, service, node, options)
+        except XmppError as exc:
+            # Already gone (the node deleted, the subscription removed by its owner).
+            if exc.condition not in ("item-not-found", "unexpected-request", "not-acceptable"):
+                raise
+            log.debug("%s/%s: the subscription was gone already (%s)", service, node, exc)
 
     async def newest_item_id(self, profile: str, service: str, node: str) -> str | None:
         """See :meth:`SyncSource.newest_item_id`."""
         request = ItemsRequest(max_items=1, use_cache=False)
         reply = await self._pubsub.get_items(profile, service, node, request)
         return reply.items[-1].id if reply.items else None
+
+    async def peek_items(self, profile: str, service: str, node: str) -> list[PubsubItem] | None:
+        """See :meth:`SyncSource.peek_items`."""
+        try:
+            return await self._pubsub.newest_items(profile, service, node, PEEK_ITEMS)
+        except XmppError as exc:
+            log.debug("%s/%s: not readable (%s)", service, node, exc.condition)
+            return None
+
+    def followed_contacts(self, profile: str) -> list[str]:
+        """See :meth:`SyncSource.followed_contacts`."""
+        if self._roster is None:
+            return []
+        return sorted(self._roster.contacts_with_presence(profile))
 
     async def node_max_items(self, profile: str, service: str, node: str) -> int | None:
         """See :meth:`SyncSource.node_max_items`.
@@ -177,3 +282,12 @@ class XmppSyncSource:
     def is_connected(self, profile: str) -> bool:
         """See :meth:`SyncSource.is_connected`."""
         return self._sessions.is_connected(profile)
+
+    def follows(self, profile: str, service: str) -> bool:
+        """See :meth:`SyncSource.follows`."""
+        if not self._sessions.is_connected(profile):
+            return False
+        bare = JID(service).bare
+        if bare == self._sessions.client(profile).boundjid.bare:
+            return True
+        return self._presence_subscription(profile, bare) in ("to", "both")

@@ -85,6 +85,12 @@ class NodeSynchroniser:
             nothing is fetched.
         """
         currency = await self._source.keep_current(node.profile, node.service, node.name)
+        if currency.created_subid is not None:
+            # Recorded even when left pending: Roost asked for it, Roost removes it.
+            await self._db.cache_subscriptions.record_subscription(
+                node.profile, node.service, node.name, currency.created_subid
+            )
+        await self._db.nodes.update_extra(node.id, {"kept_by": currency.via})
         if not currency.current and not allow_without_events:
             return SyncResult(currency=currency)
         await self._db.nodes.set_subscribed(node.id, currency.subscribed)

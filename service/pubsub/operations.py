@@ -103,6 +103,16 @@ class PubsubService:
             )
         return reply
 
+    async def newest_items(
+        self, profile: str, service: str, node: str, count: int
+    ) -> list[PubsubItem]:
+        """The node's newest ``count`` items from the server, for the cache's own use: the
+        cache is neither asked nor told (no analysis follows)."""
+        client = self._client(profile)
+        request = ItemsRequest(max_items=count, use_cache=False)
+        reply = await self._query.get_items(client, self._service(client, service), node, request)
+        return reply.items
+
     async def fetch_all_items(
         self, profile: str, service: str, node: str, page_size: int = FETCH_PAGE_SIZE
     ) -> AsyncIterator[list[PubsubItem]]:
@@ -279,6 +289,14 @@ class PubsubService:
     ) -> str:
         """Subscribe the profile's bare JID to ``node``; returns the subscription id
         (empty when the server gives none). ``options`` become subscribe options."""
+        subid, _state = await self.subscribe_with_state(profile, service, node, options)
+        return subid
+
+    async def subscribe_with_state(
+        self, profile: str, service: str, node: str, options: Mapping[str, Any] | None = None
+    ) -> tuple[str, str]:
+        """Subscribe as :meth:`subscribe` does; returns the subscription id and its state
+        (``subscribed``, ``pending`` awaiting the owner, ``unconfigured``)."""
         client = self._client(profile)
         body = p.pubsub()
         jid = str(client.boundjid.bare)
@@ -288,7 +306,10 @@ class PubsubService:
             holder.append(p.submit_form(p.SUBSCRIBE_OPTIONS_FORM, options))
         reply = await p.send_iq(client, "set", self._service(client, service), body)
         sub = reply.find(f"{{{p.NS_PUBSUB}}}pubsub/{{{p.NS_PUBSUB}}}subscription")
-        return (sub.get("subid") if sub is not None else None) or ""
+        if sub is None:
+            # XEP-0060 allows an empty result: the subscription is then active.
+            return "", "subscribed"
+        return sub.get("subid") or "", sub.get("subscription") or "subscribed"
 
     async def unsubscribe(
         self, profile: str, service: str, node: str, options: Mapping[str, Any] | None = None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,8 +64,20 @@ class ConnectionOptions:
         return cls(host=host, port=port, tls=tls, autoconnect=autoconnect)
 
 
+SessionStep = Callable[["RoostClient"], Awaitable[None]]
+
+# Fired once the session is set up (the steps done, the first presence sent): the
+# session manager counts a session as up from then on, not from slixmpp's session_start.
+SESSION_READY = "roost_session_ready"
+
+
 class RoostClient(ClientXMPP):
     """A ClientXMPP with Roost's plugins and connection policy.
+
+    ``session_steps`` run when a session starts, in order, before the first presence
+    leaves (the roster is read there, as RFC 6121 asks); then :data:`SESSION_READY` fires.
+    Presence subscription requests are neither approved nor refused here (slixmpp's
+    default approves them all): the contacts service answers them when the person does.
 
     Plain-text authentication is allowed only when the TLS mode is ``none`` (a loopback
     or otherwise trusted link); ``required`` and ``starttls`` never send credentials in
@@ -90,6 +102,9 @@ class RoostClient(ClientXMPP):
         self.register_plugin("xep_0115")
         self.register_plugin("xep_0163")
         self.register_plugin("xep_0199")
+        self.auto_authorize = None
+        self.auto_subscribe = False
+        self.session_steps: list[SessionStep] = []
         self._notify: set[str] = set()
         self._background: set[asyncio.Future[None]] = set()
         self.add_event_handler("session_start", self._on_session_start)
@@ -169,12 +184,20 @@ class RoostClient(ClientXMPP):
             self.send_presence()
 
     async def _on_session_start(self, _event: Any) -> None:
+        for step in self.session_steps:
+            try:
+                await step(self)
+            except Exception as exc:
+                # A step that fails (a roster request timing out) must not keep the
+                # session from coming up: the stored state serves meanwhile.
+                log.warning("%s: a session set-up step failed: %s", self.boundjid.bare, exc)
         # The caps hash must cover the +notify features before the first presence leaves,
         # or the server would not know this client wants PEP events.
         for namespace in self._notify:
             self.plugin["xep_0030"].add_feature(f"{namespace}+notify")
         await self.plugin["xep_0115"].update_caps(broadcast=False)
         self.send_presence()
+        self.event(SESSION_READY)
 
     async def _handle_stream_features(self, features: Any) -> bool | None:
         # slixmpp silently goes on in clear when STARTTLS is enabled but not offered;

@@ -17,7 +17,7 @@ from typing import Any
 
 from roost.service.errors import ConnectionFailed, NotConnected
 from roost.service.events import EventHub, ProfileConnected, ProfileDisconnected
-from roost.service.xmpp.client import ConnectionOptions, RoostClient
+from roost.service.xmpp.client import SESSION_READY, ConnectionOptions, RoostClient
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ class SessionManager:
         server = client.server_address() or (client.boundjid.domain, 5222)
         where = f"{server[0]}:{server[1]}"
         handlers: list[tuple[str, Callable[[Any], None]]] = [
-            ("session_start", lambda _e: settle(None)),
+            (SESSION_READY, lambda _e: settle(None)),
             ("failed_all_auth", lambda _e: settle("the server refused the JID or password")),
             ("no_auth", lambda _e: settle("the server offers no usable authentication")),
             (

@@ -63,6 +63,18 @@ class FlakySource:
     def is_connected(self, _profile: str) -> bool:
         return True
 
+    def follows(self, *_args: Any) -> bool:
+        return False
+
+    def followed_contacts(self, _profile: str) -> list[str]:
+        return []
+
+    async def peek_items(self, *_args: Any) -> list[PubsubItem] | None:
+        return None
+
+    async def release_subscription(self, *_args: Any) -> None:
+        return None
+
 
 @pytest.fixture
 async def db(tmp_path: Path) -> AsyncIterator[Database]:
