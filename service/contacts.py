@@ -187,6 +187,7 @@ class ContactsService:
         for group in groups:
             ET.SubElement(item, f"{{{NS_ROSTER}}}group").text = group
         await self._roster_set(client, item)
+        await self._settle(name, item)
         if subscribe:
             client.send_presence(pto=contact, ptype="subscribe")
 
@@ -203,9 +204,9 @@ class ContactsService:
         client = self._sessions.client(name)
         if contact not in self._roster(name).entries:
             raise NotFound(f"{contact} is not in the roster of {name!r}; List() gives it")
-        await self._roster_set(
-            client, ET.Element(f"{{{NS_ROSTER}}}item", jid=contact, subscription="remove")
-        )
+        item = ET.Element(f"{{{NS_ROSTER}}}item", jid=contact, subscription="remove")
+        await self._roster_set(client, item)
+        await self._settle(name, item)
 
     async def authorize(self, profile: str, jid: str, accept: bool) -> None:
         """Answer ``jid``'s request to see the profile's presence: ``accept`` approves
@@ -260,6 +261,35 @@ class ContactsService:
         query.append(item)
         await send_iq(client, "set", "", query)
 
+    async def _settle(self, profile: str, item: ET.Element) -> None:
+        """After a roster change Roost made: make the stored roster show it when the call
+        returns (read your writes), whether the server's push came before its answer
+        (handled by then, in order) or comes after it (applied here first; the push
+        then changes nothing)."""
+        lock = self._locks.setdefault(profile, asyncio.Lock())
+        async with lock:
+            roster = self._roster(profile)
+            jid = item.get("jid", "")
+            current = roster.entries.get(jid)
+            if item.get("subscription") == "remove":
+                if current is not None:
+                    await self._apply_items(profile, [item], None)
+                return
+            wanted = _entry(item)
+            if wanted is None:
+                return
+            if current is None or (current.name, current.groups) != (wanted.name, wanted.groups):
+                # Name and groups as set; the subscription as it was (none for a new one).
+                merged = ET.Element(
+                    item.tag,
+                    dict(item.attrib),
+                    subscription=current.subscription if current else "none",
+                )
+                if current is not None and current.pending_out:
+                    merged.set("ask", "subscribe")
+                merged.extend(list(item))
+                await self._apply_items(profile, [merged], None)
+
     async def _fetch_roster(self, profile: str, client: RoostClient) -> None:
         """Ask for the roster before the first presence: the stored version when the
         server does roster versioning, so that an unchanged roster costs nothing."""
@@ -300,10 +330,15 @@ class ContactsService:
         query = iq.xml.find(f"{{{NS_ROSTER}}}query")
         if query is None:
             return
-        version = query.get("ver") or None
+        await self._apply_items(profile, list(query), query.get("ver") or None)
+
+    async def _apply_items(
+        self, profile: str, items: builtins.list[ET.Element], version: str | None
+    ) -> None:
+        """Apply roster pushes' items to the stored roster, announcing each change."""
         roster = self._roster(profile)
         try:
-            for item in query:
+            for item in items:
                 jid = item.get("jid", "")
                 if item.get("subscription") == "remove":
                     bare = str(JID(jid).bare)

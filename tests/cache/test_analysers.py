@@ -55,6 +55,7 @@ def test_builtins_describe_themselves() -> None:
         "has_match": False,
         "indexed_keys": ["published_ts", "updated_ts", "author_jid", "title"],
         "refresh_interval": 0.0,
+        "prefetch": True,
         "source": "builtin",
     }
     comments = described["microblog_comments"]

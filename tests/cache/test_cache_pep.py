@@ -1,4 +1,5 @@
-"""The cache on PEP nodes: a contact's node that events cannot keep current."""
+"""The cache on PEP nodes that events cannot keep current: not cached, or refreshed
+periodically when a config rule says so."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import uuid
 import pytest
 
 from roost.service.cache.analysers import AnalyserRegistry
+from roost.service.cache.source import Currency, XmppSyncSource
 from roost.service.pubsub.model import ItemsRequest
 from tests.cache.test_cache_sync import Roost, entry, roost, wait_state
 from tests.fixtures.sessions import Recorder
@@ -29,20 +31,29 @@ async def open_blog(roost: Roost, server: XmppServer, count: int) -> str:
     return tag
 
 
-async def test_a_contacts_node_without_presence_subscription_is_not_cached(
+class RefusingSource(XmppSyncSource):
+    """The real source, on a server that refuses every subscription: neither test server
+    refuses one to an open node, which a non-contact may read."""
+
+    async def keep_current(self, profile: str, service: str, node: str) -> Currency:
+        return Currency(current=False, subscribed=False, reason="the subscription was refused")
+
+
+async def test_a_node_that_cannot_be_kept_current_is_not_cached(
     roost: Roost, xmpp_server: XmppServer, recorder: Recorder
 ) -> None:
-    await open_blog(roost, xmpp_server, 3)
-    alice = xmpp_server.jid("alice")
-    reply = await roost.pubsub.get_items("bob", alice, MICROBLOG, ItemsRequest())
-    assert not reply.from_cache and reply.items
-    await wait_state(recorder, MICROBLOG, "no_sync")
-    state = await roost.cache.get_node_state("bob", alice, MICROBLOG)
-    assert state["state"] == "no_sync" and not state["current"]
-    assert "presence subscription" in state["reason"]
-    assert state["analyser"] == "microblog"
-    again = await roost.pubsub.get_items("bob", alice, MICROBLOG, ItemsRequest())
-    assert not again.from_cache
+    async with roost.restarted_cache(source=RefusingSource(roost.pubsub, roost.sessions)) as cache:
+        await open_blog(roost, xmpp_server, 3)
+        alice = xmpp_server.jid("alice")
+        reply = await roost.pubsub.get_items("bob", alice, MICROBLOG, ItemsRequest())
+        assert not reply.from_cache and reply.items
+        await wait_state(recorder, MICROBLOG, "no_sync")
+        state = await cache.get_node_state("bob", alice, MICROBLOG)
+        assert state["state"] == "no_sync" and not state["current"]
+        assert "refused" in state["reason"]
+        assert state["analyser"] == "microblog"
+        again = await roost.pubsub.get_items("bob", alice, MICROBLOG, ItemsRequest())
+        assert not again.from_cache
 
 
 async def test_a_config_rule_opts_such_a_node_into_periodic_refresh(
@@ -62,7 +73,8 @@ async def test_a_config_rule_opts_such_a_node_into_periodic_refresh(
             }
         ]
     )
-    async with roost.restarted_cache(registry=registry) as cache:
+    refusing = RefusingSource(roost.pubsub, roost.sessions)
+    async with roost.restarted_cache(source=refusing, registry=registry) as cache:
         tag = await open_blog(roost, xmpp_server, 2)
         alice = xmpp_server.jid("alice")
         await roost.pubsub.get_items("bob", alice, MICROBLOG, ItemsRequest())
