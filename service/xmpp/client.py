@@ -16,6 +16,7 @@ from typing import Any
 from slixmpp import ClientXMPP
 
 from roost.service.errors import InvalidArgument
+from roost.service.xmpp import stream_log
 from roost.service.xmpp.stream_parser import (
     RestrictedStreamParser,
     RestrictedXmlError,
@@ -82,10 +83,13 @@ class RoostClient(ClientXMPP):
     Plain-text authentication is allowed only when the TLS mode is ``none`` (a loopback
     or otherwise trusted link); ``required`` and ``starttls`` never send credentials in
     clear. A ``starttls`` connection to a server that does not offer STARTTLS fires the
-    ``tls_unavailable`` event and is closed.
+    ``tls_unavailable`` event and is closed. SASL payloads never reach slixmpp's stream
+    log (:mod:`roost.service.xmpp.stream_log`).
     """
 
     def __init__(self, jid: str, password: str, options: ConnectionOptions) -> None:
+        # Before anything is sent: the SASL exchange must never reach the stream log.
+        stream_log.install()
         super().__init__(jid, password)
         self.options = options
         unencrypted = options.tls == "none"
