@@ -160,9 +160,7 @@ class PubsubAccess:
         for its own purposes, it will no longer remove that subscription.
         """
         target = await self._target(profile, service, node)
-        subid = await self.pubsub.subscribe(*target, _form(options))
-        await self.cache.user_subscribed(*await self._cache_key(target))
-        return subid
+        return await self.pubsub.subscribe(*target, _form(options))
 
     async def unsubscribe(
         self, profile: str, service: str, node: str, options: Mapping[str, Any]
@@ -177,7 +175,6 @@ class PubsubAccess:
             raise InvalidArgument("the subid option must be a string")
         target = await self._target(profile, service, node)
         await self.pubsub.unsubscribe(*target, options)
-        await self.cache.user_unsubscribed(*await self._cache_key(target))
 
     async def get_subscriptions(
         self, profile: str, service: str, node: str
@@ -219,11 +216,6 @@ class PubsubAccess:
     def list_analysers(self) -> list[dict[str, Any]]:
         """The analysers in the order they are consulted."""
         return self.cache.list_analysers()
-
-    async def _cache_key(self, target: tuple[str, str, str]) -> tuple[str, str, str]:
-        """The node as the cache names it: the own PEP service by the account's JID."""
-        profile, service, node = target
-        return profile, service or await self._own_service(profile), node
 
     async def _own_service(self, profile: str) -> str:
         """The profile's own PEP service: its bare JID."""

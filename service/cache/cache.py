@@ -20,7 +20,7 @@ import json
 import logging
 import random
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -52,6 +52,8 @@ from roost.storage.item_records import ItemInput
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_ITEMS_PER_NODE = 5_000
+# Dropped notifications are logged at most this often per profile (seconds).
+DROP_LOG_INTERVAL = 60.0
 # How long a node Roost changed waits for the change's notification before a resync.
 HOLD_SECONDS = 10.0
 # Hot answers kept in memory: at most this many answers, holding at most this many items
@@ -64,6 +66,9 @@ ANALYSED_ITEMS = 10
 RETRY_DELAYS = (5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0)
 _PURGE_KEYS = frozenset({"profiles", "services", "nodes", "types", "older_than"})
 NodeKey = tuple[str, str, str]
+# A notification a held node waits for: its kind (items, retract, purge) and item id
+# (None: any item, for a publication whose id the server picks, or a purge).
+Awaited = tuple[str, str | None]
 
 
 class PubsubCache:
@@ -118,21 +123,34 @@ class PubsubCache:
         self._moves: dict[str, bool] = {}
         self._analysing: set[NodeKey] = set()
         self._analysed: set[NodeKey] = set()
-        # Served nodes Roost itself is changing: their record, the item ids whose
-        # notification is awaited (None: any), and the timer that gives up waiting.
-        self._held: dict[NodeKey, tuple[NodeRecord, set[str] | None, asyncio.TimerHandle]] = {}
+        # Served nodes Roost itself is changing: their record, the notifications awaited
+        # (counted: each change needs its own), and the timer that gives up waiting.
+        self._held: dict[NodeKey, tuple[NodeRecord, Counter[Awaited], asyncio.TimerHandle]] = {}
         # Recent answers, each with the node record it was read against: every change
         # to a served node replaces its record in ``_current`` (or removes it), so an
         # answer is reused only while nothing changed.
         self._replies: OrderedDict[tuple[NodeKey, ItemsRequest], tuple[NodeRecord, ItemsReply]]
         self._replies = OrderedDict()
         self._hot_items = 0
+        # Nodes whose events the profile chose to hear beyond its own account and its
+        # contacts: those it (or the cache) is subscribed to.
+        self._subscribed: set[NodeKey] = set()
+        # Nodes being synchronised: the sync may have just subscribed to them.
+        self._syncing: dict[int, NodeKey] = {}
+        self._dropped: dict[str, int] = {}
+        self._dropped_logged: dict[str, float] = {}
         self._unsubscribe = events.subscribe(self._on_event)
 
     # -- life cycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Recover from the previous run: a node left ``in_progress`` was interrupted."""
+        """Recover from the previous run: a node left ``in_progress`` was interrupted.
+        Learn which nodes the profiles are subscribed to (whose events are heard)."""
+        for record in await self._db.nodes.list_nodes():
+            if record.subscribed:
+                self._subscribed.add(_key(record))
+        for sub in await self._db.cache_subscriptions.list_subscriptions():
+            self._subscribed.add((sub.profile, sub.service, sub.node))
         for node in await self._db.nodes.list_nodes(states=["in_progress"]):
             log.warning(
                 "%s/%s: its sync was interrupted (crash or kill); it will be resynchronised",
@@ -242,6 +260,36 @@ class PubsubCache:
         except Exception:
             log.exception("%s/%s: analysis failed", service, node)
 
+    def accepts(self, event: ItemsEvent) -> bool:
+        """Whether an event comes from a service the profile chose: its own account, a
+        contact whose presence it receives, or a node it (or the cache) is subscribed to.
+
+        Anything else (a stranger's notifications) is dropped before analysis, with no
+        stanza sent and no node record made; drops are counted, and logged at most once
+        a minute per profile rather than once per stanza.
+        """
+        key = (event.profile, event.service, event.node)
+        if (
+            key in self._subscribed
+            or key in self._syncing.values()
+            or (
+                is_pep_service(event.service) and self._source.follows(event.profile, event.service)
+            )
+        ):
+            return True
+        count = self._dropped[event.profile] = self._dropped.get(event.profile, 0) + 1
+        now = time.monotonic()
+        if now - self._dropped_logged.get(event.profile, -DROP_LOG_INTERVAL) >= DROP_LOG_INTERVAL:
+            self._dropped_logged[event.profile] = now
+            log.info(
+                "%s: %d pubsub notifications dropped so far from services this account did "
+                "not choose to hear (the latest from %s)",
+                event.profile,
+                count,
+                event.service,
+            )
+        return False
+
     async def apply_event(self, event: ItemsEvent) -> ItemsEvent | None:
         """Bring a cached node up to date with ``event`` before frontends hear of it.
 
@@ -294,21 +342,31 @@ class PubsubCache:
         where = f"{record.service}/{record.name}"
         return [stored_form(_item(raw), parser, where) for raw in event.items]
 
-    def hold(self, service: str, node: str, item_ids: list[str] | None) -> None:
+    def hold(self, service: str, node: str, item_ids: list[str] | None, *, kind: str) -> None:
         """Roost is changing the node: stop serving cached copies of it until the
-        notification of ``item_ids`` (None: of anything) has been applied to them."""
+        notification of this change (``kind``: items, retract, purge or delete; of
+        ``item_ids``, None: of any item) has been applied to them.
+
+        Changes add up while a node is held: each waits for its own notification, so a
+        publication and then the retraction of the same item wait for both.
+        """
         loop = asyncio.get_running_loop()
-        for key, (record, ids, timer) in list(self._held.items()):
+        awaited: Counter[Awaited] = Counter(
+            [(kind, None)] if item_ids is None else [(kind, i) for i in item_ids]
+        )
+        for key, (record, waiting, timer) in list(self._held.items()):
             if key[1:] == (service, node):
                 # Already waiting for an earlier change: wait for this one too.
                 timer.cancel()
-                waiting = None if ids is None or item_ids is None else ids | set(item_ids)
+                waiting.update(awaited)
                 timer = loop.call_later(HOLD_SECONDS, self._hold_expired, key)
                 self._held[key] = (record, waiting, timer)
         for key in [k for k in self._current if k[1:] == (service, node)]:
             record = self._current.pop(key)
+            if key in self._held:
+                continue  # counted above; one timer per held node
             timer = loop.call_later(HOLD_SECONDS, self._hold_expired, key)
-            self._held[key] = (record, None if item_ids is None else set(item_ids), timer)
+            self._held[key] = (record, Counter(awaited), timer)
 
     def unhold(self, service: str, node: str) -> None:
         """The change failed: serve the cached copies again."""
@@ -324,18 +382,28 @@ class PubsubCache:
             self._schedule(held[0].id, delay=0.0)
 
     async def _release(self, key: NodeKey, event: ItemsEvent) -> None:
-        """An applied notification may be the one a held node waits for."""
+        """An applied notification may be (the last of) those a held node waits for."""
         held = self._held.get(key)
         if held is None:
             return
-        record, ids, timer = held
-        if ids is not None:
-            ids.difference_update(str(raw["id"]) for raw in event.items)
-            if ids:
-                return
-        timer.cancel()
+        waiting = held[1]
+        # One awaited change per item the notification names (a purge names none).
+        named: list[str | None] = [str(raw["id"]) for raw in event.items]
+        for item_id in named or [None]:
+            for awaited in ((event.kind, item_id), (event.kind, None)):
+                if waiting[awaited] > 0:
+                    waiting[awaited] -= 1
+                    break
+        if any(count > 0 for count in waiting.values()):
+            return
+        fresh = await self._db.nodes.get_node_by_id(held[0].id)
+        # While the record was read, Roost may have made another change (hold() adds to
+        # ``waiting``), or the hold may have ended (expiry, disconnection): check again.
+        held = self._held.get(key)
+        if held is None or held[1] is not waiting or any(n > 0 for n in waiting.values()):
+            return
+        held[2].cancel()
         del self._held[key]
-        fresh = await self._db.nodes.get_node_by_id(record.id)
         if fresh.sync_state == "completed":
             self._current[key] = fresh
 
@@ -443,7 +511,12 @@ class PubsubCache:
                 # Every item went: the node leaves the cache, and the subscription Roost
                 # made for it leaves the server. Read again, it is analysed anew.
                 await self._forget_node(record)
-                await self.subscriptions.release(record.profile, record.service, record.name)
+                released = await self.subscriptions.release(
+                    record.profile, record.service, record.name
+                )
+                if record.subscribed and not released:
+                    # The person's own subscription stays: so do its events.
+                    self._subscribed.add(_key(record))
             elif removed and record.sync_state == "completed":
                 self._current.pop(_key(record), None)
                 await self._set_state(record, "none", reason="items purged from the cache")
@@ -562,6 +635,7 @@ class PubsubCache:
 
     def _sync_ended(self, node_id: int) -> None:
         self._tasks.pop(node_id, None)
+        self._syncing.pop(node_id, None)
         self._prefetcher.sync_ended()
 
     async def _sync_and_wait(self, node_id: int) -> None:
@@ -581,6 +655,7 @@ class PubsubCache:
         analyser = self._analyser_of(record)
         self._current.pop(_key(record), None)
         self._buffered[node_id] = []
+        self._syncing[node_id] = _key(record)
         record = await self._set_state(record, "in_progress", reason="")
 
         def progress(done: int, total: int) -> None:
@@ -601,6 +676,8 @@ class PubsubCache:
                 await self._set_state(record, "no_sync", reason=result.currency.reason)
                 log.info("%s: not cached: %s", where, result.currency.reason)
                 return
+            if result.currency.via == "subscription":
+                self._subscribed.add(_key(record))
             buffered = self._buffered.pop(node_id, [])
             if buffered:
                 # The sync wrote what it learnt into the node's extra (the server's item
@@ -692,8 +769,11 @@ class PubsubCache:
             await items.clear_node(record.id)
         key = _key(record)
         if key in self._current:
-            # The reads use the record's extra (truncation, totals): keep it fresh.
-            self._current[key] = await self._db.nodes.get_node_by_id(record.id)
+            # The reads use the record's extra (truncation, totals): keep it fresh. Not
+            # when the node was held or dropped during the read: it stays out.
+            fresh = await self._db.nodes.get_node_by_id(record.id)
+            if key in self._current:
+                self._current[key] = fresh
 
     async def _follow_server_limit(self, record: NodeRecord) -> None:
         """Drop what the server dropped when a publication pushed the node past its limit.
@@ -746,6 +826,7 @@ class PubsubCache:
         self._current.pop(_key(record), None)
         self._replies_forget(_key(record))
         self._analysed.discard(_key(record))
+        self._subscribed.discard(_key(record))
         await self._db.nodes.delete_node(record.id)
         self._events.publish(SyncStateChanged(record.profile, record.service, record.name, "none"))
 
@@ -862,16 +943,23 @@ class PubsubCache:
     # -- subscriptions the person makes -------------------------------------------------
 
     async def user_subscribed(self, profile: str, service: str, node: str) -> None:
-        """The person subscribed to the node: a subscription the cache had made for it is
-        theirs from now on, and the cache will never remove it."""
+        """The person subscribed to the node: its events are heard from now on (also after
+        a restart), and a subscription the cache had made for it is theirs from now on:
+        the cache will never remove it."""
         await self.subscriptions.adopt(profile, service, node)
+        self._subscribed.add((profile, service, node))
+        record = await self._db.nodes.get_or_create_node(profile, service, node)
+        await self._db.nodes.set_subscribed(record.id, True)
 
     async def user_unsubscribed(self, profile: str, service: str, node: str) -> None:
         """The person removed the account's subscription to the node: if it kept a cached
         node current, that node is current no more and is resynchronised (which asks for
         a subscription of the cache's own, or marks it ``no_sync``)."""
         await self.subscriptions.forget(profile, service, node)
+        self._subscribed.discard((profile, service, node))
         record = await self._db.nodes.get_node(profile, service, node)
+        if record is not None:
+            await self._db.nodes.set_subscribed(record.id, False)
         if record is None or record.extra.get("kept_by") != "subscription":
             return
         self._current.pop(_key(record), None)

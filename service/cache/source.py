@@ -234,7 +234,7 @@ class XmppSyncSource:
         """See :meth:`SyncSource.release_subscription`."""
         options = {"subid": subid} if subid else {}
         try:
-            await self._pubsub.unsubscribe(profile, service, node, options)
+            await self._pubsub.unsubscribe(profile, service, node, options, for_cache=True)
         except XmppError as exc:
             # Already gone (the node deleted, the subscription removed by its owner).
             if exc.condition not in ("item-not-found", "unexpected-request", "not-acceptable"):

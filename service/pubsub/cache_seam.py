@@ -27,6 +27,10 @@ class PubsubCache(Protocol):
     ) -> None:
         """Called after a server answered ``request``; the cache analyses the node here."""
 
+    def accepts(self, event: ItemsEvent) -> bool:
+        """Whether the event comes from a service the profile chose to hear; an event
+        that does not is dropped before anything is done with it."""
+
     async def apply_event(self, event: ItemsEvent) -> ItemsEvent | None:
         """Called before ``event`` is published, so the cache is current first.
 
@@ -34,7 +38,13 @@ class PubsubCache(Protocol):
         node whose analyser has a parser); None publishes ``event`` as it is.
         """
 
-    def hold(self, service: str, node: str, item_ids: list[str] | None) -> None:
+    async def user_subscribed(self, profile: str, service: str, node: str) -> None:
+        """The person subscribed the account to the node (Pubsub.Subscribe)."""
+
+    async def user_unsubscribed(self, profile: str, service: str, node: str) -> None:
+        """The person removed the account's subscription to the node."""
+
+    def hold(self, service: str, node: str, item_ids: list[str] | None, *, kind: str) -> None:
         """Roost is about to change the node on the server (``item_ids``, or None for
         any item): cached answers wait until the change's notification is applied."""
 

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 # (client, service, node, item ids) -> the items as a query returns them
 ItemFetcher = Callable[[RoostClient, str, str, tuple[str, ...]], Awaitable[list[PubsubItem]]]
 EventSink = Callable[[ItemsEvent], Awaitable[None]]
+EventFilter = Callable[[ItemsEvent], bool]
 
 
 def rewrite_item(event_item: ET.Element) -> PubsubItem:
@@ -44,9 +45,14 @@ def rewrite_item(event_item: ET.Element) -> PubsubItem:
 class EventRouter:
     """Turns the pubsub notifications a client receives into ItemsEvents."""
 
-    def __init__(self, fetch: ItemFetcher, sink: EventSink) -> None:
+    def __init__(
+        self, fetch: ItemFetcher, sink: EventSink, accepts: EventFilter | None = None
+    ) -> None:
         self._fetch = fetch
         self._sink = sink
+        # Consulted before anything else is done with an event (completing it would send
+        # a stanza to whoever sent it): an event nobody chose to hear is dropped here.
+        self._accepts = accepts
         # service JID -> whether its event items equal its query items
         self._matches: dict[str, bool] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -90,6 +96,8 @@ class EventRouter:
     async def _handle(self, profile: str, client: RoostClient, message: ET.Element) -> None:
         try:
             for event in self.events_of(profile, message):
+                if self._accepts is not None and not self._accepts(event):
+                    continue
                 event = await self._complete(client, event)
                 await self._sink(event)
         except RoostError as exc:

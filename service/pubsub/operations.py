@@ -52,7 +52,7 @@ class PubsubService:
         self.cache = cache
         self.accounts = accounts
         self._query = ItemsQuery()
-        self._events = EventRouter(self._fetch_ids, self._deliver)
+        self._events = EventRouter(self._fetch_ids, self._deliver, self._accepts)
         sessions.on_client(self._events.attach)
 
     def _client(self, profile: str) -> RoostClient:
@@ -159,7 +159,7 @@ class PubsubService:
                 p.submit_form("http://jabber.org/protocol/pubsub#publish-options", options)
             )
         target = self._service(client, service)
-        async with self._writing(target, node, [item_id] if item_id else None):
+        async with self._writing(target, node, [item_id] if item_id else None, "items"):
             reply = await p.send_iq(client, "set", target, body)
         answered = reply.find(
             f"{{{p.NS_PUBSUB}}}pubsub/{{{p.NS_PUBSUB}}}publish/{{{p.NS_PUBSUB}}}item"
@@ -189,7 +189,7 @@ class PubsubService:
                 body, f"{{{p.NS_PUBSUB}}}retract", node=node, notify="true" if notify else "false"
             )
             ET.SubElement(retract, f"{{{p.NS_PUBSUB}}}item", id=item_id)
-            async with self._writing(target, node, [item_id]):
+            async with self._writing(target, node, [item_id], "retract"):
                 await p.send_iq(client, "set", target, body)
 
     # -- nodes -----------------------------------------------------------------------------
@@ -213,19 +213,20 @@ class PubsubService:
         body = p.pubsub(p.NS_OWNER)
         ET.SubElement(body, f"{{{p.NS_OWNER}}}{tag}", node=node)
         target = self._service(client, service)
-        async with self._writing(target, node, None):
+        async with self._writing(target, node, None, tag):
             return await p.send_iq(client, "set", target, body)
 
     @asynccontextmanager
     async def _writing(
-        self, service: str, node: str, item_ids: list[str] | None
+        self, service: str, node: str, item_ids: list[str] | None, kind: str
     ) -> AsyncIterator[None]:
         """Around a change Roost makes to a node: cached copies of the node are not
-        served until the change's notification reaches them (read-your-writes)."""
+        served until the change's notification (of ``kind``: items, retract, purge,
+        delete) reaches them (read-your-writes)."""
         if self.cache is None:
             yield
             return
-        self.cache.hold(service, node, item_ids)
+        self.cache.hold(service, node, item_ids, kind=kind)
         try:
             yield
         except BaseException:
@@ -290,6 +291,12 @@ class PubsubService:
         """Subscribe the profile's bare JID to ``node``; returns the subscription id
         (empty when the server gives none). ``options`` become subscribe options."""
         subid, _state = await self.subscribe_with_state(profile, service, node, options)
+        if self.cache is not None:
+            # The person's subscription: its events are heard, and the cache never
+            # removes it.
+            await self.cache.user_subscribed(
+                profile, self._service(self._client(profile), service), node
+            )
         return subid
 
     async def subscribe_with_state(
@@ -312,9 +319,16 @@ class PubsubService:
         return sub.get("subid") or "", sub.get("subscription") or "subscribed"
 
     async def unsubscribe(
-        self, profile: str, service: str, node: str, options: Mapping[str, Any] | None = None
+        self,
+        profile: str,
+        service: str,
+        node: str,
+        options: Mapping[str, Any] | None = None,
+        *,
+        for_cache: bool = False,
     ) -> None:
-        """Unsubscribe; ``options["subid"]`` names one subscription among several."""
+        """Unsubscribe; ``options["subid"]`` names one subscription among several.
+        ``for_cache``: the cache removes a subscription of its own (it is not told)."""
         client = self._client(profile)
         body = p.pubsub()
         unsubscribe = ET.SubElement(
@@ -324,6 +338,8 @@ class PubsubService:
         if subid:
             unsubscribe.set("subid", str(subid))
         await p.send_iq(client, "set", self._service(client, service), body)
+        if self.cache is not None and not for_cache:
+            await self.cache.user_unsubscribed(profile, self._service(client, service), node)
 
     async def get_subscriptions(
         self, profile: str, service: str, node: str
@@ -352,6 +368,11 @@ class PubsubService:
     ) -> list[PubsubItem]:
         reply = await self._query.get_items(client, service, node, ItemsRequest(item_ids=item_ids))
         return reply.items
+
+    def _accepts(self, event: ItemsEvent) -> bool:
+        """Whether the event comes from a service the profile chose to hear (the cache
+        knows which: without one, every event is taken)."""
+        return self.cache is None or self.cache.accepts(event)
 
     async def _deliver(self, event: ItemsEvent) -> None:
         if self.cache is not None:

@@ -8,7 +8,7 @@ anyway, so one path serves every request.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from xml.sax.saxutils import escape
 
 from slixmpp.exceptions import IqError, IqTimeout
@@ -73,7 +73,8 @@ def pubsub(namespace: str = NS_PUBSUB) -> ET.Element:
 _ATTR_ESCAPES = {'"': "&quot;", "\n": "&#10;", "\r": "&#13;", "\t": "&#9;"}
 
 
-def _serialise(node: ET.Element, parent_ns: str | None, out: list[str]) -> None:
+def _open(node: ET.Element, parent_ns: str | None, out: list[str]) -> tuple[str, str]:
+    """Write ``node``'s start tag up to its closing ``>``; returns its (namespace, name)."""
     tag = node.tag
     ns, _, name = tag[1:].partition("}") if tag[0] == "{" else ("", "", tag)
     out.append("<" + name)
@@ -90,27 +91,52 @@ def _serialise(node: ET.Element, parent_ns: str | None, out: list[str]) -> None:
                 out.append(f' xmlns:a{prefixes}="' + escape(key_ns, _ATTR_ESCAPES) + '"')
                 prefixes += 1
         out.append(" " + key + '="' + escape(value, _ATTR_ESCAPES) + '"')
-    if len(node) == 0 and not node.text:
-        out.append("/>")
+    return ns, name
+
+
+def _serialise(root: ET.Element, out: list[str]) -> None:
+    # A loop over an explicit stack rather than a recursion: an item nested thousands of
+    # elements deep (servers accept them) must serialise like any other, not hit the
+    # interpreter's recursion limit. Each open element on the stack: its children still
+    # to write, its end tag, its namespace and its tail. Elements without children, most
+    # of them, are written whole without touching the stack.
+    ns, name = _open(root, None, out)
+    if len(root) == 0:
+        out.append(">" + escape(root.text) + "</" + name + ">" if root.text else "/>")
         return
-    out.append(">")
-    if node.text:
-        out.append(escape(node.text))
-    for child in node:
-        _serialise(child, ns, out)
-        if child.tail:
-            out.append(escape(child.tail))
-    out.append("</" + name + ">")
+    out.append(">" + escape(root.text) if root.text else ">")
+    stack: list[tuple[Iterator[ET.Element], str, str, str | None]] = [
+        (iter(root), "</" + name + ">", ns, None)
+    ]
+    while stack:
+        children, end, ns, tail = stack[-1]
+        for child in children:
+            child_ns, name = _open(child, ns, out)
+            if len(child) == 0:
+                text = child.text
+                out.append(">" + escape(text) + "</" + name + ">" if text else "/>")
+                if child.tail:
+                    out.append(escape(child.tail))
+                continue
+            out.append(">" + escape(child.text) if child.text else ">")
+            stack.append((iter(child), "</" + name + ">", child_ns, child.tail))
+            break
+        else:
+            stack.pop()
+            out.append(end)
+            if tail:
+                out.append(escape(tail))
 
 
 def item_text(item: ET.Element) -> str:
     """Serialise an ``<item>`` as a query returns it, its namespace as the default one.
 
     Written here rather than with slixmpp's ``tostring``, which escapes character by
-    character and was most of the cost of a 1,000-item answer.
+    character and was most of the cost of a 1,000-item answer. Iterative, so that no
+    depth of nesting is too deep for it.
     """
     out: list[str] = []
-    _serialise(item, None, out)
+    _serialise(item, out)
     return "".join(out)
 
 

@@ -24,8 +24,18 @@ async def test_pep_event_for_contact(
     await sessions.connect("alice")
     await sessions.connect("bob")
     alice, bob = sessions.client("alice"), sessions.client("bob")
-    # Mutual presence subscription (slixmpp accepts and subscribes back by itself).
+    # Mutual presence subscription: Roost's client approves nothing by itself, so each
+    # side approves the other's request as a person would.
+    alice.add_event_handler(
+        "roster_subscription_request",
+        lambda p: alice.send_presence(pto=p["from"].bare, ptype="subscribed"),
+    )
+    bob.add_event_handler(
+        "roster_subscription_request",
+        lambda p: bob.send_presence(pto=p["from"].bare, ptype="subscribed"),
+    )
     alice.send_presence_subscription(pto=xmpp_server.jid("bob"))
+    bob.send_presence_subscription(pto=xmpp_server.jid("alice"))
     for _ in range(100):
         if (
             alice.client_roster[xmpp_server.jid("bob")]["to"]
