@@ -11,7 +11,8 @@ blogs one after the other, its login included (what reading them at login would 
 without a cache). The
 target is at most 3 times the baseline: the cache's copy must be ready about when a
 person could have read the blogs once. Prints one JSON object a line; progress on stderr.
-Set ``ROOST_BENCH_SMALL=1`` for 5 contacts of 50 posts.
+Set ``ROOST_BENCH_SMALL=1`` for 5 contacts of 50 posts, ``ROOST_BENCH_SERVERS=ejabberd``
+(or ``prosody``) for one server only.
 """
 
 from __future__ import annotations
@@ -114,10 +115,20 @@ async def measure(server: XmppServer, workdir: Path) -> None:
 
 def main() -> None:
     """Build the worlds on both servers and measure."""
+    if os.environ.get("ROOST_BENCH_LOG"):
+        import logging
+
+        logging.basicConfig(
+            level=logging.INFO, format="%(relativeCreated)8.0f %(name)s %(message)s"
+        )
+        logging.getLogger("slixmpp").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="roost-bench-contacts-") as tmp:
         workdir = Path(tmp)
         workdir.chmod(0o755)
+        kinds = os.environ.get("ROOST_BENCH_SERVERS", "prosody,ejabberd").split(",")
         for kind, cls in (("prosody", ProsodyServer), ("ejabberd", EjabberdServer)):
+            if kind not in kinds:
+                continue
             data = workdir / kind
             data.mkdir(mode=0o755)
             server = cls(kind=kind, data_dir=data, port=free_port())

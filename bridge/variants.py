@@ -49,6 +49,7 @@ RECORD_SIGNATURES: dict[str, str] = {
     "has_match": "b",
     "source": "s",
     "refresh_interval": "d",
+    "prefetch": "b",
     "indexed_keys": "as",
     # subscriptions
     "jid": "s",

@@ -52,6 +52,8 @@ from roost.storage.item_records import ItemInput
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_ITEMS_PER_NODE = 5_000
+# Contacts asked at once for the nodes to prefetch, after a connection.
+PROBE_CONCURRENCY = 4
 # Dropped notifications are logged at most this often per profile (seconds).
 DROP_LOG_INTERVAL = 60.0
 # How long a node Roost changed waits for the change's notification before a resync.
@@ -899,15 +901,26 @@ class PubsubCache:
         if not names or not self._prefetcher.allows(profile):
             return
         known = {(r.service, r.name) for r in await self._db.nodes.list_nodes(profile=profile)}
-        for contact in self._source.followed_contacts(profile):
-            for node in names:
-                if (contact, node) in known or (profile, contact, node) in self._analysed:
-                    continue
+        limit = asyncio.Semaphore(PROBE_CONCURRENCY)
+
+        async def probe(contact: str, node: str) -> None:
+            async with limit:
                 if not self._prefetcher.allows(profile) or not self._source.is_connected(profile):
                     return
+                if (profile, contact, node) in self._analysed:
+                    return  # a login notification was quicker
                 items = await self._source.peek_items(profile, contact, node)
                 if items:
                     await self._analyse(profile, contact, node, items, event=True)
+
+        await asyncio.gather(
+            *(
+                probe(contact, node)
+                for contact in self._source.followed_contacts(profile)
+                for node in names
+                if (contact, node) not in known
+            )
+        )
 
     async def _contact_changed(self, profile: str, contact: Mapping[str, Any]) -> None:
         """Currency follows the roster: a contact whose presence the profile now receives

@@ -18,8 +18,8 @@ from collections.abc import Awaitable, Callable
 log = logging.getLogger(__name__)
 
 # Prefetch syncs run at once, at most; and none starts while this many syncs run already.
-PREFETCH_CONCURRENCY = 2
-BUSY_SYNCS = 4
+PREFETCH_CONCURRENCY = 4
+BUSY_SYNCS = 6
 
 
 class Prefetcher:
