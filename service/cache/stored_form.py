@@ -10,6 +10,8 @@ parser runs on it and it has no search text. Parsers and the search text extract
 walk a payload by recursion and spend time in proportion to its size; such an item is
 almost certainly not what a parser expects anyway. One such item never stops a sync or
 an event, and the node stays served.
+
+Logs name the node, the item's id and sizes; never the payload, which may be private.
 """
 
 from __future__ import annotations
@@ -92,11 +94,13 @@ def stored_form(item: PubsubItem, parser: Parser | None, where: str) -> ItemInpu
         try:
             parsed = parser(payload)
         except Exception as exc:  # a plugin's parser may raise anything
+            # Its type only: a parser's message may quote the payload.
             log.warning(
-                "%s: the parser failed on item %r, stored without parsed data: %s",
+                "%s: the parser failed on item %s (%d bytes) with %s; stored without parsed data",
                 where,
-                item.id,
-                exc,
+                _shown_id(item.id),
+                size,
+                type(exc).__name__,
             )
     return ItemInput(item.id, item.publisher, item.xml, parsed, search_text_for(parsed, payload))
 

@@ -32,6 +32,21 @@ DEFAULT_DIRECT_TLS_PORT = 5223
 # PEP nodes every session listens to; others are added at runtime with add_notify().
 DEFAULT_NOTIFY = ("urn:xmpp:microblog:0",)
 
+# The pubsub event handlers slixmpp's XEP-0060 plugin registers. Roost reads pubsub
+# notifications itself (roost.service.pubsub.events), and they would only raise slixmpp
+# events nobody listens to. The "Items" one also fails on every notification of several
+# items that carries an xml:lang (servers stamp one): it deletes the key "pubsub_event"
+# from the message's values, where that key is then "pubsub_event|<lang>". The KeyError
+# was logged as two ERROR tracebacks and answered with an error stanza to the sender, so
+# anyone who can send the account a message could flood its log. Removed at set-up.
+SLIXMPP_PUBSUB_EVENT_HANDLERS = (
+    "Pubsub Event: Items",
+    "Pubsub Event: Purge",
+    "Pubsub Event: Delete",
+    "Pubsub Event: Configuration",
+    "Pubsub Event: Subscription",
+)
+
 
 @dataclass(frozen=True)
 class ConnectionOptions:
@@ -84,7 +99,8 @@ class RoostClient(ClientXMPP):
     or otherwise trusted link); ``required`` and ``starttls`` never send credentials in
     clear. A ``starttls`` connection to a server that does not offer STARTTLS fires the
     ``tls_unavailable`` event and is closed. SASL payloads never reach slixmpp's stream
-    log (:mod:`roost.service.xmpp.stream_log`).
+    log (:mod:`roost.service.xmpp.stream_log`), and slixmpp's own pubsub event handlers
+    are removed (see :data:`SLIXMPP_PUBSUB_EVENT_HANDLERS`).
     """
 
     def __init__(self, jid: str, password: str, options: ConnectionOptions) -> None:
@@ -106,6 +122,8 @@ class RoostClient(ClientXMPP):
         self.register_plugin("xep_0115")
         self.register_plugin("xep_0163")
         self.register_plugin("xep_0199")
+        for name in SLIXMPP_PUBSUB_EVENT_HANDLERS:
+            self.remove_handler(name)
         self.auto_authorize = None
         self.auto_subscribe = False
         self.session_steps: list[SessionStep] = []
