@@ -35,6 +35,13 @@ Results are ordered by ``order_by`` (keys of the parsed data, or the ``created``
 then newest first; without ``order_by``, newest first (``created`` descending, then the
 most recently stored). ``limit`` defaults to :data:`DEFAULT_SEARCH_LIMIT` and may not pass
 :data:`MAX_SEARCH_LIMIT`, which keeps every answer bounded.
+
+The work a search asks for is bounded too, before any SQL is written: how many filters,
+order keys, full-text words, array values and list entries it holds, how long and how
+wild its patterns, paths and strings are (the limits of
+:mod:`roost.storage.search_limits`, each refused with :class:`InvalidQuery` naming it).
+:class:`SearchStore` then runs the SQL within a time budget, and at most a few searches
+at once, so that the other stores always have connections.
 """
 
 from __future__ import annotations
@@ -49,11 +56,32 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, Table, and_, false, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from roost.storage.cancel_safety import stores_complete_on_cancel
+from roost.storage.cancel_safety import completes_on_cancel
 from roost.storage.dialect import Dialect, JsonKind, JsonPath, dialect_for, path_label
 from roost.storage.errors import InvalidQuery
 from roost.storage.item_records import SearchHit
 from roost.storage.models import Profile, PubsubItem, PubsubNode
+from roost.storage.search_limits import (
+    MAX_ARRAY_VALUES,
+    MAX_CONCURRENT_SEARCHES,
+    MAX_FTS_CHARS,
+    MAX_FTS_TERMS,
+    MAX_LIST_ENTRIES,
+    MAX_ORDER_KEYS,
+    MAX_PARSED_FILTERS,
+    MAX_PATH_CHARS,
+    MAX_PATH_SEGMENTS,
+    MAX_PATTERN_CHARS,
+    MAX_PATTERN_WILDCARDS,
+    MAX_STRING_CHARS,
+    SEARCH_TIME_BUDGET,
+    SEARCH_WAIT,
+    SearchGate,
+    at_most,
+    cut,
+    shown,
+    time_budget,
+)
 
 DEFAULT_SEARCH_LIMIT = 100
 MAX_SEARCH_LIMIT = 1000
@@ -76,6 +104,7 @@ ORDER_FIELDS = ("created", "updated")
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
 _INDEX = re.compile(r"(0|[1-9][0-9]*)\Z")
 _FTS_TERM = re.compile(r'"([^"]*)(?:"|$)|([^\s"]+)')
+_WORD = re.compile(r"[^\W_]+")
 _INT64 = 2**63
 
 
@@ -83,10 +112,15 @@ def parse_path(path: Any) -> JsonPath:
     """Check a dotted key path and split it into segments (integers for array indexes).
 
     Raises:
-        InvalidQuery: the path is not a string of plain keys and indexes.
+        InvalidQuery: the path is not a string of plain keys and indexes, or is longer or
+            deeper than :data:`MAX_PATH_CHARS` or :data:`MAX_PATH_SEGMENTS` allow.
     """
     if not isinstance(path, str) or not path:
-        raise InvalidQuery(f"a path must be a non-empty string like 'author.name', not {path!r}")
+        raise InvalidQuery(
+            f"a path must be a non-empty string like 'author.name', not {shown(path)}"
+        )
+    at_most(len(path), MAX_PATH_CHARS, f"path {shown(path)}", "characters")
+    at_most(path.count(".") + 1, MAX_PATH_SEGMENTS, f"path {shown(path)}", "segments")
     segments: list[str | int] = []
     for seg in path.split("."):
         if _INDEX.match(seg):
@@ -99,6 +133,19 @@ def parse_path(path: Any) -> JsonPath:
                 "not starting with a digit or '-') nor an array index (a non-negative integer)"
             )
     return tuple(segments)
+
+
+def pattern_wildcards(pattern: str) -> int:
+    """How many wildcards (``%``, ``_``) a LIKE pattern holds, escaped ones not counted."""
+    count, escaped = 0, False
+    for ch in pattern:
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch in "%_":
+            count += 1
+    return count
 
 
 def value_kind(value: Any) -> JsonKind | None:
@@ -118,10 +165,12 @@ def fts_expression(text: Any) -> str:
     """Turn user text into an FTS5 query of quoted words and phrases, all required.
 
     Raises:
-        InvalidQuery: not a string, or no word to search for.
+        InvalidQuery: not a string, no word to search for, or more characters or words
+            than :data:`MAX_FTS_CHARS` and :data:`MAX_FTS_TERMS` allow.
     """
     if not isinstance(text, str):
         raise InvalidQuery(f"fts must be a string, not {type(text).__name__}")
+    at_most(len(text), MAX_FTS_CHARS, "fts", "characters", "search for a few distinctive words")
     # FTS5 reads its query as a C string: a NUL (or any control character) would cut or
     # break it, so they separate words like spaces do.
     text = "".join(" " if unicodedata.category(c) == "Cc" else c for c in text)
@@ -129,6 +178,13 @@ def fts_expression(text: Any) -> str:
     quoted = ['"' + t.strip() + '"' for t in terms if any(c.isalnum() for c in t)]
     if not quoted:
         raise InvalidQuery(f"fts {text!r} holds no word to search for")
+    at_most(
+        sum(len(_WORD.findall(t)) for t in quoted),
+        MAX_FTS_TERMS,
+        "fts",
+        "words (each word of a quoted phrase counts)",
+        "keep the most distinctive ones",
+    )
     return " ".join(quoted)
 
 
@@ -153,46 +209,70 @@ class ParsedFilter:
         """Validate one ``{path, op, value}`` mapping.
 
         Raises:
-            InvalidQuery: a missing or unknown key, bad path, unknown operator, or a value
-                of the wrong type for the operator.
+            InvalidQuery: a missing or unknown key, bad path, unknown operator, a value
+                of the wrong type for the operator, or one past a limit (array values,
+                string or pattern length, pattern wildcards).
         """
         if not isinstance(spec, Mapping) or set(spec) != {"path", "op", "value"}:
             raise InvalidQuery(
-                f"each parsed filter is a mapping with exactly path, op and value, not {spec!r}"
+                "each parsed filter is a mapping with exactly path, op and value, "
+                f"not {shown(spec)}"
             )
         path, op, value = parse_path(spec["path"]), spec["op"], spec["value"]
         where = f"filter on {path_label(path)!r}"
         if op not in OPERATORS:
             raise InvalidQuery(
-                f"{where}: unknown operator {op!r}; use one of {', '.join(OPERATORS)}"
+                f"{where}: unknown operator {shown(op)}; use one of {', '.join(OPERATORS)}"
             )
         if op in LIST_OPS or op == "between":
             if not isinstance(value, list | tuple):
-                raise InvalidQuery(f"{where}: {op} takes a list of values, not {value!r}")
+                raise InvalidQuery(f"{where}: {op} takes a list of values, not {shown(value)}")
+            at_most(
+                len(value),
+                MAX_ARRAY_VALUES,
+                f"{where}: {op}",
+                "values",
+                "split them over several searches",
+            )
             kinds = {value_kind(v) for v in value}
             if None in kinds or len(kinds) > 1:
                 raise InvalidQuery(
                     f"{where}: {op} takes values of one kind (strings, numbers or booleans), "
-                    f"not {value!r}"
+                    f"not {shown(value)}"
                 )
             if op == "between" and len(value) != 2:
-                raise InvalidQuery(f"{where}: between takes [low, high], not {value!r}")
+                raise InvalidQuery(f"{where}: between takes [low, high], not {shown(value)}")
             if op == "not_in" and not value:
                 raise InvalidQuery(f"{where}: not_in needs at least one value")
             kind: JsonKind = next((k for k in kinds if k is not None), "string")
             value = tuple(value)
+            if kind == "string":
+                longest = max(map(len, value), default=0)
+                at_most(longest, MAX_STRING_CHARS, f"{where}: a value of {op}", "characters")
         else:
             found = value_kind(value)
             if found is None:
                 raise InvalidQuery(
                     f"{where}: {op} takes a string (without NUL), a finite number or a boolean, "
-                    f"not {value!r}"
+                    f"not {shown(value)}"
                 )
             kind = found
         if op in ORDERED_OPS and kind == "boolean":
             raise InvalidQuery(f"{where}: {op} compares strings or numbers, not booleans")
-        if op in ("like", "ilike") and kind != "string":
-            raise InvalidQuery(f"{where}: {op} takes a pattern string, not {value!r}")
+        if op in ("like", "ilike"):
+            if kind != "string":
+                raise InvalidQuery(f"{where}: {op} takes a pattern string, not {shown(value)}")
+            advice = "match on a shorter, more distinctive part"
+            at_most(len(value), MAX_PATTERN_CHARS, f"{where}: the pattern", "characters", advice)
+            at_most(
+                pattern_wildcards(value),
+                MAX_PATTERN_WILDCARDS,
+                f"{where}: the pattern",
+                "wildcards (% and _)",
+                advice,
+            )
+        elif kind == "string" and op not in LIST_OPS and op != "between":
+            at_most(len(value), MAX_STRING_CHARS, f"{where}: the value", "characters")
         return cls(path, op, value, kind)
 
 
@@ -213,32 +293,39 @@ class OrderKey:
         """
         if not isinstance(spec, Mapping) or not set(spec) <= {"path", "field", "direction"}:
             raise InvalidQuery(
-                f"each order_by entry is a mapping of path or field, and direction, not {spec!r}"
+                "each order_by entry is a mapping of path or field, and direction, "
+                f"not {shown(spec)}"
             )
         if ("path" in spec) == ("field" in spec):
-            raise InvalidQuery(f"an order_by entry needs either path or field: {dict(spec)!r}")
+            raise InvalidQuery(f"an order_by entry needs either path or field: {shown(dict(spec))}")
         direction = spec.get("direction", "asc")
         if direction not in ("asc", "desc"):
-            raise InvalidQuery(f"order_by direction must be 'asc' or 'desc', not {direction!r}")
+            raise InvalidQuery(
+                f"order_by direction must be 'asc' or 'desc', not {shown(direction)}"
+            )
         if "field" in spec:
             if spec["field"] not in ORDER_FIELDS:
                 raise InvalidQuery(
                     f"order_by field must be one of {', '.join(ORDER_FIELDS)}, "
-                    f"not {spec['field']!r}"
+                    f"not {shown(spec['field'])}"
                 )
             return cls(None, spec["field"], direction == "desc")
         return cls(parse_path(spec["path"]), None, direction == "desc")
 
 
 def _str_list(key: str, value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-        raise InvalidQuery(f"{key} must be a list of strings, not {value!r}")
+    if not isinstance(value, list | tuple):
+        raise InvalidQuery(f"{key} must be a list of strings, not {shown(value)}")
+    at_most(len(value), MAX_LIST_ENTRIES, key, "entries", "split them over several searches")
+    if not all(isinstance(v, str) for v in value):
+        raise InvalidQuery(f"{key} must be a list of strings, not {shown(value)}")
+    at_most(max(map(len, value), default=0), MAX_STRING_CHARS, f"an entry of {key}", "characters")
     return tuple(value)
 
 
 def _count(key: str, value: Any, maximum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidQuery(f"{key} must be a non-negative integer, not {value!r}")
+        raise InvalidQuery(f"{key} must be a non-negative integer, not {shown(value)}")
     if maximum is not None and value > maximum:
         raise InvalidQuery(f"{key} may be at most {maximum}, not {value}; page with offset")
     return value
@@ -268,19 +355,31 @@ class SearchQuery:
         """Validate a query mapping (the keys of the module documentation).
 
         Raises:
-            InvalidQuery: with what is wrong and what is expected.
+            InvalidQuery: with what is wrong and what is expected; for a query past one of
+                the limits of :mod:`roost.storage.search_limits`, which limit.
         """
-        unknown = sorted(set(query) - set(QUERY_KEYS))
+        unknown = sorted(str(k) for k in set(query) - set(QUERY_KEYS))
         if unknown:
             raise InvalidQuery(
-                f"unknown search key(s) {', '.join(unknown)}; known: {', '.join(QUERY_KEYS)}"
+                f"unknown search key(s) {cut(', '.join(unknown), 120)}; "
+                f"known: {', '.join(QUERY_KEYS)}"
             )
-        lists = {k: _str_list(k, query[k]) or None for k in LIST_KEYS if k in query}
         parsed = query.get("parsed", [])
         order_by = query.get("order_by", [])
         for key, value in (("parsed", parsed), ("order_by", order_by)):
             if not isinstance(value, list | tuple):
-                raise InvalidQuery(f"{key} must be a list of mappings, not {value!r}")
+                raise InvalidQuery(f"{key} must be a list of mappings, not {shown(value)}")
+        # Every count first, each one cheap: nothing longer than a limit is read further.
+        at_most(
+            len(parsed),
+            MAX_PARSED_FILTERS,
+            "parsed",
+            "filters",
+            "put the values of one path into a single in or overlap filter, or search "
+            "within fewer profiles, services, nodes or types",
+        )
+        at_most(len(order_by), MAX_ORDER_KEYS, "order_by", "keys")
+        lists = {k: _str_list(k, query[k]) or None for k in LIST_KEYS if k in query}
         return cls(
             **lists,
             fts=fts_expression(query["fts"]) if "fts" in query else None,
@@ -373,14 +472,36 @@ def build_search(
     return stmt.order_by(*order).limit(query.limit).offset(query.offset)
 
 
-@stores_complete_on_cancel
 class SearchStore:
-    """Searches across every cached item (the Database facade's ``db.search``)."""
+    """Searches across every cached item (the Database facade's ``db.search``).
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        """Bind the store to ``engine`` (its dialect picks the dialect-specific SQL)."""
+    Each search runs within a time budget and takes one of a few slots (see
+    :mod:`roost.storage.search_limits`), so that searches never hold every connection of
+    the engine's pool. A caller cancelled while its search waits for a slot leaves at
+    once; one cancelled while its SQL runs waits for it to end (within the budget), as
+    for every store call.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        time_budget: float = SEARCH_TIME_BUDGET,
+        max_concurrent: int = MAX_CONCURRENT_SEARCHES,
+        max_wait: float = SEARCH_WAIT,
+    ) -> None:
+        """Bind the store to ``engine`` (its dialect picks the dialect-specific SQL).
+
+        Args:
+            engine: the engine.
+            time_budget: seconds of database work one search may take.
+            max_concurrent: searches running at once.
+            max_wait: seconds a search waits for its turn before it is refused.
+        """
         self._engine = engine
         self._dialect = dialect_for(engine)
+        self.time_budget = time_budget
+        self.gate = SearchGate(max_concurrent, max_wait)
 
     async def search_items(self, query: SearchQuery) -> list[SearchHit]:
         """Run a validated search.
@@ -390,15 +511,24 @@ class SearchStore:
 
         Returns:
             At most ``query.limit`` hits, in the query's order.
+
+        Raises:
+            SearchTimeout: the search took longer than its time budget.
+            SearchBusy: it waited too long for its turn.
         """
-        async with self._engine.connect() as conn:
+        async with self.gate.slot():
+            return await self._run(query)
+
+    @completes_on_cancel
+    async def _run(self, query: SearchQuery) -> list[SearchHit]:
+        async with self._engine.connect() as conn, time_budget(conn, self.time_budget) as sql:
             walk = False
             if query.fts is not None and not query.order_by:
                 # Sorting every match of a broad term by date reads each matching row;
                 # walking the date index stops after ``limit`` matches instead.
-                matches = await conn.scalar(self._dialect.fulltext_count(query.fts))
+                matches = (await sql.execute(self._dialect.fulltext_count(query.fts))).scalar()
                 walk = (matches or 0) > BROAD_MATCH_COUNT
-            result = await conn.execute(build_search(query, self._dialect, walk_created=walk))
+            result = await sql.execute(build_search(query, self._dialect, walk_created=walk))
             return [SearchHit(*row) for row in result]
 
     async def search(self, query: Mapping[str, Any]) -> list[SearchHit]:
@@ -411,6 +541,7 @@ class SearchStore:
             The hits, as :meth:`search_items` returns them.
 
         Raises:
-            InvalidQuery: the query is malformed.
+            InvalidQuery: the query is malformed or past a limit, and before any SQL ran;
+                or (its subclasses) the search ran out of time or waited too long.
         """
         return await self.search_items(SearchQuery.from_mapping(query))
