@@ -67,9 +67,15 @@ class SyncSource(Protocol):
     """The server side of a node's synchronisation."""
 
     def fetch_all_items(
-        self, profile: str, service: str, node: str, page_size: int
+        self, profile: str, service: str, node: str, page_size: int, *, newest: int | None = None
     ) -> AsyncIterator[list[PubsubItem]]:
-        """Every item of the node, oldest first, a page at a time."""
+        """Every item of the node (its ``newest`` only, when given), oldest first, a page
+        at a time; bounded while it runs, whatever the server says."""
+        ...
+
+    def walked_total(self, profile: str, service: str, node: str) -> int | None:
+        """How many items the node held by its last :meth:`fetch_all_items` (also when
+        only the newest were fetched); None when unknown."""
         ...
 
     async def list_item_ids(self, profile: str, service: str, node: str) -> list[str] | None:
@@ -135,10 +141,14 @@ class XmppSyncSource:
         self._roster = roster
 
     def fetch_all_items(
-        self, profile: str, service: str, node: str, page_size: int
+        self, profile: str, service: str, node: str, page_size: int, *, newest: int | None = None
     ) -> AsyncIterator[list[PubsubItem]]:
         """See :meth:`SyncSource.fetch_all_items`."""
-        return self._pubsub.fetch_all_items(profile, service, node, page_size)
+        return self._pubsub.fetch_all_items(profile, service, node, page_size, newest=newest)
+
+    def walked_total(self, profile: str, service: str, node: str) -> int | None:
+        """See :meth:`SyncSource.walked_total`."""
+        return self._pubsub.walked_total(profile, service, node)
 
     async def list_item_ids(self, profile: str, service: str, node: str) -> list[str] | None:
         """See :meth:`SyncSource.list_item_ids`."""

@@ -117,8 +117,9 @@ class NodeSynchroniser:
 
         async def fetch() -> None:
             try:
+                # Bounded while it runs: never more than the node limit is fetched.
                 async for page in self._source.fetch_all_items(
-                    node.profile, node.service, node.name, FETCH_PAGE_SIZE
+                    node.profile, node.service, node.name, FETCH_PAGE_SIZE, newest=self._limit
                 ):
                     await queue.put(page)
             finally:
@@ -155,8 +156,16 @@ class NodeSynchroniser:
                 writing.cancel()
                 await asyncio.gather(writing, return_exceptions=True)
         removed = await self._db.items.delete_items_not_in(node.id, seen)
+        total = self._source.walked_total(node.profile, node.service, node.name)
+        total = len(seen) if total is None else max(total, len(seen))
         return SyncResult(
-            currency=currency, stored=stored, fetched=len(seen), removed=removed, total=len(seen)
+            currency=currency,
+            stored=stored,
+            fetched=len(seen),
+            removed=removed,
+            total=total,
+            # Only the newest were fetched: the server holds older items the cache does not.
+            truncated=total > len(seen),
         )
 
     async def _incremental(

@@ -114,15 +114,26 @@ class PubsubService:
         return reply.items
 
     async def fetch_all_items(
-        self, profile: str, service: str, node: str, page_size: int = FETCH_PAGE_SIZE
+        self,
+        profile: str,
+        service: str,
+        node: str,
+        page_size: int = FETCH_PAGE_SIZE,
+        *,
+        newest: int | None = None,
     ) -> AsyncIterator[list[PubsubItem]]:
         """Every item of the node from the server, oldest first, in pages (RSM where the
         server has it; one whole answer where it does not)."""
         client = self._client(profile)
         async for page in self._query.fetch_all(
-            client, self._service(client, service), node, page_size
+            client, self._service(client, service), node, page_size, newest=newest
         ):
             yield page
+
+    def walked_total(self, profile: str, service: str, node: str) -> int | None:
+        """The node's item count learnt by the last :meth:`fetch_all_items` of it."""
+        client = self._client(profile)
+        return self._query.walked_total(self._service(client, service), node)
 
     async def list_item_ids(self, profile: str, service: str, node: str) -> list[str]:
         """The node's item ids, as the server's disco#items lists them."""

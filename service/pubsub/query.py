@@ -11,6 +11,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 
+from roost.service.errors import XmppError
 from roost.service.pubsub import protocol as p
 from roost.service.pubsub.model import ItemsReply, ItemsRequest, PubsubItem
 from roost.service.pubsub.rsm import (
@@ -28,6 +29,12 @@ FETCH_PAGE_SIZE = 500
 # that one answer stays a few megabytes.
 MAX_FETCH_PAGE_ITEMS = 5000
 MAX_FETCH_PAGE_BYTES = 4 * 1024 * 1024
+# The most item XML one walk of a node fetches: a node past it is kept in part (its
+# newest items), so that no server can make a sync fill the disk.
+FETCH_BYTE_BUDGET = 256 * 1024 * 1024
+# How far a node's count may move between two pages of one walk before the walk is
+# taken for a server that does not converge (items published meanwhile move it a little).
+COUNT_DRIFT = 1000
 
 
 def next_fetch_page_size(first: int, fetched: int, count: int | None, fetched_bytes: int) -> int:
@@ -55,6 +62,12 @@ class ItemsQuery:
 
     def __init__(self) -> None:
         self._rsm: dict[str, bool] = {}
+        self._walked: dict[tuple[str, str], int] = {}
+
+    def walked_total(self, service: str, node: str) -> int | None:
+        """How many items the node held by the last :meth:`fetch_all` of it (its count,
+        also when only the newest were fetched); None when that walk could not tell."""
+        return self._walked.get((service, node))
 
     def known_rsm(self, service: str) -> bool | None:
         """What is known of ``service``'s RSM support (None: not yet known)."""
@@ -180,15 +193,37 @@ class ItemsQuery:
         return sorted(items, key=lambda item: order.get(item.id, len(order)))
 
     async def fetch_all(
-        self, client: RoostClient, service: str, node: str, page_size: int = FETCH_PAGE_SIZE
+        self,
+        client: RoostClient,
+        service: str,
+        node: str,
+        page_size: int = FETCH_PAGE_SIZE,
+        *,
+        newest: int | None = None,
+        byte_budget: int = FETCH_BYTE_BUDGET,
     ) -> AsyncIterator[list[PubsubItem]]:
-        """Every item of the node, oldest first, in pages (one whole answer without RSM).
+        """Every item of the node (the ``newest`` ones only, when given), oldest first, in
+        pages (one whole answer without RSM).
 
         The first page has ``page_size`` items; later ones grow (see
-        :func:`next_fetch_page_size`)."""
+        :func:`next_fetch_page_size`). The walk is bounded while it runs, whatever the
+        server says: at most ``newest`` items and ``byte_budget`` bytes of item XML are
+        fetched, and a server whose pages do not converge (an item id seen twice, a count
+        that changes wildly, pages beyond what its count needs) fails it.
+
+        Raises:
+            XmppError: an error answered by the server, or ``undefined-condition`` for
+                pages that do not converge.
+        """
+        self._walked.pop((service, node), None)
         if self._rsm.get(service) is False:
-            yield await self._whole(client, service, node)
+            # One answer holds the whole node (bounded by the stream's limits): its size
+            # is the node's count, which exact paging metadata needs.
+            items = await self._whole(client, service, node)
+            self._walked[(service, node)] = len(items)
+            yield items if newest is None else items[-newest:]
             return
+        walk = PageGuard(service, node, byte_budget)
         after: str | None = None
         size, fetched, fetched_bytes = page_size, 0, 0
         while True:
@@ -196,11 +231,25 @@ class ItemsQuery:
             items = p.parse_items(reply)
             meta = p.parse_rsm(reply)
             if meta is None:
-                yield items
+                # No RSM after all: the whole node came at once.
+                self._walked[(service, node)] = len(items)
+                yield items if newest is None else items[-newest:]
                 return
+            count, _first, last, index = meta
+            if count is not None:
+                self._walked[(service, node)] = count
+            if fetched == 0 and newest is not None and count is not None and count > newest:
+                # Only the newest are kept: walk back from the end instead.
+                for page in await self._newest(client, service, node, newest, page_size, walk):
+                    yield page
+                return
+            walk.check(items, count)
+            if newest is not None and fetched + len(items) > newest:
+                raise walk.diverged(f"more items than the {count} its count announced")
+            if walk.over_budget:
+                raise walk.too_large()
             if items:
                 yield items
-            count, _first, last, index = meta
             fetched += len(items)
             fetched_bytes += sum(len(item.xml) for item in items)
             size = next_fetch_page_size(page_size, fetched, count, fetched_bytes)
@@ -208,6 +257,41 @@ class ItemsQuery:
             if not items or done or last is None:
                 return
             after = last
+
+    async def _newest(
+        self,
+        client: RoostClient,
+        service: str,
+        node: str,
+        newest: int,
+        page_size: int,
+        walk: PageGuard,
+    ) -> list[list[PubsubItem]]:
+        """The newest ``newest`` items in pages, oldest first, walked from the end.
+
+        Bounded in memory by ``newest`` items (and the byte budget): the pages are kept
+        until the walk ends, since the store writes a node's items oldest first.
+        """
+        pages: list[list[PubsubItem]] = []
+        held = 0
+        before = ""
+        while held < newest:
+            size = min(page_size, newest - held)
+            reply = await self._ask(client, service, node, p.rsm_set(size, before=before))
+            items = p.parse_items(reply)
+            meta = p.parse_rsm(reply)
+            if meta is None or not items:
+                break
+            count, first, _last, _index = meta
+            walk.check(items, count)
+            items = items[-(newest - held) :]
+            pages.append(items)
+            held += len(items)
+            if first is None or walk.over_budget:
+                break
+            before = first
+        pages.reverse()
+        return pages
 
     async def list_item_ids(self, client: RoostClient, service: str, node: str) -> list[str]:
         """The node's item ids as disco#items lists them."""
@@ -221,3 +305,51 @@ class ItemsQuery:
             for item in found.findall(f"{{{p.NS_DISCO_ITEMS}}}item")
             if item.get("name")
         ]
+
+
+class PageGuard:
+    """Checks one walk's pages against what an honest server sends."""
+
+    def __init__(self, service: str, node: str, byte_budget: int) -> None:
+        self._where = f"{service}/{node}"
+        self._budget = byte_budget
+        self._ids: set[str] = set()
+        self._count: int | None = None
+        self._bytes = 0
+        self._pages = 0
+
+    @property
+    def over_budget(self) -> bool:
+        """Whether the walk has fetched its byte budget."""
+        return self._bytes >= self._budget
+
+    def diverged(self, what: str) -> XmppError:
+        """The error that ends a walk whose pages do not converge."""
+        return XmppError(
+            "undefined-condition",
+            f"the server's pages of {self._where} do not converge: {what}",
+        )
+
+    def check(self, items: list[PubsubItem], count: int | None) -> None:
+        """Take a page in; raise :meth:`diverged`'s error when it cannot be honest."""
+        self._pages += 1
+        for item in items:
+            if item.id in self._ids:
+                raise self.diverged(f"item {item.id!r} came twice")
+            self._ids.add(item.id)
+        if count is not None:
+            if self._count is not None and abs(count - self._count) > COUNT_DRIFT:
+                raise self.diverged(f"its count went from {self._count} to {count}")
+            self._count = count if self._count is None else self._count
+            if len(self._ids) > count + COUNT_DRIFT:
+                raise self.diverged(f"{len(self._ids)} items for a count of {count}")
+        self._bytes += sum(len(item.xml) for item in items)
+
+    def too_large(self) -> XmppError:
+        """The error that ends a walk from the oldest item past the byte budget (such a
+        walk cannot keep the newest items instead)."""
+        return XmppError(
+            "resource-constraint",
+            f"{self._where} holds more than {self._budget // (1024 * 1024)} MiB of items; "
+            "lower [cache] max_items_per_node to keep only its newest",
+        )

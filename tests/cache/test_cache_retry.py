@@ -42,10 +42,13 @@ class FlakySource:
             for n in range(3)
         ]
 
-    def fetch_all_items(self, *_args: Any) -> AsyncIterator[list[PubsubItem]]:
+    def fetch_all_items(self, *_args: Any, **_kwargs: Any) -> AsyncIterator[list[PubsubItem]]:
         return self._pages()
 
     async def list_item_ids(self, *_args: Any) -> list[str] | None:
+        return None
+
+    def walked_total(self, *_args: Any) -> int | None:
         return None
 
     async def fetch_items_by_id(self, *_args: Any) -> list[PubsubItem]:

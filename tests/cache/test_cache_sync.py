@@ -322,8 +322,11 @@ class CountingSource(XmppSyncSource):
             self.fetched_whole[node] = self.fetched_whole.get(node, 0) + len(page)
             yield page
 
-    def fetch_all_items(self, profile: str, service: str, node: str, page_size: int) -> Any:
-        return self._count(node, super().fetch_all_items(profile, service, node, page_size))
+    def fetch_all_items(
+        self, profile: str, service: str, node: str, page_size: int, *, newest: int | None = None
+    ) -> Any:
+        pages = super().fetch_all_items(profile, service, node, page_size, newest=newest)
+        return self._count(node, pages)
 
 
 async def test_restart_resyncs_incrementally_before_serving(

@@ -60,9 +60,9 @@ class PausingSource(XmppSyncSource):
         self.go_on = asyncio.Event()
 
     async def fetch_all_items(  # type: ignore[override]
-        self, profile: str, service: str, node: str, page_size: int
+        self, profile: str, service: str, node: str, page_size: int, *, newest: int | None = None
     ) -> AsyncIterator[list[PubsubItem]]:
-        async for page in super().fetch_all_items(profile, service, node, page_size):
+        async for page in super().fetch_all_items(profile, service, node, page_size, newest=newest):
             yield page
         self.fetched.set()
         await self.go_on.wait()
