@@ -78,6 +78,9 @@ def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
 def create_engine(url: URL | str, **kwargs: Any) -> AsyncEngine:
     """Create the async engine for ``url`` with Roost's per-dialect settings."""
     url = resolve_database_url(str(url)) if isinstance(url, str) else url
+    # A database error's text would otherwise carry the statement's bound values (item
+    # XML, a profile's password) into log lines and sync reasons.
+    kwargs.setdefault("hide_parameters", True)
     if is_sqlite(url):
         path = sqlite_file(url)
         if path is not None:
