@@ -29,6 +29,7 @@ from roost.service.cache.analysers import Analyser, AnalyserRegistry, AnalysisCo
 from roost.service.cache.offline import answer_offline, record_current_until
 from roost.service.cache.prefetch import Prefetcher
 from roost.service.cache.reads import answer_from_store, item_from_record
+from roost.service.cache.reconcile import NodeReconciler
 from roost.service.cache.source import SyncSource, is_pep_service
 from roost.service.cache.stored_form import payload_namespaces, stored_form
 from roost.service.cache.subscriptions import CacheSubscriptions
@@ -108,6 +109,10 @@ class PubsubCache:
         self.registry = registry or AnalyserRegistry()
         self._sync = NodeSynchroniser(db, source, max_items_per_node=max_items_per_node)
         self.subscriptions = CacheSubscriptions(db, source)
+        self._limit = max_items_per_node
+        self._reconciler = NodeReconciler(
+            db, source, self._record_changed, lambda record: self._resync_now(record)
+        )
         self._prefetcher = Prefetcher(
             self._sync_and_wait,
             lambda: len(self._tasks),
@@ -178,6 +183,7 @@ class PubsubCache:
         self._remember_current(list(self._current.values()), time.time())
         self._current.clear()
         await self._prefetcher.close()
+        await self._reconciler.close()
         await asyncio.gather(*self._recording, return_exceptions=True)
         tasks = [*self._tasks.values(), *self._background]
         for task in tasks:
@@ -765,6 +771,12 @@ class PubsubCache:
             await items.upsert_items(record.id, rows, keep_position=keep)
             if added:
                 await self._follow_server_limit(record)
+                if await items.count_items(record.id) > self._limit:
+                    # Past the cache's own limit: a bounded resync keeps the newest and
+                    # learns the node's count again (no node grows without bound).
+                    self._resync_now(record)
+                    return
+                self._reconciler.publication_applied(record)
         elif event.kind == "retract":
             await items.delete_items(record.id, [str(raw["id"]) for raw in event.items])
         elif event.kind == "purge":
@@ -947,6 +959,19 @@ class PubsubCache:
                     reason=f"{jid} no longer shares its presence with this account; resync pending",
                 )
                 self._schedule(record.id, delay=0.0)
+
+    def _resync_now(self, record: NodeRecord) -> None:
+        """Stop serving the node and synchronise it again now."""
+        self._current.pop(_key(record), None)
+        self._replies_forget(_key(record))
+        self._schedule(record.id, delay=0.0)
+
+    async def _record_changed(self, record: NodeRecord) -> None:
+        """The node's rows or record changed outside a sync: serve the fresh record (and
+        so no answer read against the old one), unless the node is not served now."""
+        key = _key(record)
+        if key in self._current and record.sync_state == "completed":
+            self._current[key] = record
 
     def _replies_forget(self, key: NodeKey) -> None:
         for reply_key in [k for k in self._replies if k[0] == key]:

@@ -36,11 +36,17 @@ def blog_options(server: XmppServer, **extra: str) -> dict[str, str]:
 
 
 async def write_blog(
-    peer: XmppPeer, server: XmppServer, items: list[tuple[str, str]], **extra: str
+    peer: XmppPeer,
+    server: XmppServer,
+    items: list[tuple[str, str]],
+    keep: str = "1000",
+    **extra: str,
 ) -> None:
-    """A blog of ``items`` on the peer's PEP service, keeping them all, as a person's
-    client sets it up."""
+    """A blog of ``items`` on the peer's PEP service, keeping ``keep`` posts, as a
+    person's client sets it up."""
     options = blog_options(server, **extra)
+    if "pubsub#max_items" in options:
+        options["pubsub#max_items"] = keep
     first, *rest = items
     await peer.publish(MICROBLOG, first[0], first[1], options)
     if server.kind == "ejabberd":
@@ -49,7 +55,7 @@ async def write_blog(
         form.add_field(
             var="FORM_TYPE", ftype="hidden", value="http://jabber.org/protocol/pubsub#node_config"
         )
-        form.add_field(var="pubsub#max_items", value="1000")
+        form.add_field(var="pubsub#max_items", value=keep)
         await peer.client.plugin["xep_0060"].set_node_config(peer.jid, MICROBLOG, form, timeout=30)
     if rest:
         await peer.publish_many(MICROBLOG, rest, options)
@@ -249,3 +255,41 @@ async def test_twenty_contacts_blogs_are_all_cached_after_connect(
         for friend in friends:
             reply = await same_as_server(backend, me, xmpp_server.jid(friend))
             assert len(reply.items) == BLOG_SIZE
+
+
+async def test_a_contacts_blog_that_keeps_ten_posts_stays_equal_to_the_server(
+    xmpp_server: XmppServer, tmp_path: Path
+) -> None:
+    me, friend = unique_names("limited", 2)
+    await xmpp_server.register_many([me, friend])
+    await befriend(xmpp_server, me, friend)
+    owner = xmpp_server.jid(friend)
+    ten = {k: "10" for k in blog_options(xmpp_server)}  # Prosody checks the limit it was given
+    async with XmppPeer(xmpp_server, friend) as pf:
+        await write_blog(pf, xmpp_server, posts(friend, 5), keep="10")
+    async with running_backend(tmp_path / "r.sqlite", xmpp_server, [me]) as (backend, log):
+        await backend.connect(me)
+        await log.wait_state(owner, MICROBLOG, "completed")
+        async with XmppPeer(xmpp_server, friend) as pf:
+            await sees_online(pf, xmpp_server.jid(me))
+            for item_id, xml in posts(friend, 30, start=5):
+                await pf.publish(MICROBLOG, item_id, xml, ten)
+            await wait_item(log, owner, f"{friend}-0034")
+        # The server trims to ten and tells nobody: Roost checks the node after the burst
+        # and follows. Until then it may serve more; it must converge, and stay current.
+        deadline = time.monotonic() + 60
+        while True:
+            cached = await blog(backend, me, owner)
+            server = await blog(backend, me, owner, use_cache=False)
+            if cached.from_cache and ids(cached) == ids(server):
+                break
+            assert time.monotonic() < deadline, f"{len(cached.items)} cached, {len(server.items)}"
+            await asyncio.sleep(0.2)
+        assert len(server.items) == 10
+        async with XmppPeer(xmpp_server, friend) as pf:
+            await sees_online(pf, xmpp_server.jid(me))
+            await pf.publish(MICROBLOG, f"{friend}-late", post(friend, 77), ten)
+            await wait_item(log, owner, f"{friend}-late")
+        # The limit is known now: the next publication is followed at once.
+        after = await same_as_server(backend, me, owner)
+        assert len(after.items) == 10 and ids(after)[-1] == f"{friend}-late"
