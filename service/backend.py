@@ -95,6 +95,7 @@ class Backend:
             max_items_per_node=self.config.max_items_per_node,
             prefetch=self.config.prefetch,
             prefetch_max_nodes=self.config.prefetch_max_nodes,
+            min_free_bytes=self.config.min_free_disk_mb * 1024 * 1024,
         )
         pubsub.cache = self.cache
         self.profiles.on_deleted.append(self.cache.forget_profile)

@@ -16,6 +16,7 @@ defaults to ``$XDG_CONFIG_HOME/roost/roost.toml``. A malformed file raises
     max_items_per_node = 5000
     prefetch = true            # contacts' nodes an analyser marks prefetch, synced at login
     prefetch_max_nodes = 200   # at most this many per profile and run of the daemon
+    min_free_disk_mb = 200     # syncs pause while the database's disk has less free
     [[cache.rules]]
     name = "events"
     node = "urn:xmpp:events:0"
@@ -39,6 +40,7 @@ from roost.service.errors import InvalidArgument
 APP_NAME = "roost"
 DEFAULT_MAX_ITEMS_PER_NODE = 5000
 DEFAULT_PREFETCH_MAX_NODES = 200
+DEFAULT_MIN_FREE_DISK_MB = 200
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
@@ -60,6 +62,7 @@ class Config:
     max_items_per_node: int = DEFAULT_MAX_ITEMS_PER_NODE
     prefetch: bool = True
     prefetch_max_nodes: int = DEFAULT_PREFETCH_MAX_NODES
+    min_free_disk_mb: int = DEFAULT_MIN_FREE_DISK_MB
     cache_rules: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -129,7 +132,10 @@ def _parse(path: Path, data: dict[str, Any]) -> Config:
 
     cache = _table(path, data, "cache")
     _check_keys(
-        path, "cache", cache, {"max_items_per_node", "rules", "prefetch", "prefetch_max_nodes"}
+        path,
+        "cache",
+        cache,
+        {"max_items_per_node", "rules", "prefetch", "prefetch_max_nodes", "min_free_disk_mb"},
     )
     max_items = cache.get("max_items_per_node", DEFAULT_MAX_ITEMS_PER_NODE)
     if isinstance(max_items, bool) or not isinstance(max_items, int) or max_items < 1:
@@ -140,6 +146,9 @@ def _parse(path: Path, data: dict[str, Any]) -> Config:
     prefetch_max = cache.get("prefetch_max_nodes", DEFAULT_PREFETCH_MAX_NODES)
     if isinstance(prefetch_max, bool) or not isinstance(prefetch_max, int) or prefetch_max < 0:
         raise ConfigError(f"{path}: [cache] prefetch_max_nodes must be a number, 0 or more")
+    min_free = cache.get("min_free_disk_mb", DEFAULT_MIN_FREE_DISK_MB)
+    if isinstance(min_free, bool) or not isinstance(min_free, int) or min_free < 0:
+        raise ConfigError(f"{path}: [cache] min_free_disk_mb must be a number, 0 or more")
     rules = cache.get("rules", [])
     if not isinstance(rules, list) or not all(isinstance(rule, dict) for rule in rules):
         raise ConfigError(f"{path}: [cache] rules must be an array of tables ([[cache.rules]])")
@@ -156,5 +165,6 @@ def _parse(path: Path, data: dict[str, Any]) -> Config:
         max_items_per_node=max_items,
         prefetch=prefetch,
         prefetch_max_nodes=prefetch_max,
+        min_free_disk_mb=min_free,
         cache_rules=[dict(rule) for rule in rules],
     )

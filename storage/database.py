@@ -8,11 +8,12 @@ package sees an engine, a session or SQL.
 from __future__ import annotations
 
 import logging
+import shutil
 
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from roost.storage.engine import create_engine, resolve_database_url
+from roost.storage.engine import create_engine, is_sqlite, resolve_database_url, sqlite_file
 from roost.storage.items import ItemStore
 from roost.storage.migrate import MigrationOutcome, prepare_database, repair_fulltext
 from roost.storage.nodes import NodeStore
@@ -97,6 +98,17 @@ class Database:
             True when it was rebuilt.
         """
         return await repair_fulltext(self.engine)
+
+    def free_bytes(self) -> int | None:
+        """Free space on the file system that holds the database file; None when the
+        database is not a local file (a database server watches its own disk)."""
+        path = sqlite_file(self.url) if is_sqlite(self.url) else None
+        if path is None:
+            return None
+        try:
+            return shutil.disk_usage(path.parent).free
+        except OSError:
+            return None
 
     async def close(self) -> None:
         """Close every connection of the engine."""

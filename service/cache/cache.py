@@ -33,7 +33,7 @@ from roost.service.cache.reconcile import NodeReconciler
 from roost.service.cache.source import SyncSource, is_pep_service
 from roost.service.cache.stored_form import payload_namespaces, stored_form
 from roost.service.cache.subscriptions import CacheSubscriptions
-from roost.service.cache.sync import NodeSynchroniser, SyncResult
+from roost.service.cache.sync import DEFAULT_MIN_FREE_BYTES, NodeSynchroniser, SyncResult
 from roost.service.errors import InvalidArgument, NotConnected
 from roost.service.events import (
     ContactChanged,
@@ -88,6 +88,7 @@ class PubsubCache:
         prefetch: synchronise contacts' nodes learnt from login notifications (those
             whose analyser says ``prefetch``) before anyone reads them.
         prefetch_max_nodes: the most nodes prefetched per profile in one run.
+        min_free_bytes: syncs pause while the database's disk has less free space.
     """
 
     def __init__(
@@ -100,6 +101,7 @@ class PubsubCache:
         max_items_per_node: int = DEFAULT_MAX_ITEMS_PER_NODE,
         prefetch: bool = True,
         prefetch_max_nodes: int = 200,
+        min_free_bytes: int = DEFAULT_MIN_FREE_BYTES,
     ) -> None:
         if max_items_per_node < 1:
             raise InvalidArgument("max_items_per_node must be at least 1")
@@ -107,7 +109,9 @@ class PubsubCache:
         self._source = source
         self._events = events
         self.registry = registry or AnalyserRegistry()
-        self._sync = NodeSynchroniser(db, source, max_items_per_node=max_items_per_node)
+        self._sync = NodeSynchroniser(
+            db, source, max_items_per_node=max_items_per_node, min_free_bytes=min_free_bytes
+        )
         self.subscriptions = CacheSubscriptions(db, source)
         self._limit = max_items_per_node
         self._reconciler = NodeReconciler(

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from roost.service.cache.analysers import Analyser
 from roost.service.cache.source import Currency, SyncSource
 from roost.service.cache.stored_form import stored_form
+from roost.service.errors import RoostError
 from roost.service.pubsub.model import PubsubItem
 from roost.service.pubsub.query import FETCH_PAGE_SIZE
 from roost.storage import Database, NodeRecord
@@ -27,6 +28,14 @@ log = logging.getLogger(__name__)
 # database; more only cost memory, as a page of 5,000 items holds about 16 MB.
 PAGES_AHEAD = 1
 STORE_BATCH = 500
+DEFAULT_MIN_FREE_BYTES = 200 * 1024 * 1024
+
+
+class DiskSpaceLow(RoostError):
+    """The database's disk is nearly full: syncs pause."""
+
+    name = "Internal"
+
 
 Progress = Callable[[int, int], None]
 
@@ -57,10 +66,33 @@ class SyncResult:
 class NodeSynchroniser:
     """Runs the sync procedure for one node at a time (the caller serialises per node)."""
 
-    def __init__(self, db: Database, source: SyncSource, *, max_items_per_node: int) -> None:
+    def __init__(
+        self,
+        db: Database,
+        source: SyncSource,
+        *,
+        max_items_per_node: int,
+        min_free_bytes: int = DEFAULT_MIN_FREE_BYTES,
+    ) -> None:
         self._db = db
         self._source = source
         self._limit = max_items_per_node
+        self._min_free = min_free_bytes
+
+    def check_disk(self) -> None:
+        """Refuse to write when the database's disk is nearly full.
+
+        Raises:
+            DiskSpaceLow: free space is below the floor; the sync pauses (fails, and is
+                retried with backoff) rather than fill the disk.
+        """
+        free = self._db.free_bytes()
+        if free is not None and free < self._min_free:
+            raise DiskSpaceLow(
+                f"free disk space for the database is {free // (1024 * 1024)} MiB, below "
+                f"[cache] min_free_disk_mb ({self._min_free // (1024 * 1024)} MiB): syncs "
+                "pause until there is more"
+            )
 
     async def run(
         self,
@@ -138,6 +170,7 @@ class NodeSynchroniser:
                 for start in range(0, len(page), STORE_BATCH):
                     batch = page[start : start + STORE_BATCH]
                     rows = [stored_form(item, parser, where) for item in batch]
+                    self.check_disk()
                     if writing is not None:
                         stored += await writing
                         progress(stored, 0)
@@ -209,6 +242,7 @@ class NodeSynchroniser:
             return None
         removed = await self._db.items.delete_items(node.id, gone)
         rows = [stored_form(item, parser, where) for item in fetched]
+        self.check_disk()
         stored = await self._db.items.upsert_items(node.id, rows)
         progress(stored, len(new))
         log.info(

@@ -86,3 +86,20 @@ def test_the_byte_budget_is_counted() -> None:
     guard.check([item(f"j{n}") for n in range(20)], None)
     assert guard.over_budget
     assert guard.too_large().condition == "resource-constraint"
+
+
+@pytest.mark.xmpp
+async def test_syncs_pause_below_the_free_space_floor_and_say_why(
+    roost: Roost, xmpp_server: XmppServer, recorder: Recorder
+) -> None:
+    # A floor above any disk's free space: the disk is "full".
+    async with roost.restarted_cache(min_free_bytes=1 << 62) as cache:
+        node = await make_blog(roost, xmpp_server, 3)
+        await roost.pubsub.get_items("bob", xmpp_server.pubsub_service, node, ItemsRequest())
+        await wait_state(recorder, node, "error")
+        state = await cache.get_node_state("bob", xmpp_server.pubsub_service, node)
+        assert "min_free_disk_mb" in state["reason"] and state["item_count"] == 0
+    async with roost.restarted_cache(min_free_bytes=0) as cache:
+        await cache.sync("bob", xmpp_server.pubsub_service, node)
+        await wait_state(recorder, node, "completed")
+        await both(roost, xmpp_server, node)
