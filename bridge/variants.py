@@ -62,6 +62,9 @@ RECORD_SIGNATURES: dict[str, str] = {
     "removed": "b",
     "message": "s",
     "received": "d",
+    # an item record whose content is too large for the bus
+    "omitted": "b",
+    "size": "u",
 }
 
 
