@@ -132,7 +132,10 @@ class PubsubCache:
         self._recording: set[asyncio.Task[None]] = set()
         self._indexed: set[str] = set()
         self._moves: dict[str, bool] = {}
-        self._analysing: set[NodeKey] = set()
+        self._analysing: set[tuple[str, str, str, bool]] = set()
+        # Nodes learnt from notifications that no analyser prefetches: not analysed again
+        # at each notification (a read still analyses them).
+        self._not_prefetched: set[NodeKey] = set()
         self._analysed: set[NodeKey] = set()
         # Served nodes Roost itself is changing: their record, the notifications awaited
         # (counted: each change needs its own), and the timer that gives up waiting.
@@ -158,7 +161,7 @@ class PubsubCache:
         """Recover from the previous run: a node left ``in_progress`` was interrupted.
         Learn which nodes the profiles are subscribed to (whose events are heard)."""
         for record in await self._db.nodes.list_nodes():
-            if record.subscribed:
+            if record.extra.get("user_subscribed") or record.extra.get("kept_by") == "subscription":
                 self._subscribed.add(_key(record))
         for sub in await self._db.cache_subscriptions.list_subscriptions():
             self._subscribed.add((sub.profile, sub.service, sub.node))
@@ -340,7 +343,8 @@ class PubsubCache:
         from the account itself or a contact whose presence it receives, as the
         notifications sent at login are, and while the prefetch budget lasts."""
         return (
-            self._prefetcher.allows(event.profile)
+            (event.profile, event.service, event.node) not in self._not_prefetched
+            and self._prefetcher.allows(event.profile)
             and is_pep_service(event.service)
             and self._source.follows(event.profile, event.service)
         )
@@ -526,9 +530,9 @@ class PubsubCache:
                 released = await self.subscriptions.release(
                     record.profile, record.service, record.name
                 )
-                if record.subscribed and not released:
+                if record.extra.get("user_subscribed") and not released:
                     # The person's own subscription stays: so do its events.
-                    self._subscribed.add(_key(record))
+                    await self._remember_user_subscription(_key(record))
             elif removed and record.sync_state == "completed":
                 self._current.pop(_key(record), None)
                 await self._set_state(record, "none", reason="items purged from the cache")
@@ -551,15 +555,28 @@ class PubsubCache:
             timer.cancel()
         self._held.clear()
         self._analysed.clear()
+        self._not_prefetched.clear()
+        # The person's own subscriptions are not the cache's: they stay, and so does
+        # hearing them; the cache's own go from the servers, and are heard no more.
+        persons = [
+            _key(record)
+            for record in await self._db.nodes.list_nodes()
+            if record.extra.get("user_subscribed")
+        ]
         await self._db.nodes.reset_all_nodes()
         await self.subscriptions.release_all()
+        self._subscribed.clear()
+        for key in persons:
+            await self._remember_user_subscription(key)
 
     # -- analysis -----------------------------------------------------------------------
 
     async def _analyse(
         self, profile: str, service: str, node: str, items: list[PubsubItem], *, event: bool = False
     ) -> None:
-        key = (profile, service, node)
+        # A read's analysis and a notification's are told apart: the latter keeps a node
+        # only if it is to be prefetched, and must not make a read's analysis give up.
+        key = (profile, service, node, event)
         if key in self._analysing:
             return
         self._analysing.add(key)
@@ -586,6 +603,7 @@ class PubsubCache:
         )
         analyser = self.registry.match(context)
         if event and not (analyser and analyser.to_sync and analyser.prefetch):
+            self._not_prefetched.add((profile, service, node))
             return
         if record is None:
             record = await self._db.nodes.get_or_create_node(profile, service, node)
@@ -830,6 +848,7 @@ class PubsubCache:
         """Drop what is kept in memory of a deleted profile's nodes."""
         self._prefetcher.forget_profile(profile)
         self._analysed = {key for key in self._analysed if key[0] != profile}
+        self._not_prefetched = {key for key in self._not_prefetched if key[0] != profile}
         for key in [key for key in self._current if key[0] == profile]:
             del self._current[key]
 
@@ -989,9 +1008,14 @@ class PubsubCache:
         a restart), and a subscription the cache had made for it is theirs from now on:
         the cache will never remove it."""
         await self.subscriptions.adopt(profile, service, node)
-        self._subscribed.add((profile, service, node))
-        record = await self._db.nodes.get_or_create_node(profile, service, node)
+        await self._remember_user_subscription((profile, service, node))
+
+    async def _remember_user_subscription(self, key: NodeKey) -> None:
+        """Hear the node's events, also after a restart (kept with the node's record)."""
+        self._subscribed.add(key)
+        record = await self._db.nodes.get_or_create_node(*key)
         await self._db.nodes.set_subscribed(record.id, True)
+        await self._db.nodes.update_extra(record.id, {"user_subscribed": True})
 
     async def user_unsubscribed(self, profile: str, service: str, node: str) -> None:
         """The person removed the account's subscription to the node: if it kept a cached
@@ -1002,6 +1026,7 @@ class PubsubCache:
         record = await self._db.nodes.get_node(profile, service, node)
         if record is not None:
             await self._db.nodes.set_subscribed(record.id, False)
+            await self._db.nodes.update_extra(record.id, {"user_subscribed": False})
         if record is None or record.extra.get("kept_by") != "subscription":
             return
         self._current.pop(_key(record), None)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from slixmpp import JID
+from slixmpp.jid import InvalidJID
 
 from roost.service.errors import RoostError, XmppError
 from roost.service.pubsub.model import ItemsRequest, PubsubItem
@@ -125,8 +126,13 @@ class SyncSource(Protocol):
 
 
 def is_pep_service(service: str) -> bool:
-    """A PEP service is an account's bare JID; a pubsub component has no local part."""
-    jid = JID(service)
+    """A PEP service is an account's bare JID; a pubsub component has no local part.
+    An address that is no valid JID is neither (a server may pass on what a client
+    library rejects)."""
+    try:
+        jid = JID(service)
+    except InvalidJID:
+        return False
     return bool(jid.user) and not jid.resource
 
 
