@@ -219,3 +219,45 @@ async def test_add_and_remove_through_roost(xmpp_server: XmppServer, tmp_path: P
             )
             with pytest.raises(NotFound):
                 await backend.contacts.remove(me, friend_jid)
+
+
+@pytest.mark.parametrize("xmpp_server", ["prosody"], indirect=True)
+async def test_an_unchanged_roster_is_not_sent_again_where_the_server_versions_rosters(
+    xmpp_server: XmppServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    me, friend, newcomer = unique_names("versions", 3)
+    await xmpp_server.register_many([me, friend, newcomer])
+    await befriend(xmpp_server, me, friend)
+    db = tmp_path / "roost.sqlite"
+    caplog.set_level("DEBUG", logger="roost.service.contacts")
+
+    def said(text: str) -> bool:
+        return any(
+            text in r.getMessage() for r in caplog.records if r.name == "roost.service.contacts"
+        )
+
+    async with running_backend(db, xmpp_server, [me]) as (backend, _log):
+        await backend.connect(me)
+        assert said("roster of 1 contacts received")
+    caplog.clear()
+    # Restarted with nothing changed: the stored version is sent, and the server has
+    # nothing to send back.
+    async with running_backend(db, xmpp_server, [me]) as (backend, _log):
+        await backend.connect(me)
+        assert said("stored roster is current") and not said("roster of")
+        assert [c["jid"] for c in await backend.contacts.list(me)] == [xmpp_server.jid(friend)]
+    # Changed by another client while roostd was stopped: the change is there after the
+    # next connection (Prosody sends the whole roster again then).
+    async with XmppPeer(xmpp_server, me) as peer:
+        await peer.set_contact(xmpp_server.jid(newcomer), "New")
+    async with running_backend(db, xmpp_server, [me]) as (backend, log):
+        await backend.connect(me)
+        await log.wait_for(
+            lambda e: (
+                isinstance(e, ContactChanged) and e.contact["jid"] == xmpp_server.jid(newcomer)
+            ),
+            "the contact added while roostd was stopped",
+        )
+        contacts = {c["jid"]: c for c in await backend.contacts.list(me)}
+        assert contacts[xmpp_server.jid(newcomer)]["name"] == "New"
+        assert xmpp_server.jid(friend) in contacts
