@@ -10,8 +10,14 @@ from typing import Any
 import pytest
 
 from roost.service.events import ItemsEvent
-from roost.service.pubsub.model import ItemsRequest
-from tests.cache.test_cache_sync import Roost, both, cached_reply, entry, roost, synced_blog
+from tests.cache.test_cache_sync import (
+    Roost,
+    cached_reply,
+    entry,
+    roost,
+    synced_blog,
+    write_and_read_back,
+)
 from tests.fixtures.sessions import Recorder
 from tests.fixtures.xmpp import XmppServer
 
@@ -38,16 +44,7 @@ async def test_a_publication_and_its_retraction_each_hold_the_node(
 ) -> None:
     node = await synced_blog(roost, xmpp_server, recorder, 5)
     lagging(roost)
-    svc = xmpp_server.pubsub_service
-    for n in range(10, 20):
-        await roost.pubsub.publish("alice", svc, node, f"p{n:03d}", entry(n))
-        reply = await roost.pubsub.get_items("bob", svc, node, ItemsRequest(max_items=1))
-        assert [i.id for i in reply.items] == [f"p{n:03d}"]
-        await roost.pubsub.retract("alice", svc, node, ["p000"] if n == 10 else [f"p{n - 1:03d}"])
-        reply = await roost.pubsub.get_items("bob", svc, node, ItemsRequest())
-        assert f"p{n - 1:03d}" not in [i.id for i in reply.items]
-    await cached_reply(roost, "bob", svc, node)
-    await both(roost, xmpp_server, node)
+    await write_and_read_back(roost, xmpp_server, node)
 
 
 async def test_a_purge_after_a_publication_holds_the_node_until_both_are_applied(

@@ -375,6 +375,12 @@ async def test_a_read_after_roosts_own_write_sees_it(
     roost: Roost, xmpp_server: XmppServer, recorder: Recorder
 ) -> None:
     node = await synced_blog(roost, xmpp_server, recorder, 5)
+    await write_and_read_back(roost, xmpp_server, node)
+
+
+async def write_and_read_back(roost: Roost, xmpp_server: XmppServer, node: str) -> None:
+    """alice publishes and retracts on the node; bob reads after each change and sees it,
+    and once the notifications are in, the cache serves the node as the server has it."""
     svc = xmpp_server.pubsub_service
     for n in range(10, 20):
         await roost.pubsub.publish("alice", svc, node, f"p{n:03d}", entry(n))

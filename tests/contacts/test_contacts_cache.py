@@ -91,24 +91,6 @@ async def same_as_server(backend: Backend, me: str, owner: str) -> ItemsReply:
     return cached
 
 
-async def sees_online(peer: XmppPeer, jid: str) -> None:
-    """Wait until ``peer``'s session has the presence of one of ``jid``'s resources:
-    ejabberd sends a PEP notification only to the contacts' resources the publisher's
-    session has presence from, as a person's long-running client always has."""
-    seen = asyncio.Event()
-
-    def check(_presence: object = None) -> None:
-        if peer.client.client_roster[jid].resources:
-            seen.set()
-
-    peer.client.add_event_handler("changed_status", check)
-    try:
-        check()
-        await asyncio.wait_for(seen.wait(), 30)
-    finally:
-        peer.client.del_event_handler("changed_status", check)
-
-
 async def wait_item(log: EventLog, owner: str, item_id: str) -> None:
     await log.wait_for(
         lambda e: (
@@ -140,7 +122,7 @@ async def test_a_contacts_blog_is_cached_before_anyone_reads_it_and_stays_curren
         state = await backend.cache.get_node_state(me, owner, MICROBLOG)
         assert state["current"] and state["analyser"] == "microblog"
         async with XmppPeer(xmpp_server, friend) as pf:
-            await sees_online(pf, xmpp_server.jid(me))
+            await pf.wait_online(xmpp_server.jid(me))
             await pf.publish(
                 MICROBLOG, f"{friend}-new", post(friend, 99), blog_options(xmpp_server)
             )
@@ -271,7 +253,7 @@ async def test_a_contacts_blog_that_keeps_ten_posts_stays_equal_to_the_server(
         await backend.connect(me)
         await log.wait_state(owner, MICROBLOG, "completed")
         async with XmppPeer(xmpp_server, friend) as pf:
-            await sees_online(pf, xmpp_server.jid(me))
+            await pf.wait_online(xmpp_server.jid(me))
             for item_id, xml in posts(friend, 30, start=5):
                 await pf.publish(MICROBLOG, item_id, xml, ten)
             await wait_item(log, owner, f"{friend}-0034")
@@ -287,7 +269,7 @@ async def test_a_contacts_blog_that_keeps_ten_posts_stays_equal_to_the_server(
             await asyncio.sleep(0.2)
         assert len(server.items) == 10
         async with XmppPeer(xmpp_server, friend) as pf:
-            await sees_online(pf, xmpp_server.jid(me))
+            await pf.wait_online(xmpp_server.jid(me))
             await pf.publish(MICROBLOG, f"{friend}-late", post(friend, 77), ten)
             await wait_item(log, owner, f"{friend}-late")
         # The limit is known now: the next publication is followed at once.

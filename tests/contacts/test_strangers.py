@@ -13,7 +13,6 @@ Prosody only: the component lives there.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from pathlib import Path
 
@@ -73,23 +72,6 @@ async def wait_items_event(log: EventLog, service: str, node: str, item_id: str)
     )
     assert isinstance(event, ItemsEvent)
     return event
-
-
-async def sees_online(peer: XmppPeer, jid: str) -> None:
-    """Wait until ``peer``'s session has the presence of one of ``jid``'s resources (the
-    publisher's server then knows whom to notify, as for a person's running client)."""
-    seen = asyncio.Event()
-
-    def check(_presence: object = None) -> None:
-        if peer.client.client_roster[jid].resources:
-            seen.set()
-
-    peer.client.add_event_handler("changed_status", check)
-    try:
-        check()
-        await asyncio.wait_for(seen.wait(), 30)
-    finally:
-        peer.client.del_event_handler("changed_status", check)
 
 
 async def test_a_strangers_events_change_nothing_and_make_roost_send_nothing(
@@ -208,7 +190,7 @@ async def test_a_contacts_events_still_arrive_and_a_strangers_sent_before_do_not
     ):
         full = await backend.connect(me)
         async with XmppPeer(server, friend) as pf:
-            await sees_online(pf, account)
+            await pf.wait_online(account)
             evil.send_event(full, MICROBLOG, [("spam-1", entry("spam", 1))])
             evil.send_event(full, f"{COMMENTS}spam", [("spam-2", entry("spam", 2))])
             # Roost has read the stranger's notifications before the contact publishes.
