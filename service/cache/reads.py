@@ -82,12 +82,17 @@ async def answer_from_store(
         whole = page_items(found, request)
         return replace(whole, from_cache=True)
     count = int(node.extra.get("total", page.count)) if truncated else page.count
+    complete, first_index = page.complete, page.first_index
+    if truncated:
+        # The newest N of a node kept in part: older items are on the server, so the
+        # answer is not the whole node, and its place is counted from the server's start.
+        complete, first_index = False, count - len(found)
     return ItemsReply(
         items=found,
         from_cache=True,
         rsm_first=encode_token(found[0].id) if found else None,
         rsm_last=encode_token(found[-1].id) if found else None,
         rsm_count=count,
-        complete=page.complete,
-        first_index=page.first_index if found else None,
+        complete=complete,
+        first_index=first_index if found else None,
     )

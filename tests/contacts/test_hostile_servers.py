@@ -219,11 +219,6 @@ async def test_an_honest_node_past_the_limit_keeps_its_newest_and_answers_as_the
             assert not reply.from_cache, options
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the cache answers the newest N of a node kept in part, N being all it keeps, "
-    "as complete (the stored page's own), while the server says incomplete",
-)
 async def test_the_newest_n_of_a_node_kept_in_part_when_n_is_all_it_keeps(
     prosody_server: ProsodyServer, tmp_path: Path
 ) -> None:
