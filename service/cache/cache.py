@@ -136,6 +136,8 @@ class PubsubCache:
         # Nodes learnt from notifications that no analyser prefetches: not analysed again
         # at each notification (a read still analyses them).
         self._not_prefetched: set[NodeKey] = set()
+        # Contacts' nodes a probe found absent or unreadable in this run.
+        self._absent: set[NodeKey] = set()
         self._analysed: set[NodeKey] = set()
         # Served nodes Roost itself is changing: their record, the notifications awaited
         # (counted: each change needs its own), and the timer that gives up waiting.
@@ -151,6 +153,7 @@ class PubsubCache:
         self._subscribed: set[NodeKey] = set()
         # Nodes being synchronised: the sync may have just subscribed to them.
         self._syncing: dict[int, NodeKey] = {}
+        self._syncing_keys: set[NodeKey] = set()
         self._dropped: dict[str, int] = {}
         self._dropped_logged: dict[str, float] = {}
         self._unsubscribe = events.subscribe(self._on_event)
@@ -286,7 +289,7 @@ class PubsubCache:
         key = (event.profile, event.service, event.node)
         if (
             key in self._subscribed
-            or key in self._syncing.values()
+            or key in self._syncing_keys
             or (
                 is_pep_service(event.service) and self._source.follows(event.profile, event.service)
             )
@@ -665,7 +668,9 @@ class PubsubCache:
 
     def _sync_ended(self, node_id: int) -> None:
         self._tasks.pop(node_id, None)
-        self._syncing.pop(node_id, None)
+        key = self._syncing.pop(node_id, None)
+        if key is not None:
+            self._syncing_keys.discard(key)
         self._prefetcher.sync_ended()
 
     async def _sync_and_wait(self, node_id: int) -> None:
@@ -686,6 +691,7 @@ class PubsubCache:
         self._current.pop(_key(record), None)
         self._buffered[node_id] = []
         self._syncing[node_id] = _key(record)
+        self._syncing_keys.add(_key(record))
         record = await self._set_state(record, "in_progress", reason="")
 
         def progress(done: int, total: int) -> None:
@@ -793,7 +799,11 @@ class PubsubCache:
             await items.upsert_items(record.id, rows, keep_position=keep)
             if added:
                 await self._follow_server_limit(record)
-                if await items.count_items(record.id) > self._limit:
+                server_limit = record.extra.get("server_max_items")
+                bounded = isinstance(server_limit, int) and server_limit <= self._limit
+                # A node the server trims within the cache's limit stays within it; any
+                # other is counted.
+                if not bounded and await items.count_items(record.id) > self._limit:
                     # Past the cache's own limit: a bounded resync keeps the newest and
                     # learns the node's count again (no node grows without bound).
                     self._resync_now(record)
@@ -849,6 +859,7 @@ class PubsubCache:
         self._prefetcher.forget_profile(profile)
         self._analysed = {key for key in self._analysed if key[0] != profile}
         self._not_prefetched = {key for key in self._not_prefetched if key[0] != profile}
+        self._absent = {key for key in self._absent if key[0] != profile}
         for key in [key for key in self._current if key[0] == profile]:
             del self._current[key]
 
@@ -942,11 +953,16 @@ class PubsubCache:
             async with limit:
                 if not self._prefetcher.allows(profile) or not self._source.is_connected(profile):
                     return
-                if (profile, contact, node) in self._analysed:
-                    return  # a login notification was quicker
+                key = (profile, contact, node)
+                if key in self._analysed or key in self._not_prefetched or key in self._absent:
+                    return  # a login notification was quicker, or nothing to prefetch
                 items = await self._source.peek_items(profile, contact, node)
                 if items:
                     await self._analyse(profile, contact, node, items, event=True)
+                else:
+                    # Absent or unreadable: not asked again at each reconnection of this
+                    # run (a blog the contact starts later announces itself).
+                    self._absent.add(key)
 
         await asyncio.gather(
             *(
