@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 log = logging.getLogger(__name__)
 
@@ -22,34 +22,42 @@ PREFETCH_CONCURRENCY = 4
 BUSY_SYNCS = 6
 
 
+class SyncRunner(Protocol):
+    """What the prefetcher needs of the sync scheduler."""
+
+    async def sync_and_wait(self, node_id: int) -> None:
+        """Start the node's sync (unless one runs) and return when it has ended."""
+        ...
+
+    async def wait_for_fewer(self, count: int) -> None:
+        """Return once fewer than ``count`` syncs run."""
+        ...
+
+
 class Prefetcher:
     """A queue of nodes to synchronise in the background, bounded per profile.
 
     Args:
-        run_sync: starts the sync of a node (by id) and returns once it has ended.
-        running: how many syncs run now (prefetch ones included).
+        syncs: runs the syncs (and says when few enough run for a prefetch to start).
         enabled: prefetch at all (``[cache] prefetch``).
         max_nodes: the most nodes prefetched per profile in one run of the daemon.
     """
 
     def __init__(
         self,
-        run_sync: Callable[[int], Awaitable[None]],
-        running: Callable[[], int],
+        syncs: SyncRunner,
         *,
         enabled: bool = True,
         max_nodes: int = 200,
         concurrency: int = PREFETCH_CONCURRENCY,
     ) -> None:
-        self._run_sync = run_sync
-        self._running = running
+        self._syncs = syncs
         self.enabled = enabled
         self._max_nodes = max_nodes
         self._concurrency = concurrency
         self._queue: deque[int] = deque()
         self._offered: dict[str, set[int]] = {}
         self._workers: set[asyncio.Task[None]] = set()
-        self._idle = asyncio.Event()
         self._warned: set[str] = set()
 
     def allows(self, profile: str) -> bool:
@@ -82,10 +90,6 @@ class Prefetcher:
             task.add_done_callback(self._workers.discard)
         return True
 
-    def sync_ended(self) -> None:
-        """A sync ended: a prefetch waiting for a quieter moment may go."""
-        self._idle.set()
-
     def forget_profile(self, profile: str) -> None:
         """A deleted profile's budget goes with it (its nodes are gone)."""
         self._offered.pop(profile, None)
@@ -94,12 +98,12 @@ class Prefetcher:
     async def _work(self) -> None:
         while self._queue:
             # Behind the syncs a frontend (or a connection) started: wait for a lull.
-            while self._running() >= BUSY_SYNCS:
-                self._idle.clear()
-                await self._idle.wait()
+            await self._syncs.wait_for_fewer(BUSY_SYNCS)
+            if not self._queue:
+                break
             node_id = self._queue.popleft()
             try:
-                await self._run_sync(node_id)
+                await self._syncs.sync_and_wait(node_id)
             except Exception:
                 log.exception("prefetching node %d failed", node_id)
 

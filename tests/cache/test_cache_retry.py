@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from roost.service.cache import cache as cache_module
+from roost.service.cache import scheduler as scheduler_module
 from roost.service.cache.cache import PubsubCache
 from roost.service.cache.source import Currency
 from roost.service.events import Event, EventHub, ProfileConnected, SyncStateChanged
@@ -90,7 +90,7 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
 async def test_a_failed_sync_is_retried_until_it_completes(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cache_module, "RETRY_DELAYS", (0.05, 0.1))
+    monkeypatch.setattr(scheduler_module, "RETRY_DELAYS", (0.05, 0.1))
     hub = EventHub()
     states: list[str] = []
     hub.subscribe(lambda e: states.append(e.state) if isinstance(e, SyncStateChanged) else None)
