@@ -468,7 +468,7 @@ async def upsert_rate(path: Path, items: list[PubsubItem]) -> float:
 async def fetch_rate(pubsub: PubsubService, server: XmppServer, node: str) -> float:
     """Items/s of walking ``node`` in the sync's pages, cache bypassed, nothing stored."""
     started, got = time.perf_counter(), 0
-    async for page in pubsub.fetch_all_items("alice", server.pubsub_service, node):
+    async for page in pubsub.server.fetch_all_items("alice", server.pubsub_service, node):
         got += len(page)
     return got / (time.perf_counter() - started)
 

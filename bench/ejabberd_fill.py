@@ -372,7 +372,7 @@ async def _fill_and_read(server: EjabberdServer) -> tuple[str, list[str]]:
 
     started = time.perf_counter()
     items: list[PubsubItem] = []
-    async for page in pubsub.fetch_all_items("alice", service, node):
+    async for page in pubsub.server.fetch_all_items("alice", service, node):
         items.extend(page)
     print(f"fetched {len(items)} items with RSM in {time.perf_counter() - started:.1f} s")
     got = [item.id for item in items]
@@ -386,7 +386,7 @@ async def _fill_and_read(server: EjabberdServer) -> tuple[str, list[str]]:
         _expect(len(element) == 1, f"{item.id}: {len(element)} payload elements")
         _expect(_shape(element[0]) == _shape(ET.fromstring(entry(n))), f"{item.id}: payload")
 
-    listed = await pubsub.list_item_ids("alice", service, node)
+    listed = await pubsub.server.list_item_ids("alice", service, node)
     _expect(listed == ids, f"disco#items: {len(listed)} ids, not in publication order")
 
     # The node goes on like a published one: a retract finds its item in the
@@ -396,7 +396,7 @@ async def _fill_and_read(server: EjabberdServer) -> tuple[str, list[str]]:
     await pubsub.retract("alice", service, node, [middle])
     await pubsub.publish("alice", service, node, "after", entry(CHECK_ITEMS))
     expected = [i for i in ids if i != middle] + ["after"]
-    listed = await pubsub.list_item_ids("alice", service, node)
+    listed = await pubsub.server.list_item_ids("alice", service, node)
     _expect(listed == expected, "retract/publish after fill")
     await sessions.close()
     return node, expected
@@ -407,7 +407,7 @@ async def _read_again(server: EjabberdServer, node: str, expected: list[str]) ->
     from bench.cache import publisher
 
     sessions, pubsub = await publisher(server)
-    listed = await pubsub.list_item_ids("alice", server.pubsub_service, node)
+    listed = await pubsub.server.list_item_ids("alice", server.pubsub_service, node)
     _expect(listed == expected, f"after a restart: {len(listed)} ids")
     await sessions.close()
 

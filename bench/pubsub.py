@@ -213,7 +213,7 @@ async def run(server: XmppServer, bus_address: str | None) -> None:
             roost_pub = time.perf_counter() - start
             line(f"publish_{count}_rate", count / roost_pub, "items/s", count / bare_pub)
 
-            rsm = await roost.server_supports_rsm("alice", service, node)
+            rsm = await roost.server.server_supports_rsm("alice", service, node)
             bare_times, roost_times = [], []
             for _round in range(FETCH_ROUNDS):
                 start = time.perf_counter()

@@ -13,15 +13,13 @@ from importlib import metadata
 from typing import Any, Protocol
 
 from roost.service.cache.analysers import AnalyserRegistry
-from roost.service.cache.cache import PubsubCache
-from roost.service.cache.source import XmppSyncSource
 from roost.service.config import Config
 from roost.service.contacts import ContactsService
 from roost.service.errors import NotConnected
 from roost.service.events import EventHub
 from roost.service.profiles import ProfileService
-from roost.service.pubsub.operations import PubsubService
 from roost.service.pubsub_access import PubsubAccess
+from roost.service.pubsub_stack import CacheOptions, build_pubsub_stack
 from roost.service.settings import SettingsService
 from roost.service.xmpp.sessions import SessionManager
 from roost.storage.database import Database
@@ -86,21 +84,24 @@ class Backend:
         registry = AnalyserRegistry()
         registry.load_entry_points()
         registry.load_config_rules(self.config.cache_rules)
-        pubsub = PubsubService(manager, self.events, accounts=self._account_jid)
-        self.cache = PubsubCache(
+        self.stack = build_pubsub_stack(
             db,
-            XmppSyncSource(pubsub, manager, self.contacts),
+            manager,
             self.events,
             registry,
-            max_items_per_node=self.config.max_items_per_node,
-            prefetch=self.config.prefetch,
-            prefetch_max_nodes=self.config.prefetch_max_nodes,
-            min_free_bytes=self.config.min_free_disk_mb * 1024 * 1024,
+            options=CacheOptions(
+                max_items_per_node=self.config.max_items_per_node,
+                prefetch=self.config.prefetch,
+                prefetch_max_nodes=self.config.prefetch_max_nodes,
+                min_free_bytes=self.config.min_free_disk_mb * 1024 * 1024,
+            ),
+            roster=self.contacts,
+            accounts=self._account_jid,
         )
-        pubsub.cache = self.cache
+        self.cache = self.stack.cache
         self.profiles.on_deleted.append(self.cache.forget_profile)
         self.profiles.on_deleted.append(self.contacts.forget_profile)
-        self.pubsub = PubsubAccess(self.profiles, pubsub, self.cache)
+        self.pubsub = PubsubAccess(self.profiles, self.stack.service, self.cache)
         self._background: set[asyncio.Task[Any]] = set()
 
     async def _credentials(self, name: str) -> tuple[str, str, dict[str, Any]]:
@@ -128,7 +129,7 @@ class Backend:
         up the daemon's start)."""
         await self.profiles.load()
         await self.contacts.load()
-        await self.cache.start()
+        await self.stack.start()
         for record in await self.db.profiles.list_profiles():
             if record.options.get("autoconnect"):
                 task = asyncio.create_task(self._autoconnect(record.name))
@@ -145,7 +146,7 @@ class Backend:
         """Stop the cache's syncs, close every session, then the database."""
         for task in self._background:
             task.cancel()
-        await self.cache.close()
+        await self.stack.close()
         await self.contacts.close()
         if isinstance(self.sessions, SessionManager):
             await self.sessions.close()

@@ -63,6 +63,10 @@ class ItemsEvent:
     node: str
     kind: str
     items: list[dict[str, Any]] = field(default_factory=list)
+    # False when items the notification named without their payload could not be
+    # fetched: those items carry only what the notification said, and the cache must
+    # not take them for the node's items.
+    complete: bool = True
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from roost.service.cache.analysers import Analyser, AnalyserRegistry, AnalysisContext
+from roost.service.cache.analysers import Analyser, AnalyserRegistry, AnalysisContext, Parser
 from roost.service.cache.currency import NodeKey
 from roost.service.cache.prefetch import Prefetcher
 from roost.service.cache.source import SyncSource, is_pep_service
@@ -176,6 +176,25 @@ class NodeAnalysis:
             if key not in self._indexed:
                 await self._db.items.ensure_parsed_key_index(key)
                 self._indexed.add(key)
+
+    async def parser_for(self, key: NodeKey, items: list[PubsubItem]) -> Parser | None:
+        """The parser the node's items are parsed with: its stored analysis's, or, for a
+        node not analysed yet, that of the analyser ``items`` make it match (so a first
+        server answer carries the ``parsed`` later ones will)."""
+        record = await self._db.nodes.get_node(*key)
+        if record is not None and record.extra.get("analysed"):
+            analyser = self.analyser_of(record)
+        else:
+            analyser = self.registry.match(
+                AnalysisContext(
+                    profile=key[0],
+                    service=key[1],
+                    node=key[2],
+                    payload_namespaces=payload_namespaces(items[:ANALYSED_ITEMS]),
+                    is_pep=is_pep_service(key[1]),
+                )
+            )
+        return analyser.parser if analyser else None
 
     # -- contacts -------------------------------------------------------------------------
 

@@ -42,6 +42,7 @@ from roost.service.cache.reads import answer_from_store, item_from_record
 from roost.service.cache.reconcile import NodeReconciler
 from roost.service.cache.scheduler import SyncScheduler
 from roost.service.cache.source import SyncSource, is_pep_service
+from roost.service.cache.stored_form import stored_form
 from roost.service.cache.subscriptions import CacheSubscriptions
 from roost.service.cache.sync import DEFAULT_MIN_FREE_BYTES, NodeSynchroniser
 from roost.service.errors import InvalidArgument, NotConnected
@@ -238,9 +239,24 @@ class PubsubCache:
 
     async def server_answered(
         self, profile: str, service: str, node: str, request: ItemsRequest, reply: ItemsReply
-    ) -> None:
-        """Analyse a node the first time the server path meets it (beside the reply)."""
-        self.analysis.server_answered((profile, service, node), reply.items)
+    ) -> ItemsReply:
+        """A server answer, given the ``parsed`` data a cached answer would carry; the
+        node is analysed beside the reply the first time the server path meets it."""
+        key = (profile, service, node)
+        self.analysis.server_answered(key, reply.items)
+        parser = await self.analysis.parser_for(key, reply.items)
+        if parser is None or not reply.items:
+            return reply
+        where = f"{service}/{node}"
+        rows = [stored_form(item, parser, where) for item in reply.items]
+        items = [
+            replace(
+                item,
+                parsed=None if row.parsed is None else json.dumps(row.parsed, ensure_ascii=False),
+            )
+            for item, row in zip(reply.items, rows, strict=True)
+        ]
+        return replace(reply, items=items)
 
     def accepts(self, event: ItemsEvent) -> bool:
         """Whether an event comes from a service the profile chose: its own account, a
@@ -297,6 +313,9 @@ class PubsubCache:
             else:
                 await self.currency.notification_applied(node_key(record), event)
         analyser = self.analysis.analyser_of(record)
+        if not event.complete:
+            self.completion_failed(record, "items it named could not be fetched")
+            return None
         if not rows or analyser is None or analyser.parser is None:
             return None
         records = [
@@ -305,16 +324,14 @@ class PubsubCache:
         ]
         return replace(event, items=records)
 
-    def completion_failed(self, profile: str, service: str, node: str, reason: str) -> None:
-        """A notification named items that could not be fetched to complete it: the
-        stored copy misses them, so the node is not current until it is resynchronised."""
-        key = (profile, service, node)
-        record = self.currency.drop(key)
-        if record is None:
-            return
-        log.warning(
-            "%s/%s: a notification could not be completed (%s); resync", service, node, reason
-        )
+    def completion_failed(self, record: NodeRecord, reason: str) -> None:
+        """A notification of the node could not be completed: the stored copy would miss
+        what it named, so the node is not current until it is resynchronised (after the
+        sync running now, if one is)."""
+        if record.sync_state != "completed" and not self.scheduler.is_syncing(record.id):
+            return  # not served, and no sync to redo
+        where = f"{record.service}/{record.name}"
+        log.warning("%s: a notification was lost (%s); resync", where, reason)
         self.scheduler.resync(record)
 
     def hold(self, service: str, node: str, item_ids: list[str] | None, *, kind: str) -> None:

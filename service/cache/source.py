@@ -17,7 +17,7 @@ from slixmpp.jid import InvalidJID
 
 from roost.service.errors import RoostError, XmppError
 from roost.service.pubsub.model import ItemsRequest, PubsubItem
-from roost.service.pubsub.operations import PubsubService
+from roost.service.pubsub.server import PubsubServer
 from roost.service.xmpp.sessions import SessionManager
 
 log = logging.getLogger(__name__)
@@ -137,10 +137,11 @@ def is_pep_service(service: str) -> bool:
 
 
 class XmppSyncSource:
-    """:class:`SyncSource` over Roost's pubsub service and XMPP sessions."""
+    """:class:`SyncSource` over the pubsub server side (never the frontends' read path)
+    and the XMPP sessions."""
 
     def __init__(
-        self, pubsub: PubsubService, sessions: SessionManager, roster: RosterView | None = None
+        self, pubsub: PubsubServer, sessions: SessionManager, roster: RosterView | None = None
     ) -> None:
         self._pubsub = pubsub
         self._sessions = sessions
@@ -250,7 +251,7 @@ class XmppSyncSource:
         """See :meth:`SyncSource.release_subscription`."""
         options = {"subid": subid} if subid else {}
         try:
-            await self._pubsub.unsubscribe(profile, service, node, options, for_cache=True)
+            await self._pubsub.unsubscribe(profile, service, node, options)
         except XmppError as exc:
             # Already gone (the node deleted, the subscription removed by its owner).
             if exc.condition not in ("item-not-found", "unexpected-request", "not-acceptable"):

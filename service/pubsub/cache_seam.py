@@ -24,8 +24,10 @@ class PubsubCache(Protocol):
 
     async def server_answered(
         self, profile: str, service: str, node: str, request: ItemsRequest, reply: ItemsReply
-    ) -> None:
-        """Called after a server answered ``request``; the cache analyses the node here."""
+    ) -> ItemsReply:
+        """Called after a server answered ``request``: returns the reply as the cache
+        would give it (``parsed`` added for a node with a parser); the cache analyses
+        the node here."""
 
     def accepts(self, event: ItemsEvent) -> bool:
         """Whether the event comes from a service the profile chose to hear; an event

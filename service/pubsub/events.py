@@ -31,6 +31,8 @@ ItemFetcher = Callable[[RoostClient, str, str, tuple[str, ...]], Awaitable[list[
 EventSink = Callable[[ItemsEvent], Awaitable[None]]
 EventFilter = Callable[[ItemsEvent], bool]
 
+HANDLER_NAME = "Roost pubsub events"
+
 
 def rewrite_item(event_item: ET.Element) -> PubsubItem:
     """An event ``<item>`` as the query form: same attributes and payload, pubsub ns."""
@@ -53,6 +55,8 @@ class EventRouter:
         # Consulted before anything else is done with an event (completing it would send
         # a stanza to whoever sent it): an event nobody chose to hear is dropped here.
         self._accepts = accepts
+        # The clients listened to, to stop listening (see detach_all).
+        self._clients: list[RoostClient] = []
         # service JID -> whether its event items equal its query items
         self._matches: dict[str, bool] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -65,11 +69,19 @@ class EventRouter:
         """Listen to ``client``'s pubsub notifications for ``profile``."""
         client.register_handler(
             Callback(
-                "Roost pubsub events",
+                HANDLER_NAME,
                 MatchXPath(f"{{jabber:client}}message/{{{p.NS_EVENT}}}event"),
                 lambda msg: self._enqueue(profile, client, msg.xml),
             )
         )
+        self._clients = [c for c in self._clients if c.transport is not None or c is client]
+        self._clients.append(client)
+
+    def detach_all(self) -> None:
+        """Stop listening to every client attached so far."""
+        for client in self._clients:
+            client.remove_handler(HANDLER_NAME)
+        self._clients.clear()
 
     def _enqueue(self, profile: str, client: RoostClient, message: ET.Element) -> None:
         pending = self._pending.get(profile)
@@ -150,18 +162,34 @@ class EventRouter:
         missing = [r["id"] for r in records if r["id"] not in with_payload or matches is not True]
         if not missing:
             return event
-        fetched = {
-            item.id: item
-            for item in await self._fetch(client, event.service, event.node, tuple(missing))
-        }
+        try:
+            answered = await self._fetch(client, event.service, event.node, tuple(missing))
+        except RoostError as exc:
+            # Not readable (forbidden, a timeout): what the event said is handed on, but
+            # it is not the items as a query gives them.
+            log.warning(
+                "%s/%s: the items a notification named could not be fetched (%s)",
+                event.service,
+                event.node,
+                exc.message,
+            )
+            return ItemsEvent(
+                event.profile, event.service, event.node, event.kind, records, complete=False
+            )
+        fetched = {item.id: item for item in answered}
         items: list[dict[str, object]] = []
+        complete = True
         for record in records:
             item = fetched.get(record["id"])
             if item is None:
-                # Retracted meanwhile, or not readable: hand on what the event said.
+                # Retracted or trimmed meanwhile: hand on what the event said. An item
+                # that came without its payload is then incomplete.
+                complete = complete and record["id"] in with_payload
                 items.append(record)
                 continue
             if matches is None and record["id"] in with_payload:
                 matches = self._matches[event.service] = record["xml"] == item.xml
             items.append(item.to_record())
-        return ItemsEvent(event.profile, event.service, event.node, event.kind, items)
+        return ItemsEvent(
+            event.profile, event.service, event.node, event.kind, items, complete=complete
+        )

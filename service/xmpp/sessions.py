@@ -63,9 +63,13 @@ class SessionManager:
         self._retry_max = retry_max
         self._connect_timeout = connect_timeout
 
-    def on_client(self, listener: ClientListener) -> None:
-        """Call ``listener(profile, client)`` for every client created from now on."""
+    def on_client(self, listener: ClientListener) -> Callable[[], None]:
+        """Call ``listener(profile, client)`` for every client: those of the sessions
+        open now, and each created from now on; returns the function that stops it."""
+        for profile, session in self._sessions.items():
+            listener(profile, session.client)
         self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
 
     async def connect(self, profile: str) -> str:
         """Open the profile's session; returns the bound full JID.

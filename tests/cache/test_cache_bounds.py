@@ -41,7 +41,7 @@ class FetchCounter(XmppSyncSource):
 async def test_a_sync_keeps_the_newest_items_up_to_the_limit_and_answers_as_the_server(
     roost: Roost, xmpp_server: XmppServer, recorder: Recorder
 ) -> None:
-    source = FetchCounter(roost.pubsub, roost.sessions)
+    source = FetchCounter(roost.server, roost.sessions)
     async with roost.restarted_cache(source=source, max_items_per_node=50) as cache:
         node = await make_blog(roost, xmpp_server, 120)
         await roost.pubsub.get_items("bob", xmpp_server.pubsub_service, node, ItemsRequest())

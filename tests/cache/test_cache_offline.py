@@ -228,7 +228,7 @@ async def test_the_own_pep_service_offline(
     async def account_jid(profile: str) -> str:
         return (await roost.db.profiles.get_profile(profile)).jid
 
-    roost.pubsub.accounts = account_jid
-    cached = await get(roost, "", node)
-    same(cached, fresh)
-    assert cached.cache_age is not None
+    async with roost.restarted_cache(accounts=account_jid):
+        cached = await get(roost, "", node)
+        same(cached, fresh)
+        assert cached.cache_age is not None

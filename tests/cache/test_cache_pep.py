@@ -42,7 +42,7 @@ class RefusingSource(XmppSyncSource):
 async def test_a_node_that_cannot_be_kept_current_is_not_cached(
     roost: Roost, xmpp_server: XmppServer, recorder: Recorder
 ) -> None:
-    async with roost.restarted_cache(source=RefusingSource(roost.pubsub, roost.sessions)) as cache:
+    async with roost.restarted_cache(source=RefusingSource(roost.server, roost.sessions)) as cache:
         await open_blog(roost, xmpp_server, 3)
         alice = xmpp_server.jid("alice")
         reply = await roost.pubsub.get_items("bob", alice, MICROBLOG, ItemsRequest())
@@ -73,7 +73,7 @@ async def test_a_config_rule_opts_such_a_node_into_periodic_refresh(
             }
         ]
     )
-    refusing = RefusingSource(roost.pubsub, roost.sessions)
+    refusing = RefusingSource(roost.server, roost.sessions)
     async with roost.restarted_cache(source=refusing, registry=registry) as cache:
         tag = await open_blog(roost, xmpp_server, 2)
         alice = xmpp_server.jid("alice")

@@ -8,10 +8,9 @@ from typing import Any
 import pytest
 
 from roost.service.cache.cache import PubsubCache
-from roost.service.cache.source import XmppSyncSource
 from roost.service.errors import InvalidArgument
 from roost.service.events import EventHub
-from roost.service.pubsub.operations import PubsubService
+from roost.service.pubsub_stack import build_pubsub_stack
 from roost.service.xmpp.sessions import SessionManager
 from roost.storage import Database
 
@@ -24,9 +23,9 @@ async def cache(sqlite_url: str) -> AsyncIterator[PubsubCache]:
     db = await Database.open(sqlite_url)
     hub = EventHub()
     sessions = SessionManager(no_profiles, hub)
-    cache = PubsubCache(db, XmppSyncSource(PubsubService(sessions, hub), sessions), hub)
-    yield cache
-    await cache.close()
+    stack = build_pubsub_stack(db, sessions, hub)
+    yield stack.cache
+    await stack.close()
     await db.close()
 
 

@@ -19,6 +19,9 @@ from roost.service.cache.source import SyncSource, XmppSyncSource
 from roost.service.events import EventHub, ItemsEvent, SyncStateChanged
 from roost.service.pubsub.model import ItemsReply, ItemsRequest
 from roost.service.pubsub.operations import PubsubService
+from roost.service.pubsub.reader import AccountLookup
+from roost.service.pubsub.server import PubsubServer
+from roost.service.pubsub_stack import CacheOptions, build_pubsub_stack
 from roost.service.xmpp.sessions import SessionManager
 from roost.storage import Database
 from tests.fixtures.sessions import Recorder
@@ -40,13 +43,12 @@ def entry(n: int, title: str | None = None) -> str:
 
 
 class Roost:
-    """A service-level Roost: database, sessions, pubsub service and cache."""
+    """A service-level Roost: database, sessions, and the daemon's pubsub stack."""
 
     def __init__(self, db: Database, sessions: SessionManager, hub: EventHub) -> None:
         self.db = db
         self.sessions = sessions
         self.hub = hub
-        self.pubsub = PubsubService(sessions, hub)
         registry = AnalyserRegistry()
         registry.register_analyser(
             Analyser(
@@ -59,34 +61,51 @@ class Roost:
                 indexed_keys=("title",),
             )
         )
-        self.cache = PubsubCache(
-            db, XmppSyncSource(self.pubsub, sessions), hub, registry, max_items_per_node=5000
+        self.stack = build_pubsub_stack(
+            db, sessions, hub, registry, options=CacheOptions(max_items_per_node=5000)
         )
-        self.pubsub.cache = self.cache
+
+    @property
+    def pubsub(self) -> PubsubService:
+        """What frontends call."""
+        return self.stack.service
+
+    @property
+    def server(self) -> PubsubServer:
+        """The server side the cache's syncs use."""
+        return self.stack.server
+
+    @property
+    def cache(self) -> PubsubCache:
+        """The cache of the stack running now."""
+        return self.stack.cache
 
     @asynccontextmanager
     async def restarted_cache(
         self,
         source: SyncSource | None = None,
         registry: AnalyserRegistry | None = None,
+        accounts: AccountLookup | None = None,
         **options: Any,
     ) -> AsyncIterator[PubsubCache]:
-        """The cache closed and replaced by a new one on the same database, as after a
-        restart; by default with the same source kind and analysers."""
-        await self.cache.close()
-        cache = PubsubCache(
+        """The pubsub stack closed and replaced by a new one on the same database and
+        sessions, as after a restart; by default with the same analysers."""
+        registry = registry or self.cache.registry
+        await self.stack.close()
+        self.stack = build_pubsub_stack(
             self.db,
-            source or XmppSyncSource(self.pubsub, self.sessions),
+            self.sessions,
             self.hub,
-            registry or self.cache.registry,
-            **options,
+            registry,
+            options=CacheOptions(**options),
+            source=source,
+            accounts=accounts,
         )
-        self.pubsub.cache = cache
-        await cache.start()
+        await self.stack.start()
         try:
-            yield cache
+            yield self.stack.cache
         finally:
-            await cache.close()
+            await self.stack.close()
 
 
 async def cached_reply(
@@ -111,11 +130,11 @@ async def roost(
         jid, password, options = xmpp_server.credentials(user)
         await db.profiles.create_profile(user, jid, password, dict(options))
     r = Roost(db, sessions, hub)
-    await r.cache.start()
+    await r.stack.start()
     await sessions.connect("alice")
     await sessions.connect("bob")
     yield r
-    await r.cache.close()
+    await r.stack.close()
     await sessions.close()
     await db.close()
 
@@ -342,7 +361,7 @@ async def test_restart_resyncs_incrementally_before_serving(
         await roost.pubsub.publish("alice", svc, node, f"p{n:03d}", entry(n))
     await roost.pubsub.retract("alice", svc, node, ["p003", "p010"], {})
     # Roost starts again on the same database.
-    source = CountingSource(roost.pubsub, roost.sessions)
+    source = CountingSource(roost.server, roost.sessions)
     # (The old cache is closed already; closing it again is a no-op.)
     async with roost.restarted_cache(source) as cache:
         mark = len([e for e in recorder.of(SyncStateChanged) if e.node == node])

@@ -72,7 +72,7 @@ async def test_publications_during_a_sync_follow_the_node_limit_too(
     roost: Roost, sessions: SessionManager, hub: EventHub, xmpp_server: XmppServer
 ) -> None:
     recorder = Recorder(hub)
-    source = PausingSource(roost.pubsub, sessions)
+    source = PausingSource(roost.server, sessions)
     async with roost.restarted_cache(source):
         svc = xmpp_server.pubsub_service
         node = f"blog-{uuid.uuid4().hex[:8]}"

@@ -15,13 +15,12 @@ from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatcherId
 
 from roost.service.cache.analysers import Analyser, AnalyserRegistry
-from roost.service.cache.cache import PubsubCache
 from roost.service.cache.microblog import parse_microblog_entry
-from roost.service.cache.source import XmppSyncSource
 from roost.service.errors import InvalidArgument
 from roost.service.events import EventHub, ItemsEvent, SyncStateChanged
 from roost.service.pubsub.model import ItemsRequest
 from roost.service.pubsub.operations import PubsubService
+from roost.service.pubsub_stack import build_pubsub_stack
 from roost.service.xmpp.sessions import SessionManager
 from roost.storage import Database
 from tests.fixtures.sessions import Recorder
@@ -129,7 +128,6 @@ async def test_deep_item_in_a_cached_node(
     db = await Database.open(f"sqlite:///{tmp_path / 'roost.sqlite'}")
     jid, password, options = xmpp_server.credentials("alice")
     await db.profiles.create_profile("alice", jid, password, dict(options))
-    pubsub = PubsubService(sessions, hub)
     registry = AnalyserRegistry()
     registry.register_analyser(
         Analyser(
@@ -141,9 +139,9 @@ async def test_deep_item_in_a_cached_node(
             parser=parse_microblog_entry,
         )
     )
-    cache = PubsubCache(db, XmppSyncSource(pubsub, sessions), hub, registry)
-    pubsub.cache = cache
-    await cache.start()
+    stack = build_pubsub_stack(db, sessions, hub, registry)
+    pubsub, cache = stack.service, stack.cache
+    await stack.start()
     service, node = xmpp_server.pubsub_service, f"blog-{uuid.uuid4().hex[:8]}"
     try:
         await sessions.connect("alice")
@@ -191,7 +189,7 @@ async def test_deep_item_in_a_cached_node(
         assert any("'deep-1'" in m for m in raw) and any("'deep-2'" in m for m in raw)
         assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     finally:
-        await cache.close()
+        await stack.close()
         await sessions.close()
         await db.close()
 

@@ -88,7 +88,7 @@ async def test_max_items_and_item_ids(
 async def test_rsm_paging_forward_and_backward(
     pubsub: PubsubService, xmpp_server: XmppServer, node: str
 ) -> None:
-    assert await pubsub.server_supports_rsm("alice", xmpp_server.pubsub_service, node) == (
+    assert await pubsub.server.server_supports_rsm("alice", xmpp_server.pubsub_service, node) == (
         xmpp_server.has_rsm
     )
     seen: list[str] = []
@@ -224,10 +224,10 @@ async def test_sync_helpers(pubsub: PubsubService, xmpp_server: XmppServer, node
     service = xmpp_server.pubsub_service
     pages = [
         [i.id for i in page]
-        async for page in pubsub.fetch_all_items("alice", service, node, page_size=20)
+        async for page in pubsub.server.fetch_all_items("alice", service, node, page_size=20)
     ]
     assert [i for page in pages for i in page] == ALL
     # Paged by RSM where the server has it (pages after the first hold half the node),
     # one whole answer where it does not.
     assert [len(p) for p in pages] == ([20, 25, 5] if xmpp_server.has_rsm else [50])
-    assert sorted(await pubsub.list_item_ids("alice", service, node)) == ALL
+    assert sorted(await pubsub.server.list_item_ids("alice", service, node)) == ALL
