@@ -31,6 +31,7 @@ from roost.service.errors import InvalidArgument, NotFound
 from roost.service.events import ContactChanged, EventHub, SubscriptionRequested
 from roost.service.profiles import ProfileService
 from roost.service.pubsub.protocol import send_iq
+from roost.service.records import ContactRecord, SubscriptionRequestRecord
 from roost.service.xmpp.client import RoostClient
 from roost.service.xmpp.sessions import SessionManager
 from roost.storage import Database, RosterEntry
@@ -140,13 +141,13 @@ class ContactsService:
 
     # -- Contacts interface ---------------------------------------------------------------
 
-    async def list(self, profile: str) -> list[dict[str, Any]]:
+    async def list(self, profile: str) -> list[ContactRecord]:
         """The profile's roster, sorted by JID (also while it is offline: as stored)."""
         name = await self._profiles.resolve(profile)
         roster = self._roster(name)
         return [self._record(roster, entry) for _jid, entry in sorted(roster.entries.items())]
 
-    async def list_requests(self, profile: str) -> builtins.list[dict[str, Any]]:
+    async def list_requests(self, profile: str) -> builtins.list[SubscriptionRequestRecord]:
         """The presence subscription requests waiting for an answer, oldest first: each
         ``jid``, ``message`` (the requester's text, maybe empty) and ``received``."""
         name = await self._profiles.resolve(profile)
@@ -399,7 +400,7 @@ class ContactsService:
         self._events.publish(ContactChanged(profile, contact))
 
     @staticmethod
-    def _record(roster: _Roster, entry: RosterEntry) -> dict[str, Any]:
+    def _record(roster: _Roster, entry: RosterEntry) -> ContactRecord:
         return {
             "jid": entry.jid,
             "name": entry.name,

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from roost.service.records import ContactRecord
+
 log = logging.getLogger(__name__)
 
 
@@ -97,7 +99,7 @@ class ContactChanged:
     ``pending_in``) with ``removed`` true when the contact left the roster."""
 
     profile: str
-    contact: dict[str, Any]
+    contact: ContactRecord
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from roost.service.errors import InvalidArgument
 from roost.service.profiles import ProfileService
 from roost.service.pubsub.model import ItemsReply, ItemsRequest
 from roost.service.pubsub.operations import PubsubService
+from roost.service.records import NodeState, SearchHit
 
 MAX_NODE_NAME = 1024
 MAX_ITEM_ID = 1024
@@ -187,11 +188,11 @@ class PubsubAccess:
 
     # -- Cache ----------------------------------------------------------------------------
 
-    async def search(self, query: Mapping[str, Any]) -> list[dict[str, Any]]:
+    async def search(self, query: Mapping[str, Any]) -> list[SearchHit]:
         """Search the cache (profile names in ``profiles`` are taken as given)."""
         return await self.cache.search(query)
 
-    async def get_node_state(self, profile: str, service: str, node: str) -> dict[str, Any]:
+    async def get_node_state(self, profile: str, service: str, node: str) -> NodeState:
         """A node's cache state."""
         name, service, node = await self._target(profile, service, node)
         if not service:

@@ -56,6 +56,7 @@ from roost.service.events import (
     SyncStateChanged,
 )
 from roost.service.pubsub.model import ItemsReply, ItemsRequest
+from roost.service.records import NodeState, SearchHit
 from roost.storage import Database, NodeRecord
 from roost.storage.errors import InvalidQuery
 
@@ -344,7 +345,7 @@ class PubsubCache:
 
     # -- Cache interface ----------------------------------------------------------------
 
-    async def search(self, query: Mapping[str, Any]) -> list[dict[str, Any]]:
+    async def search(self, query: Mapping[str, Any]) -> list[SearchHit]:
         """Items across the cache matching ``query`` (DESIGN.md's Search keys).
 
         Raises:
@@ -354,20 +355,25 @@ class PubsubCache:
             hits = await self._db.search.search(query)
         except InvalidQuery as exc:
             raise InvalidArgument(str(exc)) from None
-        results = []
+        results: list[SearchHit] = []
         for hit in hits:
-            record = item_from_record(hit.record()).to_record()
-            record.update(
-                profile=hit.profile,
-                service=hit.service,
-                node=hit.node,
-                created=hit.created,
-                updated=hit.updated,
-            )
-            results.append(record)
+            item = item_from_record(hit.record())
+            found: SearchHit = {
+                "id": item.id,
+                "publisher": item.publisher,
+                "xml": item.xml,
+                "profile": hit.profile,
+                "service": hit.service,
+                "node": hit.node,
+                "created": hit.created,
+                "updated": hit.updated,
+            }
+            if item.parsed is not None:
+                found["parsed"] = item.parsed
+            results.append(found)
         return results
 
-    async def get_node_state(self, profile: str, service: str, node: str) -> dict[str, Any]:
+    async def get_node_state(self, profile: str, service: str, node: str) -> NodeState:
         """The node's cache state (GetNodeState); ``none`` for a node never seen."""
         record = await self._db.nodes.get_node(profile, service, node)
         if record is None:

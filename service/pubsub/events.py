@@ -14,6 +14,7 @@ import logging
 import xml.etree.ElementTree as ET
 from collections import deque
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
@@ -138,7 +139,7 @@ class EventRouter:
                 published = [rewrite_item(i) for i in child.findall(f"{{{p.NS_EVENT}}}item")]
                 retracted = [r.get("id", "") for r in child.findall(f"{{{p.NS_EVENT}}}retract")]
                 if published:
-                    records = [i.to_record() for i in published]
+                    records: list[dict[str, Any]] = [dict(i.to_record()) for i in published]
                     # An item without payload has only its id: mark it for completion.
                     for record, raw in zip(
                         records, child.findall(f"{{{p.NS_EVENT}}}item"), strict=True
@@ -177,7 +178,7 @@ class EventRouter:
                 event.profile, event.service, event.node, event.kind, records, complete=False
             )
         fetched = {item.id: item for item in answered}
-        items: list[dict[str, object]] = []
+        items: list[dict[str, Any]] = []
         complete = True
         for record in records:
             item = fetched.get(record["id"])
@@ -189,7 +190,7 @@ class EventRouter:
                 continue
             if matches is None and record["id"] in with_payload:
                 matches = self._matches[event.service] = record["xml"] == item.xml
-            items.append(item.to_record())
+            items.append(dict(item.to_record()))
         return ItemsEvent(
             event.profile, event.service, event.node, event.kind, items, complete=complete
         )

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from roost.service.errors import InvalidArgument
+from roost.service.records import ItemRecord, ItemsMetadata
 
 # Larger pages than this are refused: a page must fit a bus message with room to spare.
 MAX_PAGE_ITEMS = 10_000
@@ -92,9 +93,9 @@ class PubsubItem:
     # answer: the cache parses its payload without reading the text again.
     element: ET.Element | None = field(default=None, compare=False, repr=False)
 
-    def to_record(self) -> dict[str, Any]:
+    def to_record(self) -> ItemRecord:
         """The item as GetItems and ItemsEvent records carry it."""
-        record: dict[str, Any] = {"id": self.id, "publisher": self.publisher, "xml": self.xml}
+        record: ItemRecord = {"id": self.id, "publisher": self.publisher, "xml": self.xml}
         if self.parsed is not None:
             record["parsed"] = self.parsed
         return record
@@ -121,9 +122,9 @@ class ItemsReply:
     first_index: int | None = None
     cache_age: float | None = None
 
-    def metadata(self) -> dict[str, Any]:
+    def metadata(self) -> ItemsMetadata:
         """The metadata dictionary of a GetItems answer."""
-        meta: dict[str, Any] = {"from_cache": self.from_cache, "complete": self.complete}
+        meta: ItemsMetadata = {"from_cache": self.from_cache, "complete": self.complete}
         if self.rsm_first is not None:
             meta["rsm_first"] = self.rsm_first
         if self.rsm_last is not None:
