@@ -3,7 +3,9 @@
 A node's items are kept in the order the server gives (oldest first) by ``position``,
 which grows with every write: a republished item moves to the end, as on the servers.
 Paging is done in SQL with keyset conditions on ``position`` (never an OFFSET scan for
-``before``/``after``), with exactly the semantics described in :meth:`ItemStore.get_items`.
+``before``/``after``), reading no more rows than the page holds, in the window that
+:func:`roost.storage.paging.page_window` gives (the rules the service layer also pages a
+server's answer by), as described in :meth:`ItemStore.get_items`.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from roost.storage.item_records import (
     ItemRecord,
 )
 from roost.storage.models import Profile, PubsubItem, PubsubNode
+from roost.storage.paging import ReplyBudget, Window, page_window
 from roost.storage.search import parse_path
 
 log = logging.getLogger(__name__)
@@ -48,6 +51,8 @@ _RECORD_COLUMNS = (
     _items.c.created,
     _items.c.updated,
 )
+# No byte bound: more than any reply holds.
+_UNBOUNDED = 2**62
 _UPDATED_ON_CONFLICT = ("publisher", "position", "data", "parsed", "search_text", "updated")
 
 
@@ -310,17 +315,23 @@ class ItemStore:
         after: str | None = None,
         index: int | None = None,
         page_size: int = DEFAULT_PAGE_SIZE,
+        max_reply_items: int | None = None,
+        max_reply_bytes: int | None = None,
     ) -> ItemPage:
         """Read a page of a node's items, as a pubsub service with RSM answers.
 
         L is the node's items oldest first, only those in ``item_ids`` when given.
         Without ``before``/``after``/``index``: the newest ``max_items`` of L (oldest
-        first), complete when that is all of L; without ``max_items`` all of L. With
-        ``after``: the first N items strictly after that item (``""``: from the start),
-        complete when the page reaches the end of L. With ``before``: the last N items
-        strictly before it (``""``: from the end), complete when the page reaches the
-        start. With ``index``: ``L[index:index + N]``, complete when it reaches the end.
-        N is ``max_items``, else ``page_size``.
+        first), complete when that is all of L; without ``max_items`` all of L, unless
+        ``max_reply_items`` / ``max_reply_bytes`` bound the reply: then its first items
+        up to the bound (at least one), complete when that is all of L. With ``after``:
+        the first N items strictly after that item (``""``: from the start), complete
+        when the page reaches the end of L. With ``before``: the last N items strictly
+        before it (``""``: from the end), complete when the page reaches the start. With
+        ``index``: ``L[index:index + N]``, complete when it reaches the end. N is
+        ``max_items``, else ``page_size``. The window is
+        :func:`~roost.storage.paging.page_window`'s; no more rows than the page holds
+        are read.
 
         Args:
             node_id: the node's row id.
@@ -330,6 +341,9 @@ class ItemStore:
             after: an item id of L, or ``""`` for the first page.
             index: a position in L.
             page_size: N when ``max_items`` is None and paging is given.
+            max_reply_items: for a read of all of L, the most items the page holds.
+            max_reply_bytes: for a read of all of L, the most bytes of item XML (UTF-8)
+                the page holds past its first item.
 
         Returns:
             The page, with first/last ids, first_index, count and complete.
@@ -338,7 +352,13 @@ class ItemStore:
             RowNotFound: ``before``/``after`` names an item not in L.
             InvalidQuery: conflicting or negative paging arguments.
         """
-        for name, value in (("max_items", max_items), ("index", index), ("page_size", page_size)):
+        for name, value in (
+            ("max_items", max_items),
+            ("index", index),
+            ("page_size", page_size),
+            ("max_reply_items", max_reply_items),
+            ("max_reply_bytes", max_reply_bytes),
+        ):
             _check_count(name, value)
         if before is not None and after is not None:
             raise InvalidQuery("give either before or after, not both")
@@ -352,13 +372,15 @@ class ItemStore:
 
         async with self._transaction("get_items", write=False) as conn:
 
-            async def fetch(*extra: Any, desc: bool = False, offset: int = 0) -> list[Any]:
+            async def fetch(
+                window: Window, *extra: Any, desc: bool = False, offset: int | None = None
+            ) -> list[Any]:
+                if window.length == 0:
+                    return []
                 stmt = select(*_RECORD_COLUMNS).where(*where, *extra)
-                stmt = stmt.order_by(pos.desc() if desc else pos)
-                if size is not None and (before is not None or after is not None or desc):
-                    stmt = stmt.limit(size)
-                if index is not None:
-                    stmt = stmt.limit(size).offset(offset)
+                stmt = stmt.order_by(pos.desc() if desc else pos).limit(window.length)
+                if offset is not None:
+                    stmt = stmt.offset(offset)
                 rows = list(await conn.execute(stmt))
                 return rows[::-1] if desc else rows
 
@@ -375,37 +397,61 @@ class ItemStore:
                 if anchor_pos is None:
                     raise RowNotFound(f"item {anchor!r} is not in the node's item list")
             if after is not None:
-                if after:
-                    rows = await fetch(pos > anchor_pos)
-                    first_index = await count(pos <= anchor_pos)
-                else:
-                    rows, first_index = await fetch(), 0
-                complete = first_index + len(rows) >= total
+                boundary = await count(pos <= anchor_pos) if after else 0
+                window = page_window(total, size, after=boundary)
+                rows = await fetch(window, pos > anchor_pos) if after else await fetch(window)
             elif before is not None:
+                boundary = await count(pos < anchor_pos) if before else total
+                window = page_window(total, size, before=boundary)
                 rows = (
-                    await fetch(pos < anchor_pos, desc=True) if before else await fetch(desc=True)
+                    await fetch(window, pos < anchor_pos, desc=True)
+                    if before
+                    else await fetch(window, desc=True)
                 )
-                first_index = (await count(pos < anchor_pos) if before else total) - len(rows)
-                complete = first_index == 0
             elif index is not None:
-                rows = await fetch(offset=index)
-                first_index = min(index, total)
-                complete = first_index + len(rows) >= total
+                window = page_window(total, size, after=min(index, total))
+                rows = await fetch(window, offset=window.start)
             elif max_items is not None:
-                rows = await fetch(desc=True)
-                first_index, complete = total - len(rows), max_items >= total
+                window = page_window(total, max_items)
+                rows = await fetch(window, desc=True)
+            elif max_reply_items is None and max_reply_bytes is None:
+                window = page_window(total)
+                rows = await fetch(window)
             else:
-                rows, first_index, complete = await fetch(), 0, True
+                rows = await self._bounded_rows(
+                    conn,
+                    select(*_RECORD_COLUMNS).where(*where).order_by(pos),
+                    ReplyBudget(
+                        total if max_reply_items is None else max_reply_items,
+                        _UNBOUNDED if max_reply_bytes is None else max_reply_bytes,
+                    ),
+                )
+                window = page_window(total, len(rows), after=0)
 
         records = [_record(r) for r in rows]
         return ItemPage(
             items=records,
             first=records[0].item_id if records else None,
             last=records[-1].item_id if records else None,
-            first_index=first_index,
+            first_index=window.first_index,
             count=total,
-            complete=complete,
+            complete=window.complete,
         )
+
+    @staticmethod
+    async def _bounded_rows(conn: AsyncConnection, stmt: Any, budget: ReplyBudget) -> list[Any]:
+        """The leading rows of ``stmt`` that fit ``budget`` (by their item XML's UTF-8
+        size), read as a stream: no row past the first that does not fit."""
+        rows: list[Any] = []
+        result = await conn.stream(stmt.limit(budget.items_left))
+        try:
+            async for row in result:
+                if not budget.take(len(row[2].encode())):
+                    break
+                rows.append(row)
+        finally:
+            await result.close()
+        return rows
 
     async def purge_items(
         self,

@@ -9,15 +9,16 @@ frontend cannot tell where an answer came from except by ``from_cache``.
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
 from roost.service.errors import InvalidArgument
+from roost.service.pubsub import rsm
 from roost.service.pubsub.model import ItemsReply, ItemsRequest, PubsubItem
-from roost.service.pubsub.rsm import DEFAULT_PAGE_SIZE, decode_token, encode_token, page_items
+from roost.service.pubsub.rsm import DEFAULT_PAGE_SIZE, decode_token, window_reply
 from roost.storage import NodeRecord
 from roost.storage.errors import RowNotFound
 from roost.storage.item_records import ItemRecord
 from roost.storage.items import ItemStore
+from roost.storage.paging import Window
 
 
 def item_from_record(record: ItemRecord) -> PubsubItem:
@@ -70,29 +71,20 @@ async def answer_from_store(
             before=_anchor(request.before),
             after=_anchor(request.after),
             page_size=DEFAULT_PAGE_SIZE,
+            # Read only when no other paging is given: at most what a reply may hold.
+            max_reply_items=rsm.MAX_REPLY_ITEMS,
+            max_reply_bytes=rsm.MAX_REPLY_BYTES,
         )
     except RowNotFound:
         return None
     except ValueError as exc:  # InvalidQuery: the request model let something through
         raise InvalidArgument(str(exc)) from None
     found = [item_from_record(r) for r in page.items]
-    if not paged and request.max_items is None:
-        # Every item, unless the reply passes the size bound: the server path's own
-        # function decides, so both paths cut at the same item.
-        whole = page_items(found, request)
-        return replace(whole, from_cache=True)
-    count = int(node.extra.get("total", page.count)) if truncated else page.count
-    complete, first_index = page.complete, page.first_index
+    count = page.count
+    window = Window(page.first_index, page.first_index + len(found), page.complete)
     if truncated:
         # The newest N of a node kept in part: older items are on the server, so the
         # answer is not the whole node, and its place is counted from the server's start.
-        complete, first_index = False, count - len(found)
-    return ItemsReply(
-        items=found,
-        from_cache=True,
-        rsm_first=encode_token(found[0].id) if found else None,
-        rsm_last=encode_token(found[-1].id) if found else None,
-        rsm_count=count,
-        complete=complete,
-        first_index=first_index if found else None,
-    )
+        count = int(node.extra.get("total", page.count))
+        window = Window(count - len(found), count, False)
+    return window_reply(found, window, count, from_cache=True)

@@ -8,20 +8,25 @@ disproves it, and that answer is then paged by Roost itself.
 
 from __future__ import annotations
 
+import logging
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 
 from roost.service.errors import XmppError
 from roost.service.pubsub import protocol as p
+from roost.service.pubsub import rsm
 from roost.service.pubsub.model import ItemsReply, ItemsRequest, PubsubItem
 from roost.service.pubsub.rsm import (
     DEFAULT_PAGE_SIZE,
-    MAX_REPLY_ITEMS,
     decode_token,
-    encode_token,
     page_items,
+    window_reply,
+    xml_size,
 )
 from roost.service.xmpp.client import RoostClient
+from roost.storage.paging import Window, bounded_length, page_window
+
+log = logging.getLogger(__name__)
 
 FETCH_PAGE_SIZE = 500
 # ejabberd reads the whole node for every page it answers, so a page costs nearly the
@@ -62,6 +67,8 @@ class ItemsQuery:
 
     def __init__(self) -> None:
         self._rsm: dict[str, bool] = {}
+        # Whether each service's disco#items lists a node's items oldest first.
+        self._oldest_first: dict[str, bool] = {}
         self._walked: dict[tuple[str, str], int] = {}
 
     def walked_total(self, service: str, node: str) -> int | None:
@@ -72,6 +79,10 @@ class ItemsQuery:
     def known_rsm(self, service: str) -> bool | None:
         """What is known of ``service``'s RSM support (None: not yet known)."""
         return self._rsm.get(service)
+
+    def known_listing_order(self, service: str) -> bool | None:
+        """Whether ``service`` lists a node's items oldest first (None: not yet known)."""
+        return self._oldest_first.get(service)
 
     async def server_supports_rsm(self, client: RoostClient, service: str, node: str) -> bool:
         """Whether ``service`` pages pubsub queries with RSM (asked once per service)."""
@@ -111,13 +122,13 @@ class ItemsQuery:
             return page_items(await self._by_ids(client, service, node, request), request)
         if self._rsm.get(service) is False:
             return page_items(await self._whole(client, service, node), request)
-        rsm = self._translate(request)
-        if rsm is None:
+        query = self._translate(request)
+        if query is None:
             # A token with no server token on an RSM server: walk the node, page locally.
             return page_items(
                 [i async for page in self.fetch_all(client, service, node) for i in page], request
             )
-        reply = await self._ask(client, service, node, rsm)
+        reply = await self._ask(client, service, node, query)
         items = p.parse_items(reply)
         meta = p.parse_rsm(reply)
         if meta is None:
@@ -139,7 +150,7 @@ class ItemsQuery:
         if request.max_items is not None:
             # The newest N is the last page; unlike max_items, it also tells the count.
             return p.rsm_set(request.max_items, before="")
-        return p.rsm_set(MAX_REPLY_ITEMS)
+        return p.rsm_set(rsm.MAX_REPLY_ITEMS)
 
     @staticmethod
     def _from_rsm(
@@ -147,33 +158,38 @@ class ItemsQuery:
         meta: tuple[int | None, str | None, str | None, int | None],
         request: ItemsRequest,
     ) -> ItemsReply:
+        """The reply for a page the server cut by RSM, placed where the server says.
+
+        A page read backward (``before``, or the newest N) is complete when it starts
+        the node, one read forward when it reaches its end; an empty page always is
+        (nothing lies that way). Without ``max_items`` or paging, the page (the first
+        MAX_REPLY_ITEMS) is cut further to the reply's byte bound, as a whole answer is.
+        """
         count, first, last, index = meta
         count = len(items) if count is None else count
-        start = index if index is not None else 0
-        if request.before is not None or (request.max_items is not None and not request.is_paging):
-            complete = start == 0
-        else:
-            complete = start + len(items) >= count
-        if not request.is_paging and request.max_items is None:
-            # No max_items: the first page is whole unless the byte bound cuts it.
-            bounded = page_items(items, request)
-            if len(bounded.items) < len(items):
-                return ItemsReply(
-                    items=bounded.items,
-                    rsm_first=bounded.rsm_first,
-                    rsm_last=bounded.rsm_last,
-                    rsm_count=count,
-                    complete=False,
-                    first_index=start,
-                )
-        return ItemsReply(
-            items=items,
-            rsm_first=encode_token(items[0].id, first) if items else None,
-            rsm_last=encode_token(items[-1].id, last) if items else None,
-            rsm_count=count,
-            complete=complete,
-            first_index=start if items else None,
+        backward = request.before is not None or (
+            request.max_items is not None and not request.is_paging
         )
+        if not items:
+            at = 0 if backward else count
+            return window_reply([], Window(at, at, True), count)
+        if index is not None:
+            start = index
+        elif backward and not request.before:
+            start = max(count - len(items), 0)
+        else:
+            start = 0
+        if backward:
+            window = page_window(count, len(items), before=min(start + len(items), count))
+        else:
+            fit = len(items)
+            if not request.is_paging and request.max_items is None:
+                fit = bounded_length(map(xml_size, items), rsm.MAX_REPLY_ITEMS, rsm.MAX_REPLY_BYTES)
+            if fit < len(items):
+                # Cut here: the server's token for the last item is not known.
+                items, last = items[:fit], None
+            window = page_window(count, len(items), after=min(start, count))
+        return window_reply(items, window, count, first_token=first, last_token=last)
 
     async def _whole(self, client: RoostClient, service: str, node: str) -> list[PubsubItem]:
         return p.parse_items(await self._ask(client, service, node))
@@ -181,16 +197,46 @@ class ItemsQuery:
     async def _by_ids(
         self, client: RoostClient, service: str, node: str, request: ItemsRequest
     ) -> list[PubsubItem]:
+        """The items asked for by id, in node order.
+
+        XEP-0060 gives a by-id answer no order: Prosody answers in the order asked,
+        ejabberd in the node's. The node's item listing (disco#items) gives the order on
+        every server, once its direction on the service is known (see
+        :meth:`_listing_oldest_first`).
+        """
         items = p.parse_items(await self._ask(client, service, node, item_ids=request.item_ids))
-        if len(items) < 2 or await self.server_supports_rsm(client, service, node):
+        if len(items) < 2:
             return items
-        # Prosody answers in the order asked, not the node's: its item listing is newest
-        # first, which gives the node's order back.
-        order = {
-            item_id: n
-            for n, item_id in enumerate(reversed(await self.list_item_ids(client, service, node)))
-        }
+        listing = await self.list_item_ids(client, service, node)
+        if not await self._listing_oldest_first(client, service, node, listing):
+            listing.reverse()
+        order = {item_id: n for n, item_id in enumerate(listing)}
+        # An item the listing misses was published after it: the newest.
         return sorted(items, key=lambda item: order.get(item.id, len(order)))
+
+    async def _listing_oldest_first(
+        self, client: RoostClient, service: str, node: str, listing: list[str]
+    ) -> bool:
+        """Whether ``service``'s disco#items lists a node's items oldest first (ejabberd
+        does, Prosody newest first).
+
+        Learnt once per service, from ``listing`` (a node's, two items at least) and the
+        node's newest item (``max_items`` 1, which XEP-0060 defines as the newest); until
+        that can be told (the node changed between the two), a service with RSM is taken
+        for oldest first and one without for newest first, as the servers tested do.
+        """
+        known = self._oldest_first.get(service)
+        if known is not None:
+            return known
+        guess = self._rsm.get(service) is not False
+        if len(listing) < 2:
+            return guess
+        newest = p.parse_items(await self._ask(client, service, node, max_items=1))
+        if len(newest) != 1 or newest[0].id not in (listing[0], listing[-1]):
+            log.info("%s: cannot tell the direction of its item listings yet", service)
+            return guess
+        known = self._oldest_first[service] = newest[0].id == listing[-1]
+        return known
 
     async def fetch_all(
         self,

@@ -6,9 +6,11 @@ or from a server without RSM) still works anywhere: the item id is enough to pag
 whole answer locally.
 
 Paging follows the shared contract: L is the node's items oldest first; no before/after
-gives the newest ``max_items`` (all without it); ``after=X`` the first N strictly after
-X; ``before=X`` the last N strictly before X; empty ``after``/``before`` start from the
-first / last item; an X not in L is item-not-found.
+gives the newest ``max_items`` (all without it, up to the reply bound); ``after=X`` the
+first N strictly after X; ``before=X`` the last N strictly before X; empty
+``after``/``before`` start from the first / last item; an X not in L is item-not-found.
+The windows themselves are :func:`roost.storage.paging.page_window`'s, which the item store
+pages the cache by too; every answer is made by :func:`window_reply`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Sequence
 
 from roost.service.errors import InvalidArgument, XmppError
 from roost.service.pubsub.model import ItemsReply, ItemsRequest, PubsubItem
+from roost.storage.paging import Window, bounded_length, page_window
 
 # A page asked with before/after and no max_items holds this many items.
 DEFAULT_PAGE_SIZE = 100
@@ -69,14 +72,60 @@ def _position(ids: Sequence[str], token: str) -> int:
         raise XmppError("item-not-found", f"no item {item_id!r} in the node") from None
 
 
-def _bounded(items: Sequence[PubsubItem]) -> int:
-    """How many leading items fit MAX_REPLY_ITEMS and MAX_REPLY_BYTES (at least one)."""
-    size = 0
-    for index, item in enumerate(items[:MAX_REPLY_ITEMS]):
-        size += len(item.xml.encode())
-        if size > MAX_REPLY_BYTES and index > 0:
-            return index
-    return min(len(items), MAX_REPLY_ITEMS)
+def xml_size(item: PubsubItem) -> int:
+    """An item's size for the reply bound: its XML's length in UTF-8 bytes."""
+    return len(item.xml.encode())
+
+
+def window_reply(
+    items: list[PubsubItem],
+    window: Window,
+    count: int,
+    *,
+    first_token: str | None = None,
+    last_token: str | None = None,
+    from_cache: bool = False,
+) -> ItemsReply:
+    """The reply for a page: ``items`` are the window's items, ``count`` the length of
+    the list it is a window of, and ``first_token`` / ``last_token`` the server's RSM
+    tokens of its first and last items, when the page came from a server with RSM;
+    ``from_cache`` whether it came from the cache.
+
+    Every GetItems answer, from the cache or from the server, is made here, so that the
+    paging metadata means the same wherever the page came from.
+    """
+    return ItemsReply(
+        items=items,
+        from_cache=from_cache,
+        rsm_first=encode_token(items[0].id, first_token) if items else None,
+        rsm_last=encode_token(items[-1].id, last_token) if items else None,
+        rsm_count=count,
+        complete=window.complete,
+        first_index=window.first_index if items else None,
+    )
+
+
+def request_window(ids: Sequence[str], request: ItemsRequest, bounded: int) -> Window:
+    """The window of L (``ids``, oldest first) that ``request`` answers.
+
+    ``bounded`` is how many leading items fit the reply bound, used only by a request
+    with neither ``max_items`` nor ``before``/``after``.
+
+    Raises:
+        InvalidArgument: a malformed token.
+        XmppError: item-not-found when the token's item is not in L.
+    """
+    count = len(ids)
+    size = request.max_items or DEFAULT_PAGE_SIZE
+    if request.after is not None:
+        start = 0 if request.after == "" else _position(ids, request.after) + 1
+        return page_window(count, size, after=start)
+    if request.before is not None:
+        end = count if request.before == "" else _position(ids, request.before)
+        return page_window(count, size, before=end)
+    if request.max_items is not None:
+        return page_window(count, request.max_items)
+    return page_window(count, bounded, after=0)
 
 
 def page_items(items: Sequence[PubsubItem], request: ItemsRequest) -> ItemsReply:
@@ -87,30 +136,8 @@ def page_items(items: Sequence[PubsubItem], request: ItemsRequest) -> ItemsReply
         InvalidArgument: a malformed token.
         XmppError: item-not-found when the token's item is not in L.
     """
-    count = len(items)
-    ids = [item.id for item in items]
-    if request.after is not None:
-        start = 0 if request.after == "" else _position(ids, request.after) + 1
-        size = request.max_items or DEFAULT_PAGE_SIZE
-        end = min(start + size, count)
-        complete = end >= count
-    elif request.before is not None:
-        end = count if request.before == "" else _position(ids, request.before)
-        size = request.max_items or DEFAULT_PAGE_SIZE
-        start = max(end - size, 0)
-        complete = start == 0
-    elif request.max_items is not None:
-        start, end = max(count - request.max_items, 0), count
-        complete = request.max_items >= count
-    else:
-        start, end = 0, _bounded(items)
-        complete = end >= count
-    page = list(items[start:end])
-    return ItemsReply(
-        items=page,
-        rsm_first=encode_token(page[0].id) if page else None,
-        rsm_last=encode_token(page[-1].id) if page else None,
-        rsm_count=count,
-        complete=complete,
-        first_index=start if page else None,
-    )
+    bounded = 0
+    if request.max_items is None and not request.is_paging:
+        bounded = bounded_length(map(xml_size, items), MAX_REPLY_ITEMS, MAX_REPLY_BYTES)
+    window = request_window([item.id for item in items], request, bounded)
+    return window_reply(list(items[window.start : window.end]), window, len(items))

@@ -1,7 +1,8 @@
-"""Paging of a node's items: the SQL paging equals a plain-Python reference on any input.
+"""Paging of a node's items: the SQL paging, and the window function it and the service
+layer's paging of a server answer share, equal a plain-Python reference on any input.
 
 The reference below is the shared paging contract written as list slicing; the service
-layer's own paging of a server answer must give the same answers.
+layer's own paging of a server answer must give the same answers (tests/xmpp/test_rsm.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from hypothesis import strategies as st
 
 from roost.storage.errors import RowNotFound
 from roost.storage.item_records import ItemInput, ItemPage
+from roost.storage.paging import bounded_length, page_window
 from tests.storage.test_items import Stores, open_stores
 
 SETTINGS = settings(
@@ -205,3 +207,76 @@ def test_any_request_equals_the_reference(
             harness.page(node, **kwargs)
         return
     check(harness.page(node, **kwargs), expected)
+
+
+# -- the window function itself --------------------------------------------------------
+
+
+@given(
+    count=st.integers(min_value=0, max_value=40),
+    size=st.none() | st.integers(min_value=0, max_value=50),
+    data=st.data(),
+)
+def test_the_window_equals_the_reference(count: int, size: int | None, data: st.DataObject) -> None:
+    ids = [f"i{n}" for n in range(count)]
+    mode = data.draw(st.sampled_from(["none", "before", "after"]))
+    if mode == "none":
+        window = page_window(count, size)
+        expected = reference_page(ids, max_items=size)
+    else:
+        anchor = data.draw(st.sampled_from(["", *ids]))
+        if mode == "after":
+            boundary = ids.index(anchor) + 1 if anchor else 0
+        else:
+            boundary = ids.index(anchor) if anchor else count
+        window = page_window(count, 100 if size is None else size, **{mode: boundary})
+        expected = reference_page(ids, **{mode: anchor}, page_size=100, max_items=size)
+    assert ids[window.start : window.end] == expected.ids
+    assert (window.complete, window.length) == (expected.complete, len(expected.ids))
+    if expected.ids:
+        assert window.first_index == expected.first_index
+
+
+def test_a_window_refuses_what_is_not_a_request() -> None:
+    for bad in (
+        lambda: page_window(-1),
+        lambda: page_window(3, -1),
+        lambda: page_window(3, 1, after=0, before=3),
+        lambda: page_window(3, 1, after=4),
+        lambda: page_window(3, 1, before=-1),
+    ):
+        with pytest.raises(ValueError):
+            bad()
+
+
+def test_the_reply_bound_counts_items_and_bytes_and_always_holds_one() -> None:
+    assert bounded_length([10] * 5, max_items=3, max_bytes=1000) == 3
+    assert bounded_length([10] * 5, max_items=10, max_bytes=35) == 3
+    assert bounded_length([10] * 5, max_items=10, max_bytes=50) == 5
+    assert bounded_length([500, 1], max_items=10, max_bytes=100) == 1
+    assert bounded_length([], max_items=10, max_bytes=100) == 0
+    # A stream is read no further than the first item that does not fit.
+    read: list[int] = []
+
+    def sizes() -> Iterator[int]:
+        for n in range(100):
+            read.append(n)
+            yield 10
+
+    assert bounded_length(sizes(), max_items=100, max_bytes=45) == 4
+    assert read == [0, 1, 2, 3, 4]
+
+
+def test_a_bounded_read_of_the_store_stops_where_the_reply_is_full(harness: Harness) -> None:
+    ids = [f"i{n:02d}" for n in range(30)]
+    node = harness.new_node(ids)
+    size = len(_input("i00").data.encode())
+    by_items = harness.page(node, max_reply_items=12, max_reply_bytes=10**6)
+    check(by_items, Expected(ids[:12], 0, 30, False))
+    by_bytes = harness.page(node, max_reply_items=100, max_reply_bytes=size * 7 + size // 2)
+    check(by_bytes, Expected(ids[:7], 0, 30, False))
+    whole = harness.page(node, max_reply_items=30, max_reply_bytes=size * 30)
+    check(whole, Expected(ids, 0, 30, True))
+    # The bound applies to a read of all of L only.
+    newest = harness.page(node, max_items=20, max_reply_items=5, max_reply_bytes=1)
+    check(newest, Expected(ids[10:], 10, 30, False))
