@@ -128,7 +128,12 @@ class ItemStore:
         log.debug("transaction %s: %.1f ms", name, (time.perf_counter() - start) * 1000)
 
     async def upsert_items(
-        self, node_id: int, items: Sequence[ItemInput], *, keep_position: bool = False
+        self,
+        node_id: int,
+        items: Sequence[ItemInput],
+        *,
+        keep_position: bool = False,
+        at_start: bool = False,
     ) -> int:
         """Store items in a node, replacing those with the same id.
 
@@ -141,6 +146,8 @@ class ItemStore:
             node_id: the node's row id.
             items: the items, oldest first.
             keep_position: leave items already stored where they are.
+            at_start: place the items before every item of the node instead, in the order
+                given (older items of a node kept in part, back among its newest).
 
         Returns:
             How many items were written.
@@ -149,10 +156,17 @@ class ItemStore:
             return 0
         now = time.time()
         async with self._transaction("upsert_items", write=True) as conn:
-            top = await conn.scalar(
-                select(func.max(_items.c.position)).where(_items.c.node_id == node_id)
-            )
-            base = int(top or 0)
+            if at_start:
+                bottom = await conn.scalar(
+                    select(func.min(_items.c.position)).where(_items.c.node_id == node_id)
+                )
+                # Positions may go below zero: only their order matters.
+                base = int(bottom or 0) - len(items) - 1
+            else:
+                top = await conn.scalar(
+                    select(func.max(_items.c.position)).where(_items.c.node_id == node_id)
+                )
+                base = int(top or 0)
             rows = [
                 {
                     "node_id": node_id,

@@ -1,8 +1,9 @@
 """Synchronising one node: the procedure of DESIGN.md's "pubsub cache" section.
 
 Subscribe first (or rely on PEP notifications), so that nothing published meanwhile is
-missed; then either an incremental resync (list the item ids, fetch only what is new or
-moved, drop what is gone) or a full fetch, storing while the next page is fetched.
+missed; then either an incremental resync (list the item ids, fetch only what is new,
+drop what is gone, within the newest ``max_items_per_node`` the cache keeps) or a full
+fetch, storing while the next page is fetched.
 Bookkeeping of states, events that arrive meanwhile and retries belongs to the caller
 (:class:`roost.service.cache.cache.PubsubCache`).
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from roost.service.cache.analysers import Analyser
 from roost.service.cache.source import Currency, SyncSource
@@ -49,6 +50,8 @@ class SyncResult:
         stored: items written to the database.
         fetched: items fetched from the server.
         removed: cached items dropped because the server no longer has them.
+        trimmed: cached items dropped because newer ones pushed them out of the newest
+            ``max_items_per_node`` (the server still has them).
         incremental: whether only changes were fetched.
         total: items the server holds.
         truncated: whether only the newest ``max_items_per_node`` are kept.
@@ -58,6 +61,7 @@ class SyncResult:
     stored: int = 0
     fetched: int = 0
     removed: int = 0
+    trimmed: int = 0
     incremental: bool = False
     total: int = 0
     truncated: bool = False
@@ -208,10 +212,20 @@ class NodeSynchroniser:
         currency: Currency,
         progress: Progress,
     ) -> SyncResult | None:
-        """Fetch only what changed; None when that cannot give a correct copy."""
+        """Fetch only what changed; None when that cannot give a correct copy.
+
+        The cache keeps a node's newest ``max_items_per_node`` items, so the server's
+        listing is compared within that window: the window's items the cache lacks are
+        fetched (newer ones, and, for a node kept in part, older ones back in the window
+        after a retraction), cached items the server no longer lists are dropped, and
+        cached items pushed out of the window by newer ones are trimmed.
+        """
         where = f"{node.service}/{node.name}"
         server_ids = await self._source.list_item_ids(node.profile, node.service, node.name)
         if server_ids is None:
+            return None
+        if len(set(server_ids)) != len(server_ids):
+            log.info("%s: the server lists an item twice; full resync", where)
             return None
         cached_ids = [item_id for item_id, _updated in await self._db.items.list_item_ids(node.id)]
         server_set, cached_set = set(server_ids), set(cached_ids)
@@ -230,48 +244,69 @@ class NodeSynchroniser:
             # nothing kept, a full fetch costs the same.)
             log.info("%s: cannot tell where new items go; full resync", where)
             return None
-        kept = set(kept_in_cache_order)
-        last_kept = max((n for n, i in enumerate(ordered) if i in kept), default=-1)
-        new = ordered[last_kept + 1 :]
-        if set(new) != server_set - cached_set:
+        # Only the newest items are kept: those are the part of the node to compare.
+        window = ordered[max(len(ordered) - self._limit, 0) :]
+        in_window = set(window)
+        trimmed = [i for i in kept_in_cache_order if i not in in_window]
+        kept_places = [n for n, i in enumerate(window) if i in cached_set]
+        if not kept_places:
+            log.info("%s: no cached item is among the server's newest; full resync", where)
+            return None
+        older, new = window[: kept_places[0]], window[kept_places[-1] + 1 :]
+        if set(older) | set(new) != in_window - cached_set:
             log.info("%s: new items are not all newer than the cached ones; full resync", where)
             return None
-        fetched = await self._source.fetch_items_by_id(node.profile, node.service, node.name, new)
-        if sorted(item.id for item in fetched) != sorted(new):
+        if older and not node.extra.get("truncated"):
+            # The cache held the whole node: an item older than the cached ones was
+            # never published after them.
+            log.info("%s: items older than the cached ones appeared; full resync", where)
+            return None
+        wanted = older + new
+        fetched = await self._source.fetch_items_by_id(
+            node.profile, node.service, node.name, wanted
+        )
+        if sorted(item.id for item in fetched) != sorted(wanted):
             log.info("%s: the server did not return the listed items; full resync", where)
             return None
+        # Stored in the listing's order, whatever order the server answered in.
+        place = {item_id: n for n, item_id in enumerate(wanted)}
+        fetched = sorted(fetched, key=lambda item: place[item.id])
         removed = await self._db.items.delete_items(node.id, gone)
+        dropped = await self._db.items.delete_items(node.id, trimmed)
         rows = [stored_form(item, parser, where) for item in fetched]
         self.check_disk()
-        stored = await self._db.items.upsert_items(node.id, rows)
-        progress(stored, len(new))
+        before_kept = set(older)
+        stored = await self._db.items.upsert_items(
+            node.id, [row for row in rows if row.item_id in before_kept], at_start=True
+        )
+        stored += await self._db.items.upsert_items(
+            node.id, [row for row in rows if row.item_id not in before_kept]
+        )
+        progress(stored, len(wanted))
         log.info(
-            "%s: incremental resync: %d new, %d gone, %d unchanged",
+            "%s: incremental resync: %d new, %d older back among the newest, %d gone, "
+            "%d trimmed, %d unchanged",
             where,
             len(new),
+            len(older),
             len(gone),
-            len(kept),
+            len(trimmed),
+            len(kept_places),
         )
         return SyncResult(
             currency=currency,
             stored=stored,
             fetched=len(fetched),
             removed=removed,
+            trimmed=dropped,
             incremental=True,
             total=len(server_ids),
+            truncated=len(server_ids) > len(window),
         )
 
     async def _bound(self, node: NodeRecord, result: SyncResult) -> SyncResult:
         """Keep only the newest ``max_items_per_node`` items."""
         if result.total <= self._limit:
             return result
-        await self._db.items.trim_node(node.id, self._limit)
-        return SyncResult(
-            currency=result.currency,
-            stored=result.stored,
-            fetched=result.fetched,
-            removed=result.removed,
-            incremental=result.incremental,
-            total=result.total,
-            truncated=True,
-        )
+        trimmed = await self._db.items.trim_node(node.id, self._limit)
+        return replace(result, trimmed=result.trimmed + trimmed, truncated=True)

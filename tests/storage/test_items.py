@@ -94,6 +94,21 @@ async def test_upsert_orders_items_and_republish_moves_to_end(db: Stores) -> Non
     assert [i for i, _ in await db.items.list_item_ids(blog)] == ["b", "c", "a"]
 
 
+async def test_items_placed_at_the_start_go_before_every_item(db: Stores) -> None:
+    blog = db.nodes["blog"]
+    await db.items.upsert_items(blog, [item("a", created=1.0)], at_start=True)
+    await db.items.upsert_items(blog, [item("d"), item("e")])
+    await db.items.upsert_items(blog, [item("b"), item("c")], at_start=True)
+    await db.items.upsert_items(blog, [item("f")])
+    assert [i for i, _ in await db.items.list_item_ids(blog)] == ["b", "c", "a", "d", "e", "f"]
+    page = await db.items.get_items(blog, max_items=5)
+    assert ids(page.items) == ["c", "a", "d", "e", "f"] and page.first_index == 1
+    page = await db.items.get_items(blog, after="c", max_items=2)
+    assert ids(page.items) == ["a", "d"]
+    await db.items.trim_node(blog, 4)
+    assert [i for i, _ in await db.items.list_item_ids(blog)] == ["a", "d", "e", "f"]
+
+
 async def test_created_is_given_or_kept_and_parsed_none_is_sql_null(db: Stores) -> None:
     blog = db.nodes["blog"]
     await db.items.upsert_items(blog, [item("a", created=1000.0)])
