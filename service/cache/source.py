@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 FETCH_BY_ID_BATCH = 100
 # Items read to analyse a node found by probing a contact (as a login notification would).
 PEEK_ITEMS = 1
+# The one subscription state (XEP-0060) in which a node's notifications are delivered.
+ACTIVE = "subscribed"
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,17 @@ class SyncSource(Protocol):
         ...
 
 
+def _names(subscription: dict[str, str], node: str, mine: set[str]) -> bool:
+    """Whether a listed subscription is to ``node`` (an entry without a node is, since
+    the listing was asked for that node) and of one of the JIDs in ``mine``."""
+    if (subscription.get("node") or node) != node:
+        return False
+    try:
+        return JID(subscription.get("jid", "")).full in mine
+    except InvalidJID:
+        return False
+
+
 def is_pep_service(service: str) -> bool:
     """A PEP service is an account's bare JID; a pubsub component has no local part.
     An address that is no valid JID is neither (a server may pass on what a client
@@ -215,21 +228,31 @@ class XmppSyncSource:
     async def _pubsub_subscription(
         self, profile: str, service: str, node: str, own: str
     ) -> Currency:
+        """An active subscription of the account to the node, made when there is none.
+
+        Only a subscription in state ``subscribed`` brings notifications: one ``pending``
+        (awaiting the owner's approval) or ``unconfigured`` (awaiting its options) brings
+        none, and neither does one whose state the server leaves out. Of the listed
+        subscriptions, only those of this node and of the account's bare JID count (one
+        of another resource's full JID delivers to that resource alone); any of them
+        active is enough, whatever its subid.
+        """
+        mine = {own, self._sessions.client(profile).boundjid.full}
         try:
-            for sub in await self._pubsub.get_subscriptions(profile, service, node):
-                if JID(str(sub.get("jid", ""))).bare != own:
-                    continue
-                state = sub.get("subscription", "subscribed") or "subscribed"
-                if state == "subscribed":
-                    return Currency(current=True, subscribed=True, via="subscription")
-                if state == "pending":
-                    return Currency(
-                        current=False,
-                        subscribed=False,
-                        reason="the subscription to the node awaits its owner's approval",
-                    )
+            listed = await self._pubsub.get_subscriptions(profile, service, node)
         except RoostError as exc:
             log.debug("%s/%s: subscriptions not listed (%s)", service, node, exc)
+            listed = []
+        states = {sub.get("subscription", "") for sub in listed if _names(sub, node, mine)}
+        if ACTIVE in states:
+            return Currency(current=True, subscribed=True, via="subscription")
+        if "pending" in states:
+            # Asking again would only send the owner another request.
+            return Currency(
+                current=False,
+                subscribed=False,
+                reason="the subscription to the node awaits its owner's approval",
+            )
         try:
             subid, state = await self._pubsub.subscribe_with_state(profile, service, node)
         except XmppError as exc:
@@ -238,11 +261,12 @@ class XmppSyncSource:
                 subscribed=False,
                 reason=f"the subscription to the node was refused ({exc.condition})",
             )
-        if state != "subscribed":
+        if state != ACTIVE:
+            said = f"is {state}" if state else "has a state the server did not give"
             return Currency(
                 current=False,
                 subscribed=False,
-                reason=f"the subscription to the node is {state}, not active",
+                reason=f"the subscription to the node {said}, not active",
                 created_subid=subid,
             )
         return Currency(current=True, subscribed=True, via="subscription", created_subid=subid)

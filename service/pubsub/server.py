@@ -235,7 +235,8 @@ class PubsubServer:
     ) -> tuple[str, str]:
         """Subscribe the profile's bare JID to ``node``; returns the subscription id
         (empty when the server gives none) and its state (``subscribed``, ``pending``
-        awaiting the owner, ``unconfigured``). ``options`` become subscribe options."""
+        awaiting the owner, ``unconfigured``; empty when the server's answer names the
+        subscription without its state). ``options`` become subscribe options."""
         client = self._client(profile)
         body = p.pubsub()
         jid = str(client.boundjid.bare)
@@ -248,7 +249,8 @@ class PubsubServer:
         if sub is None:
             # XEP-0060 allows an empty result: the subscription is then active.
             return "", "subscribed"
-        return sub.get("subid") or "", sub.get("subscription") or "subscribed"
+        # A state left out is not taken for active: the caller decides what it means.
+        return sub.get("subid") or "", sub.get("subscription") or ""
 
     async def unsubscribe(
         self,

@@ -1,0 +1,118 @@
+"""Only an active subscription keeps a node current.
+
+A subscription ``pending`` the owner's approval, or ``unconfigured``, brings no
+notifications, and neither does one whose state the server leaves out, nor a listed
+subscription of another resource or another node. A node kept by one of those is in
+``no_sync`` with the reason, and never served from the cache. The service is
+``evil.localhost`` (tests/fixtures/hostile.py), which answers as each case asks.
+
+Prosody only: the component lives there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from roost.service.events import SyncStateChanged
+from tests.fixtures.backend import EventLog, running_backend
+from tests.fixtures.hostile import HostileService
+from tests.fixtures.world import unique_names
+from tests.fixtures.xmpp import ProsodyServer
+
+pytestmark = pytest.mark.xmpp
+
+NODE = "urn:example:approval"
+OTHER = "urn:example:other"
+
+
+async def synced_state(log: EventLog, service: str, node: str, after: int) -> str:
+    """The state the node's sync ends in."""
+    event = await log.wait_for(
+        lambda e: (
+            isinstance(e, SyncStateChanged)
+            and (e.service, e.node) == (service, node)
+            and e.state in ("completed", "error", "no_sync")
+        ),
+        f"the end of the sync of {service}/{node}",
+        after=after,
+    )
+    assert isinstance(event, SyncStateChanged)
+    return event.state
+
+
+# (the state a subscribe is given, what the service lists as the account's
+# subscriptions ("{me}" is the account's bare JID), the state the sync ends in, and words
+# of the reason)
+CASES = {
+    "pending": ("pending", None, "no_sync", "is pending, not active"),
+    "unconfigured": ("unconfigured", None, "no_sync", "is unconfigured, not active"),
+    "no state answered": ("", None, "no_sync", "state the server did not give"),
+    "pending, listed": (
+        "pending",
+        [{"jid": "{me}", "node": NODE, "subscription": "pending", "subid": "s1"}],
+        "no_sync",
+        "awaits its owner's approval",
+    ),
+    "listed without a state": (
+        "pending",
+        [{"jid": "{me}", "node": NODE, "subid": "s1"}],
+        "no_sync",
+        "is pending, not active",
+    ),
+    "listed for another resource": (
+        "pending",
+        [{"jid": "{me}/phone", "node": NODE, "subscription": "subscribed", "subid": "s1"}],
+        "no_sync",
+        "is pending, not active",
+    ),
+    "listed for another node": (
+        "pending",
+        [{"jid": "{me}", "node": OTHER, "subscription": "subscribed", "subid": "s1"}],
+        "no_sync",
+        "is pending, not active",
+    ),
+    "one pending, another subid active": (
+        "pending",
+        [
+            {"jid": "{me}", "node": NODE, "subscription": "pending", "subid": "s1"},
+            {"jid": "{me}", "node": NODE, "subscription": "subscribed", "subid": "s2"},
+        ],
+        "completed",
+        "",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+async def test_only_an_active_subscription_keeps_a_node_current(
+    prosody_server: ProsodyServer, tmp_path: Path, case: str
+) -> None:
+    granted, listed, outcome, reason = CASES[case]
+    server = prosody_server
+    (me,) = unique_names("approval", 1)
+    await server.register_many([me])
+    async with (
+        running_backend(tmp_path / "roost.sqlite", server, [me], None) as (backend, log),
+        HostileService(server) as evil,
+    ):
+        await backend.connect(me)
+        jid = server.jid(me)
+        node = evil.node(NODE)
+        node.subscribe_state = granted
+        if listed is not None:
+            node.listed = [{k: v.format(me=jid) for k, v in sub.items()} for sub in listed]
+        evil.put_items(NODE, [("1", "<note xmlns='urn:example:note'>one</note>")])
+
+        seen = len(log.events)
+        await backend.cache.sync(me, evil.jid, NODE)
+        assert await synced_state(log, evil.jid, NODE, seen) == outcome
+        state = await backend.pubsub.get_node_state(me, evil.jid, NODE)
+        reply = await backend.pubsub.get_items(me, evil.jid, NODE, {})
+        if outcome == "completed":
+            assert state["current"] and reply.from_cache, state
+            return
+        assert state["state"] == "no_sync" and not state["current"], state
+        assert reason in state["reason"], state
+        assert not reply.from_cache
