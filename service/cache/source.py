@@ -18,6 +18,7 @@ from slixmpp.jid import InvalidJID
 from roost.service.errors import RoostError, XmppError
 from roost.service.pubsub.model import ItemsRequest, PubsubItem
 from roost.service.pubsub.server import PubsubServer
+from roost.service.xmpp.client import NOTIFY_BARRIER_TIMEOUT, RoostClient
 from roost.service.xmpp.sessions import SessionManager
 
 log = logging.getLogger(__name__)
@@ -154,11 +155,17 @@ class XmppSyncSource:
     and the XMPP sessions."""
 
     def __init__(
-        self, pubsub: PubsubServer, sessions: SessionManager, roster: RosterView | None = None
+        self,
+        pubsub: PubsubServer,
+        sessions: SessionManager,
+        roster: RosterView | None = None,
+        *,
+        notify_timeout: float = NOTIFY_BARRIER_TIMEOUT,
     ) -> None:
         self._pubsub = pubsub
         self._sessions = sessions
         self._roster = roster
+        self._notify_timeout = notify_timeout
 
     def fetch_all_items(
         self, profile: str, service: str, node: str, page_size: int, *, newest: int | None = None
@@ -193,9 +200,11 @@ class XmppSyncSource:
     async def keep_current(self, profile: str, service: str, node: str) -> Currency:
         """See :meth:`SyncSource.keep_current`.
 
-        Own PEP node: ``+notify`` for it is enough. A contact's PEP node: notifications
-        come with a presence subscription to the contact (``to`` or ``both`` in the
-        roster). Anything else (a pubsub component, a non-contact's PEP node): an
+        Own PEP node: ``+notify`` for it is enough, once the server has taken it in (a
+        namespace new to this session waits for that, at most ``notify_timeout``
+        seconds). A contact's PEP node: notifications come with a presence subscription
+        to the contact (``to`` or ``both`` in the roster), and ``+notify`` as for an own
+        node. Anything else (a pubsub component, a non-contact's PEP node): an
         existing subscription of the account, else a new one; a subscription left
         ``pending`` (or refused) does not keep the node current.
         """
@@ -205,9 +214,9 @@ class XmppSyncSource:
             client.add_notify(node)
             bare = JID(service).bare
             if bare == own:
-                return Currency(current=True, subscribed=True, via="own")
+                return await self._notified(client, node, "own")
             if self._presence_subscription(profile, bare) in ("to", "both"):
-                return Currency(current=True, subscribed=True, via="presence")
+                return await self._notified(client, node, "presence")
             currency = await self._pubsub_subscription(profile, service, node, own)
             if not currency.current:
                 # Both ways are closed: say what would open one.
@@ -218,6 +227,26 @@ class XmppSyncSource:
                 return replace(currency, reason=reason)
             return currency
         return await self._pubsub_subscription(profile, service, node, own)
+
+    async def _notified(self, client: RoostClient, node: str, via: str) -> Currency:
+        """Current once the account's server has taken in ``+notify`` for the node.
+
+        The server sends PEP events by the capabilities of each resource, which
+        :meth:`RoostClient.add_notify` changes at once but the server learns a moment
+        later: until then a publication would not reach Roost. (For a contact on another
+        server, that server learns them from the presence it receives; the account's own
+        server is as far as Roost can check.)
+        """
+        if await client.notify_known(node, self._notify_timeout):
+            return Currency(current=True, subscribed=True, via=via)
+        return Currency(
+            current=False,
+            subscribed=False,
+            reason=(
+                f"the server did not confirm within {self._notify_timeout:g} s that it sends "
+                "this node's notifications to Roost (+notify)"
+            ),
+        )
 
     def _presence_subscription(self, profile: str, jid: str) -> str:
         if self._roster is not None:

@@ -2,18 +2,22 @@
 
 It loads the plugins Roost uses (disco, pubsub, RSM, entity capabilities, PEP), applies
 the profile's connection options, and advertises ``+notify`` for the PEP nodes the daemon
-cares about so that the server pushes their events.
+cares about so that the server pushes their events, telling when the server has taken a
+new one in (:meth:`RoostClient.notify_known`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from slixmpp import ClientXMPP
+from slixmpp import JID, ClientXMPP
+from slixmpp.exceptions import IqError, IqTimeout
+from slixmpp.xmlstream import StanzaBase
 
 from roost.service.errors import InvalidArgument
 from roost.service.xmpp import stream_log
@@ -31,6 +35,14 @@ DEFAULT_DIRECT_TLS_PORT = 5223
 
 # PEP nodes every session listens to; others are added at runtime with add_notify().
 DEFAULT_NOTIFY = ("urn:xmpp:microblog:0",)
+# How long the server may take to take in a new +notify feature: the new presence, its
+# disco#info query for the new capabilities and the answer, and two round trips. Generous
+# for a loaded machine; past it, the node is not taken for current.
+NOTIFY_BARRIER_TIMEOUT = 30.0
+
+_NS_CLIENT = "jabber:client"
+_NS_CAPS = "http://jabber.org/protocol/caps"
+_NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
 
 # The pubsub event handlers slixmpp's XEP-0060 plugin registers. Roost reads pubsub
 # notifications itself (roost.service.pubsub.events), and they would only raise slixmpp
@@ -129,6 +141,18 @@ class RoostClient(ClientXMPP):
         self.session_steps: list[SessionStep] = []
         self._notify: set[str] = set()
         self._background: set[asyncio.Future[None]] = set()
+        # What the server knows of the +notify features (see notify_known): those of the
+        # session's first presence and those a barrier saw taken in; the namespaces each
+        # caps version is known to cover; the version the last presence carried; the
+        # versions the server asked about, and its queries not answered yet.
+        self._known_notify: set[str] = set()
+        self._ver_covers: dict[str, frozenset[str]] = {}
+        self._sent_ver: str | None = None
+        self._queried_vers: set[str] = set()
+        self._unanswered: set[str] = set()  # stanza ids
+        self._caps_moved = asyncio.Event()
+        self.add_filter("in", self._watch_caps_query)
+        self.add_filter("out_sync", self._watch_caps_sent)
         self.add_event_handler("session_start", self._on_session_start)
         for namespace in DEFAULT_NOTIFY:
             self.add_notify(namespace)
@@ -191,9 +215,101 @@ class RoostClient(ClientXMPP):
         if namespace not in self._notify:
             return
         self._notify.discard(namespace)
+        self._known_notify.discard(namespace)
         if self.sessionstarted:
             self.plugin["xep_0030"].del_feature(feature=f"{namespace}+notify")
             self._spawn_refresh()
+
+    async def notify_known(
+        self,
+        namespace: str,
+        timeout: float = NOTIFY_BARRIER_TIMEOUT,  # noqa: ASYNC109 (bounds several waits)
+    ) -> bool:
+        """Wait until the server has taken in ``<namespace>+notify``; whether it has.
+
+        :meth:`add_notify` only changes the capabilities: the server sends the node's
+        events once it has processed the presence carrying them and, for a version it
+        does not know, asked this client's disco#info and read the answer. So: wait
+        until a presence covering the namespace has left; then make a round trip to the
+        server (it processes a stream's stanzas in order, so the presence was processed
+        when the answer comes); if the server asked about that version meanwhile, wait
+        until it was answered, and make one more round trip.
+
+        A namespace of the session's first presence, or already seen taken in, returns
+        at once. False when the namespace is not advertised, or when the server did not
+        get there within ``timeout`` seconds (or the session went down).
+        """
+        if namespace in self._known_notify:
+            return True
+        if namespace not in self._notify or not self.sessionstarted:
+            return False
+        try:
+            async with asyncio.timeout(timeout):
+                await self._until(lambda: namespace in self._sent_covers())
+                ver = self._sent_ver
+                await self._round_trip(timeout)
+                if ver in self._queried_vers:
+                    await self._until(lambda: not self._unanswered)
+                    await self._round_trip(timeout)
+        except (TimeoutError, IqTimeout):
+            return False
+        if ver is not None:
+            self._known_notify |= self._ver_covers.get(ver, frozenset()) & self._notify
+        return namespace in self._known_notify
+
+    def _sent_covers(self) -> frozenset[str]:
+        """The +notify namespaces the last presence sent is known to cover."""
+        if self._sent_ver is None:
+            return frozenset()
+        return self._ver_covers.get(self._sent_ver, frozenset())
+
+    async def _until(self, check: Callable[[], bool]) -> None:
+        while not check():
+            await self._caps_moved.wait()
+
+    def _caps_progress(self) -> None:
+        self._caps_moved.set()
+        self._caps_moved = asyncio.Event()
+
+    async def _round_trip(self, timeout: float) -> None:  # noqa: ASYNC109
+        """A ping to the account's server and its answer (an error answer counts)."""
+        with contextlib.suppress(IqError):
+            await self.plugin["xep_0199"].send_ping(JID(self.boundjid.domain), timeout=timeout)
+
+    def _caps_ver(self, node: str | None) -> str | None:
+        """The version a disco#info node names, when it is one of this client's caps."""
+        prefix = f"{self.plugin['xep_0115'].caps_node}#"
+        return node[len(prefix) :] if node and node.startswith(prefix) else None
+
+    def _watch_caps_query(self, stanza: StanzaBase) -> StanzaBase:
+        """Note the server's disco#info queries about this client's capabilities."""
+        xml = stanza.xml
+        if xml.tag == f"{{{_NS_CLIENT}}}iq" and xml.get("type") == "get":
+            query = xml.find(f"{{{_NS_DISCO_INFO}}}query")
+            ver = self._caps_ver(query.get("node")) if query is not None else None
+            if ver is not None:
+                self._queried_vers.add(ver)
+                self._unanswered.add(xml.get("id", ""))
+                self._caps_progress()
+        return stanza
+
+    def _watch_caps_sent(self, stanza: StanzaBase) -> StanzaBase:
+        """Note, as they leave, the broadcast presences' caps and the answers to the
+        server's caps queries."""
+        xml = stanza.xml
+        if xml.tag == f"{{{_NS_CLIENT}}}presence" and not xml.get("to"):
+            caps = xml.find(f"{{{_NS_CAPS}}}c")
+            if caps is not None and caps.get("ver"):
+                self._sent_ver = caps.get("ver")
+                self._caps_progress()
+        elif (
+            xml.tag == f"{{{_NS_CLIENT}}}iq"
+            and xml.get("id") in self._unanswered
+            and xml.get("type") in ("result", "error")
+        ):
+            self._unanswered.discard(xml.get("id", ""))
+            self._caps_progress()
+        return stanza
 
     def _spawn_refresh(self) -> None:
         task = asyncio.ensure_future(self._refresh_caps())
@@ -201,9 +317,19 @@ class RoostClient(ClientXMPP):
         task.add_done_callback(self._background.discard)
 
     async def _refresh_caps(self) -> None:
-        await self.plugin["xep_0115"].update_caps(broadcast=False)
+        await self._update_caps()
         if self.sessionstarted:
             self.send_presence()
+
+    async def _update_caps(self) -> None:
+        """Recompute the caps version, noting which +notify namespaces it covers (those
+        advertised before it was computed)."""
+        covers = frozenset(self._notify)
+        caps = self.plugin["xep_0115"]
+        await caps.update_caps(broadcast=False)
+        ver = await caps.get_verstring(self.boundjid.full)
+        if ver:
+            self._ver_covers[ver] = covers | self._ver_covers.get(ver, frozenset())
 
     async def _on_session_start(self, _event: Any) -> None:
         for step in self.session_steps:
@@ -217,7 +343,14 @@ class RoostClient(ClientXMPP):
         # or the server would not know this client wants PEP events.
         for namespace in self._notify:
             self.plugin["xep_0030"].add_feature(f"{namespace}+notify")
-        await self.plugin["xep_0115"].update_caps(broadcast=False)
+        self._ver_covers.clear()
+        self._sent_ver = None
+        self._queried_vers.clear()
+        self._unanswered.clear()
+        await self._update_caps()
+        # The first presence's features count as known: the server sends their nodes'
+        # last items once it has taken them in.
+        self._known_notify = set(self._notify)
         self.send_presence()
         self.event(SESSION_READY)
 
