@@ -24,12 +24,13 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import math
-import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from roost.service.cache.microblog import ATOM_NS, parse_microblog_entry
+from roost.service.cache.parsers import Parser as Parser  # re-exported: it was defined here
+from roost.service.cache.parsers import ParserCall
 from roost.service.errors import Conflict, InvalidArgument, NotFound
 
 log = logging.getLogger(__name__)
@@ -40,8 +41,6 @@ MICROBLOG_COMMENTS_PREFIX = "urn:xmpp:microblog:0:comments/"
 
 AnalyserSource = Literal["config", "plugin", "builtin"]
 _SOURCE_RANK: dict[AnalyserSource, int] = {"config": 0, "plugin": 1, "builtin": 2}
-
-Parser = Callable[[ET.Element], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -84,7 +83,10 @@ class Analyser:
 
     Outcome: ``type`` and ``subtype`` (free strings, stored with the node and offered to
     Search's ``types``/``subtypes``), ``to_sync`` (keep a synchronised copy and answer from
-    it), ``parser`` (payload element → JSON-able dict, stored as the item's parsed data),
+    it), ``parser`` (payload element, and the node's
+    :class:`~roost.service.cache.parsers.ParserContext` when it asks for it → JSON-able
+    dict, stored as the item's parsed data; plain or ``async def``, see
+    :mod:`roost.service.cache.parsers`, whose rules are checked when the analyser is built),
     ``indexed_keys`` (parsed keys worth a database index, e.g. ``("published_ts",)``),
     ``refresh_interval`` (seconds: refresh a node periodically when it cannot be kept
     current by events; ``None`` means such a node is not cached), ``prefetch`` (a
@@ -151,6 +153,11 @@ def _analyser_problem(analyser: Analyser) -> str | None:
         return "it matches nothing: give node, node_prefix, namespace or match"
     if analyser.node_prefix == "":
         return "node_prefix must not be empty"
+    if analyser.parser is not None:
+        try:
+            ParserCall.of(analyser.parser)
+        except InvalidArgument as exc:
+            return exc.message
     interval = analyser.refresh_interval
     if interval is not None and (
         isinstance(interval, bool)

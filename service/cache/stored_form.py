@@ -1,7 +1,12 @@
-"""Turning a pubsub item into the form the cache stores: raw XML, parsed data, search text.
+"""Turning pubsub items into the form the cache stores: raw XML, parsed data, search text.
 
-A parser that fails on an item never stops anything: the item is stored raw, without
-parsed data, and the log says which item and why.
+:func:`stored_forms` takes a batch of one node's items and their analyser's parser (the
+contract a parser follows is in :mod:`roost.service.cache.parsers`) and returns what the
+item store writes, in the same order.
+
+One item never stops anything. A parser that raises, times out, or returns something that
+is not a JSON-able dict within the limits of parsed data stores that item raw: its XML,
+no parsed data, its payload's text indexed; the log says which item and why.
 
 Limits: an item whose XML is over :data:`MAX_STORED_ITEM_BYTES`, or whose payload nests
 elements more than :data:`~roost.service.safe_xml.MAX_XML_DEPTH` deep, is stored raw too:
@@ -11,15 +16,37 @@ walk a payload by recursion and spend time in proportion to its size; such an it
 almost certainly not what a parser expects anyway. One such item never stops a sync or
 an event, and the node stays served.
 
+Off the event loop: everything a batch costs in CPU (reading an item's XML when it was not
+read from the stream already, the depth check, a plain parser, checking its output, the
+search text) runs in the loop's default executor, so a slow parser or a large item never
+holds the daemon's loop: while a worker parses, the loop waits at most the interpreter's
+switch interval (5 ms) for the GIL. A trip to the worker lasts at most
+:data:`WORKER_SLICE` (and the item it is on): a cancelled batch stops within it, and other
+users of the executor wait no longer. Only an ``async def`` parser runs on the loop, a few
+items at a time.
+
 Logs name the node, the item's id and sizes; never the payload, which may be private.
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
+import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any, TypeVar
 
-from roost.service.cache.analysers import Parser
+from roost.service.cache.parsers import (
+    ASYNC_PARSE_CONCURRENCY,
+    ASYNC_PARSE_TIMEOUT,
+    Parser,
+    ParserCall,
+    ParserContext,
+    output_problem,
+)
 from roost.service.cache.search_text import search_text_for
 from roost.service.errors import InvalidArgument
 from roost.service.pubsub.model import PubsubItem
@@ -36,30 +63,106 @@ _ITEM_DEPTH = MAX_XML_DEPTH + 1
 # Item ids are logged; a hostile one may be long.
 _LOGGED_ID_CHARS = 100
 
+# Longest a trip to a worker thread runs before it hands back to the loop (seconds).
+WORKER_SLICE = 0.05
 
-def payload_of(item_xml: str) -> ET.Element | None:
-    """The payload element of an ``<item>`` (its first child), None when it has none.
+_T = TypeVar("_T")
+_V = TypeVar("_V")
+# An item within the limits: its payload (None when it has none) and its size in bytes.
+# None instead: the item is stored raw, unparsed and unindexed.
+_Checked = tuple[ET.Element | None, int] | None
+# What the parser made of an item: its output, or why there is none.
+_Outcome = tuple[Any, str | None]
+
+
+async def stored_forms(
+    items: Sequence[PubsubItem], parser: Parser | None, context: ParserContext
+) -> list[ItemInput]:
+    """The :class:`ItemInput` of each of ``items``, in order.
+
+    Args:
+        items: items of one node as GetItems returns them (``xml`` is the ``<item>``
+            element; ``element``, when set, the same already parsed).
+        parser: the node's analyser's parser, if it has one.
+        context: the node; given to a parser that asks for it, and named in logs.
 
     Raises:
-        InvalidArgument: the item is too large or not well-formed.
+        InvalidArgument: ``parser`` does not follow the parser contract (an
+            :class:`~roost.service.cache.analysers.Analyser` refuses such a parser when
+            it is built, so the analysers' parsers never do).
+
+    .. versionchanged:: replaces ``stored_form(item, parser, where)``, one item on the
+       caller's thread: the batch runs off the event loop, gives the parser its context,
+       awaits an async parser, and stores raw an item whose parsed data is not JSON.
     """
-    return next(iter(_item_element(item_xml)), None)
-
-
-def _item_element(item_xml: str) -> ET.Element:
-    # No depth limit here: stored_form checks it, with a message about the payload.
-    return parse_xml(item_xml, what="item", max_bytes=MAX_STORED_ITEM_BYTES, max_depth=None)
+    if not items:
+        return []
+    call = None if parser is None else ParserCall.of(parser)
+    where = context.where
+    if call is None or not call.is_async:
+        return await _off_loop(partial(_stored_form, call=call, context=context), items)
+    checked = await _off_loop(partial(_checked, where=where), items)
+    outcomes = await _parse_async(checked, call, context)
+    return await _off_loop(
+        lambda job: _finished(*job, where=where), list(zip(items, checked, outcomes, strict=True))
+    )
 
 
 def stored_form(item: PubsubItem, parser: Parser | None, where: str) -> ItemInput:
-    """The :class:`ItemInput` for ``item``.
+    """One item's stored form, computed on the caller's thread.
 
-    Args:
-        item: the item as GetItems returns it (``xml`` is the ``<item>`` element).
-        parser: the node's analyser's parser, if it has one.
-        where: the node, for log messages (``service/node``).
+    .. deprecated:: use :func:`stored_forms`. Kept until the last caller moves: it runs
+       a plain one-argument parser only (an async one, or one asking for the context,
+       stores the item raw, logged) and holds the caller's thread meanwhile.
     """
-    raw = ItemInput(item.id, item.publisher, item.xml, None, "")
+    call = None if parser is None else ParserCall.of(parser)
+    checked = _checked(item, where=where)
+    if call is None or checked is None or checked[0] is None:
+        return _finished(item, checked, None, where=where)
+    if call.is_async or call.takes_context:
+        outcome: _Outcome = (None, "it is async or takes the context: use stored_forms")
+    else:
+        outcome = _parse_plain(call, checked[0], ParserContext("", "", ""))
+    return _finished(item, checked, outcome, where=where)
+
+
+# -- in a worker thread -------------------------------------------------------------------
+
+
+async def _off_loop(work: Callable[[_V], _T], values: Sequence[_V]) -> list[_T]:
+    """``[work(value) for value in values]``, computed in the loop's default executor.
+
+    Each trip to a worker thread ends after :data:`WORKER_SLICE` seconds (and the item it
+    is on), so that no batch holds a worker for long: other users of the executor wait
+    at most a slice, and a cancelled batch stops within one.
+    """
+    results: list[_T] = []
+    while len(results) < len(values):
+        results += await asyncio.to_thread(_slice, work, values, len(results))
+    return results
+
+
+def _slice(work: Callable[[_V], _T], values: Sequence[_V], start: int) -> list[_T]:
+    deadline = time.monotonic() + WORKER_SLICE
+    done: list[_T] = []
+    for index in range(start, len(values)):
+        done.append(work(values[index]))
+        if time.monotonic() >= deadline:
+            break
+    return done
+
+
+def _stored_form(item: PubsubItem, *, call: ParserCall | None, context: ParserContext) -> ItemInput:
+    """An item's stored form, with a plain parser (or none)."""
+    checked = _checked(item, where=context.where)
+    outcome = None
+    if call is not None and checked is not None and checked[0] is not None:
+        outcome = _parse_plain(call, checked[0], context)
+    return _finished(item, checked, outcome, where=context.where)
+
+
+def _checked(item: PubsubItem, *, where: str) -> _Checked:
+    """The item's payload and size, or None (logged) when it is past the limits."""
     size = _size(item.xml)
     if size > MAX_STORED_ITEM_BYTES:
         log.warning(
@@ -69,7 +172,7 @@ def stored_form(item: PubsubItem, parser: Parser | None, where: str) -> ItemInpu
             size,
             MAX_STORED_ITEM_BYTES,
         )
-        return raw
+        return None
     try:
         # Already parsed from the stream (no entities there either): not parsed twice.
         element = item.element if item.element is not None else _item_element(item.xml)
@@ -87,22 +190,97 @@ def stored_form(item: PubsubItem, parser: Parser | None, where: str) -> ItemInpu
             size,
             exc.message,
         )
-        return raw
-    payload = next(iter(element), None)
-    parsed = None
-    if parser is not None and payload is not None:
-        try:
-            parsed = parser(payload)
-        except Exception as exc:  # a plugin's parser may raise anything
-            # Its type only: a parser's message may quote the payload.
-            log.warning(
-                "%s: the parser failed on item %s (%d bytes) with %s; stored without parsed data",
-                where,
-                _shown_id(item.id),
-                size,
-                type(exc).__name__,
-            )
+        return None
+    return next(iter(element), None), size
+
+
+def _parse_plain(call: ParserCall, payload: ET.Element, context: ParserContext) -> _Outcome:
+    try:
+        parsed = call(payload, context)
+    except Exception as exc:  # a plugin's parser may raise anything
+        # Its type only: a parser's message may quote the payload.
+        return None, f"it raised {type(exc).__name__}"
+    if inspect.isawaitable(parsed):
+        # A plain function that returned a coroutine: never awaited here.
+        if inspect.iscoroutine(parsed):
+            parsed.close()
+        return None, "it returned an awaitable: an async parser is declared with async def"
+    return parsed, None
+
+
+def _finished(
+    item: PubsubItem, checked: _Checked, outcome: _Outcome | None, *, where: str
+) -> ItemInput:
+    """The stored form, once the parser (if any) has run; a bad outcome is logged."""
+    if checked is None:
+        return ItemInput(item.id, item.publisher, item.xml, None, "")
+    payload, size = checked
+    parsed, problem = outcome if outcome is not None else (None, None)
+    if problem is None and parsed is not None:
+        problem = output_problem(parsed)
+    if problem is not None:
+        log.warning(
+            "%s: the parser failed on item %s (%d bytes): %s; stored without parsed data",
+            where,
+            _shown_id(item.id),
+            size,
+            problem,
+        )
+        parsed = None
     return ItemInput(item.id, item.publisher, item.xml, parsed, search_text_for(parsed, payload))
+
+
+# -- on the event loop ---------------------------------------------------------------------
+
+
+async def _parse_async(
+    checked: list[_Checked], call: ParserCall, context: ParserContext
+) -> list[_Outcome | None]:
+    """The async parser's outcome for each item it runs on, a few items at a time."""
+    outcomes: list[_Outcome | None] = [None] * len(checked)
+    pending = iter([n for n, c in enumerate(checked) if c is not None and c[0] is not None])
+
+    async def parse_some() -> None:
+        # The workers share one iterator: each takes the next item when it is free.
+        for index in pending:
+            item_checked = checked[index]
+            assert item_checked is not None and item_checked[0] is not None
+            outcomes[index] = await _parse_one(call, item_checked[0], context)
+
+    async with asyncio.TaskGroup() as group:
+        for _worker in range(ASYNC_PARSE_CONCURRENCY):
+            group.create_task(parse_some())
+    return outcomes
+
+
+async def _parse_one(call: ParserCall, payload: ET.Element, context: ParserContext) -> _Outcome:
+    deadline = asyncio.timeout(ASYNC_PARSE_TIMEOUT)
+    try:
+        async with deadline:
+            return await call(payload, context), None
+    except TimeoutError:
+        if deadline.expired():
+            return None, f"no answer in {ASYNC_PARSE_TIMEOUT:g} s"
+        return None, "it raised TimeoutError"
+    except Exception as exc:  # a plugin's parser may raise anything
+        return None, f"it raised {type(exc).__name__}"
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def payload_of(item_xml: str) -> ET.Element | None:
+    """The payload element of an ``<item>`` (its first child), None when it has none.
+
+    Raises:
+        InvalidArgument: the item is too large or not well-formed.
+    """
+    return next(iter(_item_element(item_xml)), None)
+
+
+def _item_element(item_xml: str) -> ET.Element:
+    # No depth limit here: _checked checks it, with a message about the payload.
+    return parse_xml(item_xml, what="item", max_bytes=MAX_STORED_ITEM_BYTES, max_depth=None)
 
 
 def payload_namespaces(items: list[PubsubItem]) -> frozenset[str]:

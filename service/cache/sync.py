@@ -16,8 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from roost.service.cache.analysers import Analyser
+from roost.service.cache.parsers import ParserContext
 from roost.service.cache.source import Currency, SyncSource
-from roost.service.cache.stored_form import stored_form
+from roost.service.cache.stored_form import stored_forms
 from roost.service.errors import RoostError
 from roost.service.pubsub.model import PubsubItem
 from roost.service.pubsub.query import FETCH_PAGE_SIZE
@@ -173,7 +174,9 @@ class NodeSynchroniser:
                 # batches all the same, so each transaction stays short and progress shows.
                 for start in range(0, len(page), STORE_BATCH):
                     batch = page[start : start + STORE_BATCH]
-                    rows = [stored_form(item, parser, where) for item in batch]
+                    rows = await stored_forms(
+                        batch, parser, ParserContext(node.profile, node.service, node.name)
+                    )
                     self.check_disk()
                     if writing is not None:
                         stored += await writing
@@ -273,7 +276,9 @@ class NodeSynchroniser:
         fetched = sorted(fetched, key=lambda item: place[item.id])
         removed = await self._db.items.delete_items(node.id, gone)
         dropped = await self._db.items.delete_items(node.id, trimmed)
-        rows = [stored_form(item, parser, where) for item in fetched]
+        rows = await stored_forms(
+            fetched, parser, ParserContext(node.profile, node.service, node.name)
+        )
         self.check_disk()
         before_kept = set(older)
         stored = await self._db.items.upsert_items(

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from roost.service.cache import stored_form as sf
+from roost.service.cache.parsers import ParserContext
 from roost.service.errors import InvalidArgument
 from roost.service.pubsub.events import rewrite_item
 from roost.service.pubsub.model import PubsubItem
@@ -19,6 +20,7 @@ PUBSUB = "http://jabber.org/protocol/pubsub"
 EVENT = "http://jabber.org/protocol/pubsub#event"
 NS = "urn:example:deep"
 SECRET = "private words"
+CONTEXT = ParserContext("p", "svc", "node")
 
 
 def payload(depth: int) -> str:
@@ -80,14 +82,14 @@ def test_parse_limits_depth() -> None:
 
 @pytest.mark.parametrize("depth", [990, 5000])
 @pytest.mark.parametrize("parsed_already", [True, False])
-def test_deep_item_stored_raw(
+async def test_deep_item_stored_raw(
     depth: int, parsed_already: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
     item = from_stream(depth)
     if not parsed_already:
         item = PubsubItem(id=item.id, publisher="", xml=item.xml)
     parser = Parser()
-    stored = sf.stored_form(item, parser, "svc/node")
+    [stored] = await sf.stored_forms([item], parser, CONTEXT)
     assert stored.data == item_xml(depth)
     assert stored.parsed is None and stored.search_text == ""
     assert parser.calls == 0
@@ -97,28 +99,29 @@ def test_deep_item_stored_raw(
     assert SECRET not in message
 
 
-def test_item_at_the_depth_limit_is_parsed() -> None:
+async def test_item_at_the_depth_limit_is_parsed() -> None:
     parser = Parser()
-    stored = sf.stored_form(from_stream(MAX_XML_DEPTH), parser, "svc/node")
+    [stored] = await sf.stored_forms([from_stream(MAX_XML_DEPTH)], parser, CONTEXT)
     assert parser.calls == 1 and stored.parsed == {"text": SECRET}
     assert stored.search_text == SECRET
 
 
-def test_large_item_stored_raw(caplog: pytest.LogCaptureFixture) -> None:
+async def test_large_item_stored_raw(caplog: pytest.LogCaptureFixture) -> None:
     words = (SECRET + " ") * (sf.MAX_STORED_ITEM_BYTES // len(SECRET))
     xml = f'<item xmlns="{PUBSUB}" id="big"><a xmlns="{NS}">{words}</a></item>'
     parser = Parser()
-    stored = sf.stored_form(PubsubItem(id="big", publisher="", xml=xml), parser, "svc/node")
+    [stored] = await sf.stored_forms([PubsubItem(id="big", publisher="", xml=xml)], parser, CONTEXT)
     assert stored.data == xml and stored.parsed is None and stored.search_text == ""
     assert parser.calls == 0
     message = caplog.records[-1].getMessage()
     assert "'big'" in message and str(len(xml)) in message and SECRET not in message
 
 
-def test_long_item_id_cut_in_the_log(caplog: pytest.LogCaptureFixture) -> None:
+async def test_long_item_id_cut_in_the_log(caplog: pytest.LogCaptureFixture) -> None:
     long_id = "i" * 10_000
     item = PubsubItem(id=long_id, publisher="", xml=item_xml(300, item_id=long_id))
-    assert sf.stored_form(item, None, "svc/node").parsed is None
+    [stored] = await sf.stored_forms([item], None, CONTEXT)
+    assert stored.parsed is None
     message = caplog.records[-1].getMessage()
     assert len(message) < 500 and "10000 characters" in message
 

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from roost.service.cache.stored_form import stored_form
+from roost.service.cache.parsers import ParserContext
+from roost.service.cache.stored_form import stored_forms
 from roost.service.pubsub.model import PubsubItem
 
 SECRET = "private words"
@@ -30,12 +31,12 @@ def failing_parser(element: ET.Element) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("case", "parser", "words"),
     [
-        ("parser", failing_parser, ["'it'", "parser failed", "ValueError"]),
+        ("parser", failing_parser, ["svc/node:", "'it'", "parser failed", "ValueError"]),
         ("broken", None, ["'it'", "stored raw", "not well-formed"]),
         ("deep", None, ["'it'", "stored raw", "256 levels"]),
     ],
 )
-def test_logged_by_id_and_size(
+async def test_logged_by_id_and_size(
     caplog: pytest.LogCaptureFixture, case: str, parser: Any, words: list[str]
 ) -> None:
     payload = {
@@ -43,7 +44,7 @@ def test_logged_by_id_and_size(
         "broken": f"<x xmlns='urn:x'>{SECRET}</y>",
         "deep": "<x xmlns='urn:x'>" * 300 + SECRET + "</x>" * 300,
     }[case]
-    stored = stored_form(item(payload), parser, "svc/node")
+    [stored] = await stored_forms([item(payload)], parser, ParserContext("p", "svc", "node"))
     assert stored.parsed is None
     [record] = [r for r in caplog.records if r.levelno >= logging.WARNING]
     message = record.getMessage()
