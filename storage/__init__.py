@@ -15,7 +15,7 @@ from roost.storage.errors import (
     RowNotFound,
     StorageError,
 )
-from roost.storage.item_records import ItemInput, ItemPage, ItemRecord, SearchHit
+from roost.storage.item_records import ItemBatch, ItemInput, ItemPage, ItemRecord, SearchHit
 from roost.storage.items import ItemStore
 from roost.storage.migrate import MigrationOutcome, UnmanagedDatabase, prepare_database
 from roost.storage.nodes import NodeStore
@@ -44,6 +44,7 @@ __all__ = [
     "Database",
     "DatabaseTooNew",
     "InvalidQuery",
+    "ItemBatch",
     "ItemInput",
     "ItemPage",
     "ItemRecord",

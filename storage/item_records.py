@@ -83,6 +83,20 @@ class ItemPage:
 
 
 @dataclass(frozen=True, slots=True)
+class ItemBatch:
+    """A batch of a node's stored items, in storage order, for work over a whole node.
+
+    Attributes:
+        items: the batch's items.
+        next_row: where the next batch starts (give it as ``after_row``); None when this
+            batch is the last.
+    """
+
+    items: list[ItemRecord]
+    next_row: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class SearchHit:
     """An item found by a cache search, with where it lives.
 

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import Float, String, Table, Text, bindparam, delete, func, select
+from sqlalchemy import Float, String, Table, Text, bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from roost.storage.cancel_safety import stores_complete_on_cancel
@@ -26,6 +26,7 @@ from roost.storage.dialect import dialect_for
 from roost.storage.errors import InvalidQuery, RowNotFound
 from roost.storage.item_records import (
     DEFAULT_PAGE_SIZE,
+    ItemBatch,
     ItemInput,
     ItemPage,
     ItemRecord,
@@ -530,3 +531,94 @@ class ItemStore:
         )
         async with self._transaction("ensure_parsed_key_index", write=True) as conn:
             await conn.exec_driver_sql(ddl)
+
+    async def get_item_batch(
+        self, node_id: int, *, after_row: int = 0, limit: int = 500
+    ) -> ItemBatch:
+        """A batch of the node's stored items, for work that goes over all of them (the
+        items re-parsed after their analyser changed).
+
+        The batches follow the items' row ids, not their node order: an item written
+        meanwhile (a notification) may be met again or not at all, so a caller makes
+        each step idempotent. Each batch is one short read; nothing is held between
+        batches.
+
+        Args:
+            node_id: the node's row id.
+            after_row: where to start: 0 for the first batch, then the previous batch's
+                ``next_row``.
+            limit: the most items in the batch.
+
+        Returns:
+            The items and where the next batch starts.
+
+        Raises:
+            InvalidQuery: ``limit`` is not positive.
+        """
+        if isinstance(limit, bool) or limit < 1:
+            raise InvalidQuery(f"limit must be a positive integer, not {limit!r}")
+        async with self._transaction("get_item_batch", write=False) as conn:
+            rows = (
+                await conn.execute(
+                    select(_items.c.id, *_RECORD_COLUMNS)
+                    .where(_items.c.node_id == node_id, _items.c.id > after_row)
+                    .order_by(_items.c.id)
+                    .limit(limit)
+                )
+            ).all()
+        items = [_record(row[1:]) for row in rows]
+        return ItemBatch(items, int(rows[-1][0]) if len(rows) == limit else None)
+
+    async def set_parsed(
+        self, node_id: int, items: Sequence[ItemInput], written: Sequence[float]
+    ) -> int:
+        """Replace the parsed data and search text of stored items, in place.
+
+        Everything else of an item stays: its XML, its place in the node, ``created``
+        and ``updated`` (the item did not change on the server). An item no longer
+        stored, or written again since it was read (its ``updated`` is not the one
+        given), is left as it is: what wrote it parsed it. The full-text index follows
+        the new search text.
+
+        Args:
+            node_id: the node's row id.
+            items: the items by ``item_id``, with their new ``parsed`` and
+                ``search_text`` (the other fields are not read).
+            written: each item's ``updated`` when it was read, in the same order.
+
+        Returns:
+            How many stored items were changed.
+        """
+        if len(items) != len(written):
+            raise InvalidQuery("give one updated time per item")
+        if not items:
+            return 0
+        stmt = (
+            update(_items)
+            .where(
+                _items.c.node_id == node_id,
+                _items.c.item_id == bindparam("b_item_id"),
+                _items.c.updated == bindparam("b_updated", type_=Float()),
+            )
+            .values(
+                parsed=bindparam("b_parsed", type_=Text()),
+                search_text=bindparam("b_search_text", type_=Text()),
+            )
+        )
+        rows = [
+            {
+                "b_item_id": it.item_id,
+                "b_updated": when,
+                "b_parsed": None
+                if it.parsed is None
+                else json.dumps(it.parsed, ensure_ascii=False, separators=(",", ":")),
+                "b_search_text": it.search_text,
+            }
+            for it, when in zip(items, written, strict=True)
+        ]
+        changed = 0
+        async with self._transaction("set_parsed", write=True) as conn:
+            for start in range(0, len(rows), _WRITE_CHUNK):
+                result = await conn.execute(stmt, rows[start : start + _WRITE_CHUNK])
+                changed += max(int(result.rowcount), 0)
+        return changed

@@ -17,11 +17,22 @@ Order. Analysers come from three sources, checked in this order:
 3. **builtin** — those Roost ships (XEP-0277 microblog and its comment nodes).
 
 Within a source, registration order, unless ``position`` says otherwise.
+
+Change. A node keeps its analysis, made when it was first met, together with the
+registry's :meth:`~AnalyserRegistry.fingerprint` at that time. The fingerprint covers
+every analyser in order (its source, criteria, outcome and parser version): installing or
+removing a plugin, editing a config rule, or a parser whose version changed gives another
+one, and the cache then analyses its known nodes again (see
+:mod:`roost.service.cache.reanalysis`).
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import importlib.metadata
+import inspect
+import json
 import logging
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -51,7 +62,9 @@ class AnalysisContext:
         profile: the profile asking.
         service: the pubsub service's JID (the owner's bare JID for PEP).
         node: the node name.
-        node_type: the node's ``pubsub#type`` when its metadata gave one.
+        node_type: the node's ``pubsub#type`` from its disco#info meta-data form; None
+            when it was not asked (only asked when it could change the match, see
+            :meth:`AnalyserRegistry.needs_node_type`), empty when the server gave none.
         payload_namespaces: the namespaces of the payloads of the first items fetched
             (empty when the node is empty or was not fetched yet).
         is_pep: whether the service is a PEP service (a bare account JID).
@@ -92,6 +105,15 @@ class Analyser:
     current by events; ``None`` means such a node is not cached), ``prefetch`` (a
     contact's node of this kind, learnt from the notifications the server sends at login,
     is synchronised before anyone reads it; only with ``to_sync``).
+
+    ``parser_version``: a string naming the parser's output format. Stored parsed data is
+    recomputed (from the stored XML, without asking the server) when the parser's
+    :attr:`parser_identity` changes: that is the parser's qualified name (module and
+    name, so another function counts as a change) followed by ``parser_version``. Change
+    ``parser_version`` whenever the same function starts returning something else.
+
+    .. versionchanged:: ``parser_version`` added; a node's stored parsed data follows
+       its analyser's parser instead of being kept forever.
     """
 
     name: str
@@ -103,6 +125,7 @@ class Analyser:
     match: Callable[[AnalysisContext], bool] | None = None
     to_sync: bool = False
     parser: Parser | None = None
+    parser_version: str | None = None
     indexed_keys: tuple[str, ...] = ()
     refresh_interval: float | None = None
     prefetch: bool = False
@@ -112,11 +135,43 @@ class Analyser:
         if problem:
             raise InvalidArgument(f"analyser {self.name!r}: {problem}")
 
-    def matches(self, context: AnalysisContext) -> bool:
-        """Whether this analyser recognises the node described by ``context``."""
+    @property
+    def parser_identity(self) -> str:
+        """What the node's parsed data depends on: empty without a parser, else the
+        parser's qualified name, and ``:`` and ``parser_version`` when one is given."""
+        if self.parser is None:
+            return ""
+        name = callable_name(self.parser)
+        return name if self.parser_version is None else f"{name}:{self.parser_version}"
+
+    def fingerprint_parts(self) -> dict[str, Any]:
+        """Everything of this analyser that decides a node's analysis and parsed data,
+        as JSON-able values (callables by their qualified names)."""
+        return {
+            "name": self.name,
+            "node": self.node,
+            "node_prefix": self.node_prefix,
+            "namespace": self.namespace,
+            "match": None if self.match is None else callable_name(self.match),
+            "type": self.type,
+            "subtype": self.subtype,
+            "to_sync": self.to_sync,
+            "parser": self.parser_identity,
+            "indexed_keys": list(self.indexed_keys),
+            "refresh_interval": self.refresh_interval,
+            "prefetch": self.prefetch,
+        }
+
+    def names_node(self, context: AnalysisContext) -> bool:
+        """Whether the node's name passes ``node`` and ``node_prefix`` (true when neither
+        is given)."""
         if self.node is not None and context.node != self.node:
             return False
-        if self.node_prefix is not None and not context.node.startswith(self.node_prefix):
+        return self.node_prefix is None or context.node.startswith(self.node_prefix)
+
+    def matches(self, context: AnalysisContext) -> bool:
+        """Whether this analyser recognises the node described by ``context``."""
+        if not self.names_node(context):
             return False
         if self.namespace is not None:
             seen = set(context.payload_namespaces)
@@ -158,6 +213,9 @@ def _analyser_problem(analyser: Analyser) -> str | None:
             ParserCall.of(analyser.parser)
         except InvalidArgument as exc:
             return exc.message
+    version: object = analyser.parser_version  # a plugin may pass anything
+    if version is not None and not isinstance(version, str):
+        return f"parser_version must be a string, not {version!r}"
     interval = analyser.refresh_interval
     if interval is not None and (
         isinstance(interval, bool)
@@ -183,6 +241,7 @@ class AnalyserRegistry:
 
     def __init__(self, *, builtins: bool = True) -> None:
         self._entries: list[_Entry] = []
+        self._fingerprint: str | None = None
         if builtins:
             for analyser in builtin_analysers():
                 self.register_analyser(analyser, source="builtin")
@@ -199,7 +258,9 @@ class AnalyserRegistry:
         Analysers are consulted in order when a node is first seen (or re-analysed) and
         the first whose criteria all hold decides the node's ``type``, ``subtype``,
         whether it is synchronised (``to_sync``) and how its items are parsed
-        (``parser``); the node keeps that analysis. The order is by source, then by
+        (``parser``); the node keeps that analysis while the registry's
+        :meth:`fingerprint` stays the same (a daemon started with other analysers
+        analyses its known nodes again). The order is by source, then by
         registration: configuration rules first (the user's intent on this machine),
         then analysers from code (this method, and the ``roost.analysers`` entry
         points), then the built-ins (XEP-0277 microblog and comments), so code can
@@ -233,6 +294,7 @@ class AnalyserRegistry:
         else:
             offset = min(position, same)
         self._entries.insert(start + offset, _Entry(analyser, source))
+        self._fingerprint = None
 
     def unregister(self, name: str) -> Analyser:
         """Remove the analyser named ``name`` and return it.
@@ -243,6 +305,7 @@ class AnalyserRegistry:
         for index, entry in enumerate(self._entries):
             if entry.analyser.name == name:
                 del self._entries[index]
+                self._fingerprint = None
                 return entry.analyser
         raise NotFound(f"no analyser named {name!r}")
 
@@ -272,27 +335,88 @@ class AnalyserRegistry:
                 return entry.analyser
         return None
 
+    def needs_payloads(self, context: AnalysisContext) -> bool:
+        """Whether the node's payload namespaces could change which analyser matches it:
+        an analyser that accepts the node's name has a ``namespace`` or a ``match``.
+        When none has, the node's items need not be fetched to analyse it."""
+        return any(
+            (e.analyser.namespace is not None or e.analyser.match is not None)
+            and e.analyser.names_node(context)
+            for e in self._entries
+        )
+
+    def needs_node_type(self, context: AnalysisContext) -> bool:
+        """Whether the node's ``pubsub#type`` could change which analyser matches it.
+
+        Only when an analyser consulted before the match (or the match itself) names a
+        ``namespace`` that the payload namespaces do not settle: absent from them, on a
+        node whose name it accepts. Asking for the type costs a disco#info query, so a
+        node whose payloads settle every such question is analysed without it.
+        """
+        if context.node_type is not None:
+            return False
+        for entry in self._entries:
+            analyser = entry.analyser
+            if (
+                analyser.namespace is not None
+                and analyser.namespace not in context.payload_namespaces
+                and analyser.names_node(context)
+            ):
+                return True
+            if analyser.matches(context):
+                return False
+        return False
+
+    def fingerprint(self) -> str:
+        """A short digest of every analyser in order: source, criteria, outcome and
+        :attr:`Analyser.parser_identity`.
+
+        Two daemons with the same built-ins, plugins and config rules (and the same
+        parser versions) have the same fingerprint, whatever the run; a plugin installed
+        or removed, or a rule edited, changes it. A node stores the fingerprint it was
+        analysed with (``analysed_with``), and is analysed again when it differs.
+        """
+        if self._fingerprint is None:
+            described = [
+                {"source": e.source, **e.analyser.fingerprint_parts()} for e in self._entries
+            ]
+            text = json.dumps(described, sort_keys=True, separators=(",", ":"))
+            self._fingerprint = hashlib.sha256(text.encode()).hexdigest()[:16]
+        return self._fingerprint
+
     def load_entry_points(self) -> list[Analyser]:
         """Register the analysers of the installed ``roost.analysers`` entry points.
 
-        Each entry point names an :class:`Analyser`, or a callable returning one or a
-        sequence of them. A plugin that fails to import, returns something else, or
-        reuses a taken name is logged and skipped: a broken plugin never stops the
-        daemon.
+        An entry point names one of (told apart by type, then by signature):
+
+        - an :class:`Analyser`;
+        - a *factory*, a callable taking no argument that returns an analyser or a
+          sequence of them;
+        - a *setup function*, a callable taking one positional argument: it is given
+          this registry and registers its analysers itself with
+          :meth:`register_analyser` (so it may choose ``position``), returning None.
+
+        Entry points are loaded in the order of their names. A plugin that fails to
+        import, raises, returns something else, or reuses a taken name is logged and
+        skipped, with nothing it registered left behind: a broken plugin never stops
+        the daemon.
 
         Returns:
             The analysers registered, in order.
+
+        .. versionchanged:: an entry point may be a setup function given the registry.
         """
         added: list[Analyser] = []
         for entry_point in sorted(
             importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name
         ):
+            before = list(self._entries)
             try:
-                analysers = _analysers_from(entry_point.load())
-                for analyser in analysers:
-                    self.register_analyser(analyser, source="plugin")
-                    added.append(analyser)
+                added.extend(self._load_plugin(entry_point.load()))
             except Exception as exc:
+                # Nothing of a plugin that failed half-way stays registered.
+                self._entries = before
+                self._fingerprint = None
                 log.error(
                     "analyser plugin %r (%s) skipped: %s",
                     entry_point.name,
@@ -301,6 +425,24 @@ class AnalyserRegistry:
                     exc_info=not isinstance(exc, Conflict | InvalidArgument),
                 )
         return added
+
+    def _load_plugin(self, loaded: object) -> list[Analyser]:
+        """Register what one entry point gave; returns the analysers it added."""
+        if _is_setup_function(loaded):
+            assert callable(loaded)
+            before = {id(e) for e in self._entries}
+            returned = loaded(self)
+            if returned is not None:
+                raise InvalidArgument(
+                    "a setup function registers its analysers with "
+                    f"registry.register_analyser() and returns None, not "
+                    f"{type(returned).__name__}"
+                )
+            return [e.analyser for e in self._entries if id(e) not in before]
+        analysers = _analysers_from(loaded)
+        for analyser in analysers:
+            self.register_analyser(analyser, source="plugin")
+        return analysers
 
     def load_config_rules(self, rules: Iterable[Mapping[str, Any]]) -> list[Analyser]:
         """Replace the configuration's analysers with ``rules`` (``[[cache.rules]]`` tables).
@@ -330,6 +472,7 @@ class AnalyserRegistry:
                     f"{taken.source} analyser"
                 )
         self._entries = [e for e in self._entries if e.source != "config"]
+        self._fingerprint = None
         for analyser in parsed:
             self.register_analyser(analyser, source="config")
         return parsed
@@ -340,7 +483,8 @@ class AnalyserRegistry:
         Keys: ``name``, ``node``, ``node_prefix``, ``namespace``, ``type``, ``subtype``
         (strings, empty when unset), ``to_sync``, ``has_parser``, ``has_match`` (bools),
         ``indexed_keys`` (strings), ``refresh_interval`` (seconds, 0 when unset),
-        ``prefetch`` (bool) and ``source`` (``builtin``, ``plugin`` or ``config``).
+        ``prefetch`` (bool), ``parser_version`` (:attr:`Analyser.parser_identity`, empty
+        without a parser) and ``source`` (``builtin``, ``plugin`` or ``config``).
         """
         return [
             {
@@ -356,10 +500,16 @@ class AnalyserRegistry:
                 "indexed_keys": list(e.analyser.indexed_keys),
                 "refresh_interval": float(e.analyser.refresh_interval or 0.0),
                 "prefetch": e.analyser.prefetch,
+                "parser_version": e.analyser.parser_identity,
                 "source": e.source,
             }
             for e in self._entries
         ]
+
+
+# The built-in microblog parser's output format: bump it when parse_microblog_entry starts
+# returning something else, and every stored blog post is parsed again.
+MICROBLOG_PARSER_VERSION = "1"
 
 
 def builtin_analysers() -> list[Analyser]:
@@ -373,6 +523,7 @@ def builtin_analysers() -> list[Analyser]:
             type="blog",
             to_sync=True,
             parser=parse_microblog_entry,
+            parser_version=MICROBLOG_PARSER_VERSION,
             indexed_keys=indexed,
             prefetch=True,
         ),
@@ -384,9 +535,45 @@ def builtin_analysers() -> list[Analyser]:
             subtype="comment",
             to_sync=True,
             parser=parse_microblog_entry,
+            parser_version=MICROBLOG_PARSER_VERSION,
             indexed_keys=indexed,
         ),
     ]
+
+
+def callable_name(function: object) -> str:
+    """A callable's qualified name (``module.Class.function``), stable across runs.
+
+    A :func:`functools.partial` is named after the function it wraps, a bound method
+    after its function, a callable object after its class.
+    """
+    while isinstance(function, functools.partial):
+        function = function.func
+    function = getattr(function, "__func__", function)
+    module = getattr(function, "__module__", None)
+    qualname = getattr(function, "__qualname__", None)
+    if not isinstance(qualname, str):
+        kind = type(function)
+        module, qualname = kind.__module__, kind.__qualname__
+    return f"{module}.{qualname}" if module else qualname
+
+
+def _is_setup_function(loaded: object) -> bool:
+    """Whether an entry point's object is a setup function: a callable (not a class)
+    requiring exactly one positional argument, the registry."""
+    if isinstance(loaded, Analyser | type) or not callable(loaded):
+        return False
+    try:
+        parameters = inspect.signature(loaded).parameters.values()
+    except (TypeError, ValueError):
+        return False  # no signature to read: called as a factory, as before
+    required = [
+        p
+        for p in parameters
+        if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        and p.default is inspect.Parameter.empty
+    ]
+    return len(required) == 1
 
 
 def _analysers_from(loaded: object) -> list[Analyser]:
@@ -401,8 +588,8 @@ def _analysers_from(loaded: object) -> list[Analyser]:
         if items and all(isinstance(item, Analyser) for item in items):
             return items
     raise InvalidArgument(
-        f"expected an Analyser or a callable returning one or a list of them, "
-        f"got {type(produced).__name__}"
+        f"expected an Analyser, a callable returning one or a list of them, or a setup "
+        f"function taking the registry, got {type(produced).__name__}"
     )
 
 

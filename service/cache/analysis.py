@@ -5,6 +5,23 @@ notification from the account or a contact (login notifications: prefetch), a co
 probed for the nodes prefetch analysers name, or ``Cache.Sync``. The analysis is stored
 with the node (analyser, type, subtype, ``to_sync``), and a node to synchronise is handed
 to the scheduler (or, learnt from a notification, to the prefetcher).
+
+Beside the analysis, the node's extra keeps what it was made from and with, so that it
+can be made again without the server when the analysers change
+(:mod:`roost.service.cache.reanalysis`):
+
+``analysed_with``
+    the registry's fingerprint (:meth:`AnalyserRegistry.fingerprint`);
+``parsed_with``
+    the parser identity the node's stored parsed data comes from
+    (:attr:`Analyser.parser_identity`, empty for none);
+``seen_namespaces``
+    the payload namespaces of the items it was analysed from;
+``pubsub_type``
+    its ``pubsub#type`` (empty for none), present only when it was asked, which is
+    only when it could change the match (:meth:`AnalyserRegistry.needs_node_type`);
+``sync_requested``
+    ``Cache.Sync`` asked for it: it stays synchronised whatever its analysis says.
 """
 
 from __future__ import annotations
@@ -12,10 +29,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
-from roost.service.cache.analysers import Analyser, AnalyserRegistry, AnalysisContext, Parser
+from roost.service.cache.analysers import Analyser, AnalyserRegistry, AnalysisContext
 from roost.service.cache.currency import NodeKey
+from roost.service.cache.parsers import Parser
 from roost.service.cache.prefetch import Prefetcher
 from roost.service.cache.source import SyncSource, is_pep_service
 from roost.service.cache.stored_form import payload_namespaces
@@ -68,6 +87,92 @@ class NodeAnalysis:
     def analyser_of(self, record: NodeRecord) -> Analyser | None:
         """The node's analyser (None: none, or one no longer registered)."""
         return self.registry.get(record.analyser) if record.analyser else None
+
+    def is_stale(self, record: NodeRecord) -> bool:
+        """Whether the node was analysed by other analysers than those running now."""
+        return bool(record.extra.get("analysed")) and (
+            record.extra.get("analysed_with") != self.registry.fingerprint()
+        )
+
+    async def context_for(
+        self,
+        profile: str,
+        service: str,
+        node: str,
+        namespaces: frozenset[str],
+        node_type: str | None = None,
+        *,
+        prefetch_only: bool = False,
+    ) -> AnalysisContext:
+        """What is known of the node, with its ``pubsub#type`` asked of the server when
+        it could change the match (and is not known yet).
+
+        ``prefetch_only``: the node was learnt from a notification, and is kept only if a
+        prefetch analyser matches; the type is asked only when such an analyser names a
+        namespace (a notification's delivery waits for its analysis).
+        """
+        context = AnalysisContext(
+            profile=profile,
+            service=service,
+            node=node,
+            node_type=node_type,
+            payload_namespaces=namespaces,
+            is_pep=is_pep_service(service),
+        )
+        if prefetch_only and not any(
+            a.prefetch and a.to_sync and a.namespace is not None for a in self.registry.analysers()
+        ):
+            return context
+        if self.registry.needs_node_type(context) and self._source.is_connected(profile):
+            found = await self._source.node_type(profile, service, node)
+            if found is not None:
+                context = replace(context, node_type=found)
+        return context
+
+    async def store(
+        self,
+        node_id: int,
+        analyser: Analyser | None,
+        context: AnalysisContext,
+        *,
+        requested: bool = False,
+        parsed_with: str | None = None,
+    ) -> NodeRecord:
+        """Record the node's analysis, and what it was made from and with.
+
+        Args:
+            node_id: the node.
+            analyser: the analyser that matched, None for none.
+            context: what the analysis was made from.
+            requested: ``Cache.Sync`` asked for the node: it is synchronised whatever
+                the analyser says (and stays so through later analyses).
+            parsed_with: the parser identity of the node's stored parsed data; by
+                default the analyser's (the node has no items yet, or they follow it).
+
+        Returns:
+            The node as it is now.
+        """
+        record = await self._db.nodes.set_analysis(
+            node_id,
+            analyser.name if analyser else None,
+            analyser.type if analyser else None,
+            analyser.subtype if analyser else None,
+        )
+        requested = requested or bool(record.extra.get("sync_requested"))
+        extra: dict[str, Any] = {
+            "analysed": True,
+            "to_sync": bool(analyser and analyser.to_sync) or requested,
+            "analysed_with": self.registry.fingerprint(),
+            "parsed_with": analyser.parser_identity if analyser else "",
+            "seen_namespaces": sorted(context.payload_namespaces),
+        }
+        if parsed_with is not None:
+            extra["parsed_with"] = parsed_with
+        if context.node_type is not None:
+            extra["pubsub_type"] = context.node_type
+        if requested:
+            extra["sync_requested"] = True
+        return await self._db.nodes.update_extra(node_id, extra)
 
     # -- entry points ---------------------------------------------------------------------
 
@@ -136,14 +241,11 @@ class NodeAnalysis:
     ) -> None:
         record = await self._db.nodes.get_node(profile, service, node)
         if record is not None and record.extra.get("analysed"):
+            # Analysed by other analysers: the re-analysis after start sees to it.
             self._analysed.add((profile, service, node))
             return
-        context = AnalysisContext(
-            profile=profile,
-            service=service,
-            node=node,
-            payload_namespaces=payload_namespaces(items),
-            is_pep=is_pep_service(service),
+        context = await self.context_for(
+            profile, service, node, payload_namespaces(items), prefetch_only=event
         )
         analyser = self.registry.match(context)
         if event and not (analyser and analyser.to_sync and analyser.prefetch):
@@ -151,14 +253,8 @@ class NodeAnalysis:
             return
         if record is None:
             record = await self._db.nodes.get_or_create_node(profile, service, node)
-        await self._db.nodes.set_analysis(
-            record.id,
-            analyser.name if analyser else None,
-            analyser.type if analyser else None,
-            analyser.subtype if analyser else None,
-        )
-        to_sync = bool(analyser and analyser.to_sync)
-        await self._db.nodes.update_extra(record.id, {"analysed": True, "to_sync": to_sync})
+        record = await self.store(record.id, analyser, context)
+        to_sync = bool(record.extra.get("to_sync"))
         self._analysed.add((profile, service, node))
         if analyser is None:
             return
@@ -169,6 +265,39 @@ class NodeAnalysis:
                 self._prefetcher.offer(profile, record.id)
             else:
                 self._sync_now(record.id)
+
+    async def analyse_for_sync(self, profile: str, service: str, node: str) -> NodeRecord:
+        """``Cache.Sync``: the node marked to be synchronised, analysed first when it
+        never was (from its newest items, peeked at through the source when an analyser
+        could tell by them), so that it gets its analyser's type and parser; a node
+        analysed already keeps its analysis.
+
+        Returns:
+            The node as it is now.
+        """
+        record = await self._db.nodes.get_or_create_node(profile, service, node)
+        if record.extra.get("analysed"):
+            record = await self._db.nodes.update_extra(
+                record.id, {"to_sync": True, "sync_requested": True}
+            )
+        else:
+            named = AnalysisContext(profile=profile, service=service, node=node)
+            items: list[PubsubItem] = []
+            if self.registry.needs_payloads(named):
+                items = await self._source.peek_items(profile, service, node) or []
+            context = await self.context_for(profile, service, node, payload_namespaces(items))
+            analyser = self.registry.match(context)
+            record = await self.store(record.id, analyser, context, requested=True)
+            log.info(
+                "%s/%s: analysed for a requested sync by %r",
+                service,
+                node,
+                analyser.name if analyser else None,
+            )
+            if analyser is not None:
+                await self.ensure_indexes(analyser)
+        self._analysed.add((profile, service, node))
+        return record
 
     async def ensure_indexes(self, analyser: Analyser) -> None:
         """Create the database indexes the analyser's ``indexed_keys`` ask for (once)."""

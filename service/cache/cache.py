@@ -9,6 +9,8 @@ part                    job
                         notifications buffered during a sync
 :class:`EventApplier`   a synchronised node's notifications applied to its stored copy
 :class:`NodeAnalysis`   which analyser a node has; nodes to sync handed to the scheduler
+:class:`Reanalysis`     known nodes analysed again (and re-parsed) when the analysers
+                        changed since they were analysed
 :class:`NodeSynchroniser`  the sync procedure itself (subscribe, then fetch)
 ======================  =================================================================
 
@@ -39,6 +41,7 @@ from roost.service.cache.currency import NodeCurrency, NodeKey, node_key
 from roost.service.cache.offline import answer_offline, record_current_until
 from roost.service.cache.prefetch import Prefetcher
 from roost.service.cache.reads import answer_from_store, item_from_record
+from roost.service.cache.reanalysis import Reanalysis
 from roost.service.cache.reconcile import NodeReconciler
 from roost.service.cache.scheduler import SyncScheduler
 from roost.service.cache.source import SyncSource, is_pep_service
@@ -139,6 +142,9 @@ class PubsubCache:
         self.analysis = NodeAnalysis(
             db, self.registry, source, self._prefetcher, self.scheduler.schedule
         )
+        self.reanalysis = Reanalysis(
+            db, events, self.analysis, source, self.scheduler, self.currency, self._leave_cache
+        )
         self._background: set[asyncio.Task[Any]] = set()
         # Writes of when nodes were last current: awaited by close(), not cancelled.
         self._recording: set[asyncio.Task[None]] = set()
@@ -156,7 +162,9 @@ class PubsubCache:
 
     async def start(self) -> None:
         """Recover from the previous run: a node left ``in_progress`` was interrupted.
-        Learn which nodes the profiles are subscribed to (whose events are heard)."""
+        Learn which nodes the profiles are subscribed to (whose events are heard).
+        Known nodes analysed by other analysers than this run's are analysed again in
+        the background (:mod:`roost.service.cache.reanalysis`), not before returning."""
         for record in await self._db.nodes.list_nodes():
             if record.extra.get("user_subscribed") or record.extra.get("kept_by") == "subscription":
                 self._subscribed.add(node_key(record))
@@ -171,6 +179,7 @@ class PubsubCache:
             await self._db.nodes.set_sync_state(
                 node.id, "none", extra={"reason": "sync interrupted; resync pending"}
             )
+        self.reanalysis.start()
 
     async def close(self) -> None:
         """Stop every sync and timer; nodes being synchronised are left to the next start.
@@ -182,6 +191,7 @@ class PubsubCache:
         # current until now, whatever the cancellations then do to the node states.
         self._remember_current(self.currency.current_records(), time.time())
         self.currency.clear()
+        await self.reanalysis.close()
         await self._prefetcher.close()
         await self._reconciler.close()
         await self.analysis.close()
@@ -402,13 +412,19 @@ class PubsubCache:
     async def sync(self, profile: str, service: str, node: str) -> None:
         """(Re)synchronise a node now, whatever its analysis says; returns once started.
 
+        A node never analysed is analysed first (from its newest items, asked of the
+        server), so that it gets its analyser's type and parser; then it is marked to be
+        kept synchronised (also through later analyses) and its sync starts.
+
         Raises:
             NotConnected: the profile is not connected.
+
+        .. versionchanged:: a node never analysed is analysed first, instead of being
+           marked analysed without an analyser.
         """
         if not self._source.is_connected(profile):
             raise NotConnected(f"profile {profile!r} is not connected")
-        record = await self._db.nodes.get_or_create_node(profile, service, node)
-        await self._db.nodes.update_extra(record.id, {"analysed": True, "to_sync": True})
+        record = await self.analysis.analyse_for_sync(profile, service, node)
         self.scheduler.schedule(record.id)
 
     async def purge(self, filters: Mapping[str, Any]) -> int:
@@ -498,6 +514,23 @@ class PubsubCache:
         self._subscribed.discard(key)
         await self._db.nodes.delete_node(record.id)
         self._events.publish(SyncStateChanged(record.profile, record.service, record.name, "none"))
+
+    async def _leave_cache(self, record: NodeRecord, reason: str) -> None:
+        """The node's new analysis does not keep it: its copy goes, and the subscription
+        the cache made for it goes from the server (now, or at the profile's next
+        connection); the record stays, with its analysis, in state ``none``."""
+        key = node_key(record)
+        await self.scheduler.cancel(record.id)
+        self.currency.release_hold(key)
+        self.currency.drop(key)
+        removed = await self._db.items.clear_node(record.id)
+        if not record.extra.get("user_subscribed"):
+            # The person's own subscription stays, and so do its events.
+            self._subscribed.discard(key)
+            await self._db.nodes.set_subscribed(record.id, False)
+        await self.scheduler.set_state(record, "none", reason=reason)
+        await self.subscriptions.release(record.profile, record.service, record.name)
+        log.info("%s/%s: left the cache (%s); %d items dropped", key[1], key[2], reason, removed)
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, ProfileConnected):

@@ -127,6 +127,12 @@ class SyncSource(Protocol):
         contact whose presence (and so PEP notifications) it receives."""
         ...
 
+    async def node_type(self, profile: str, service: str, node: str) -> str | None:
+        """The node's ``pubsub#type`` from its disco#info meta-data form: empty when the
+        server gives none, None when the node could not be asked about (absent,
+        forbidden, the profile offline)."""
+        ...
+
 
 def _names(subscription: dict[str, str], node: str, mine: set[str]) -> bool:
     """Whether a listed subscription is to ``node`` (an entry without a node is, since
@@ -361,3 +367,20 @@ class XmppSyncSource:
         if bare == self._sessions.client(profile).boundjid.bare:
             return True
         return self._presence_subscription(profile, bare) in ("to", "both")
+
+    async def node_type(self, profile: str, service: str, node: str) -> str | None:
+        """See :meth:`SyncSource.node_type`.
+
+        Prosody 0.12 and ejabberd 23.01 both put ``pubsub#type`` in a pubsub component
+        node's meta-data form; for a PEP node, Prosody answers its owner with it and
+        ejabberd gives no meta-data form (answered empty, as for a node without a type).
+        """
+        try:
+            form = await self._pubsub.get_node_metadata(profile, service, node)
+        except RoostError as exc:
+            log.debug("%s/%s: no meta-data (%s)", service, node, exc)
+            return None
+        value = form.get("pubsub#type")
+        if isinstance(value, list):
+            value = value[0] if value else None
+        return value or ""

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import textwrap
 import tomllib
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +58,7 @@ def test_builtins_describe_themselves() -> None:
         "indexed_keys": ["published_ts", "updated_ts", "author_jid", "title"],
         "refresh_interval": 0.0,
         "prefetch": True,
+        "parser_version": "roost.service.cache.microblog.parse_microblog_entry:1",
         "source": "builtin",
     }
     comments = described["microblog_comments"]
@@ -348,3 +351,193 @@ def test_entry_points_load_and_broken_plugins_are_skipped(
         assert why in line, (skipped, caplog.text)
     found = registry.match(ctx("calendar", "urn:example:event"))
     assert found is not None and found.name == "p1events"
+
+
+# Setup functions: a plugin given the registry
+
+
+SETUP_MODULE = """
+from roost.service.cache.analysers import Analyser
+
+
+def setup(registry):
+    registry.register_analyser(Analyser(name="{prefix}late", node="late", type="t"))
+    registry.register_analyser(
+        Analyser(name="{prefix}early", node="early", type="t"), position=0
+    )
+
+
+def half(registry):
+    registry.register_analyser(Analyser(name="{prefix}half", node="half", type="t"))
+    raise RuntimeError("setup exploded half-way")
+
+
+def returns(registry):
+    registry.register_analyser(Analyser(name="{prefix}returned", node="r", type="t"))
+    return [Analyser(name="{prefix}twice", node="r", type="t")]
+
+
+def factory(optional=None):
+    return Analyser(name="{prefix}factory", node="f", type="t")
+"""
+
+
+def install_setup_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefix: str) -> None:
+    module = f"roost_test_setup_{prefix}"
+    (tmp_path / f"{module}.py").write_text(SETUP_MODULE.format(prefix=prefix))
+    dist = tmp_path / f"roost_test_setup_{prefix}-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: roost-test-setup-{prefix}\nVersion: 1.0\n"
+    )
+    (dist / "entry_points.txt").write_text(
+        textwrap.dedent(
+            f"""\
+            [{ENTRY_POINT_GROUP}]
+            {prefix}1_setup = {module}:setup
+            {prefix}2_half = {module}:half
+            {prefix}3_returns = {module}:returns
+            {prefix}4_factory = {module}:factory
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+
+def test_an_entry_point_may_be_a_setup_function_given_the_registry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    install_setup_plugin(tmp_path, monkeypatch, "s1")
+    registry = AnalyserRegistry()
+    with caplog.at_level(logging.ERROR, logger="roost.service.cache.analysers"):
+        added = registry.load_entry_points()
+    # A setup function registers its own (and may place them); a callable whose one
+    # argument has a default is a factory, as before.
+    assert [a.name for a in added] == ["s1early", "s1late", "s1factory"]
+    assert names(registry) == ["s1early", "s1late", "s1factory", "microblog", "microblog_comments"]
+    # One that fails half-way, or returns analysers instead of registering them, leaves
+    # nothing behind.
+    assert registry.get("s1half") is None and registry.get("s1returned") is None
+    for skipped, why in [
+        ("s12_half", "setup exploded half-way"),
+        ("s13_returns", "returns None, not list"),
+    ]:
+        line = next((r.getMessage() for r in caplog.records if skipped in r.getMessage()), "")
+        assert why in line, (skipped, caplog.text)
+
+
+# Parser versions and the registry's fingerprint
+
+
+def parse_a(payload: ET.Element) -> dict[str, Any]:
+    return {"tag": payload.tag}
+
+
+def parse_b(payload: ET.Element) -> dict[str, Any]:
+    return {"tag": payload.tag}
+
+
+class ParserObject:
+    def __call__(self, payload: ET.Element) -> dict[str, Any]:
+        return {}
+
+
+def test_a_parser_is_identified_by_its_qualified_name_and_declared_version() -> None:
+    here = __name__
+    plain = Analyser(name="a", node="n", parser=parse_a)
+    assert plain.parser_identity == f"{here}.parse_a"
+    assert Analyser(name="a", node="n").parser_identity == ""
+    versioned = Analyser(name="a", node="n", parser=parse_a, parser_version="2")
+    assert versioned.parser_identity == f"{here}.parse_a:2"
+    wrapped = Analyser(name="a", node="n", parser=functools.partial(parse_a))
+    assert wrapped.parser_identity == f"{here}.parse_a"
+    instance = Analyser(name="a", node="n", parser=ParserObject())
+    assert instance.parser_identity == f"{here}.ParserObject"
+    with pytest.raises(InvalidArgument, match="parser_version must be a string"):
+        Analyser(name="a", node="n", parser=parse_a, parser_version=2)  # type: ignore[arg-type]
+
+
+def registry_with(*analysers: Analyser, rules: list[dict[str, Any]] | None = None) -> str:
+    registry = AnalyserRegistry()
+    for analyser in analysers:
+        registry.register_analyser(analyser)
+    registry.load_config_rules(rules or [])
+    return registry.fingerprint()
+
+
+def test_the_fingerprint_changes_with_what_decides_an_analysis() -> None:
+    a = Analyser(name="a", namespace="urn:a", type="t", to_sync=True, parser=parse_a)
+    b = Analyser(name="b", node="b", type="t")
+    rule = {"name": "r", "node": "r", "type": "t"}
+    base = registry_with(a, b, rules=[rule])
+    # The same analysers in another registry, another run: the same fingerprint.
+    assert registry_with(a, b, rules=[rule]) == base
+    assert AnalyserRegistry().fingerprint() == AnalyserRegistry().fingerprint()
+    changed = [
+        registry_with(a, rules=[rule]),  # a plugin removed
+        registry_with(b, a, rules=[rule]),  # another order
+        registry_with(a, b, rules=[{**rule, "type": "u"}]),  # a rule edited
+        registry_with(a, b),  # a rule removed
+        registry_with(replace(a, parser=parse_b), b, rules=[rule]),
+        registry_with(replace(a, parser_version="2"), b, rules=[rule]),
+        registry_with(replace(a, to_sync=False), b, rules=[rule]),
+    ]
+    assert base not in changed and len(set(changed)) == len(changed)
+    registry = AnalyserRegistry()
+    before = registry.fingerprint()
+    registry.register_analyser(b)
+    assert registry.fingerprint() != before
+    registry.unregister("b")
+    assert registry.fingerprint() == before
+
+
+@pytest.mark.parametrize(
+    ("context", "needed"),
+    [
+        # Settled by the payloads: the namespace is there.
+        (ctx("calendar", "urn:example:event"), False),
+        # Not there: pubsub#type could still say it.
+        (ctx("calendar", "urn:other"), True),
+        (ctx("calendar"), True),
+        # Known already.
+        (ctx("calendar", node_type=""), False),
+        # Matched before the namespace-only analyser is reached.
+        (ctx("first", "urn:other"), False),
+    ],
+)
+def test_the_node_type_is_asked_only_when_it_could_change_the_match(
+    context: AnalysisContext, needed: bool
+) -> None:
+    registry = AnalyserRegistry()
+    registry.register_analyser(Analyser(name="first", node="first"))
+    registry.register_analyser(Analyser(name="events", namespace="urn:example:event"))
+    assert registry.needs_node_type(context) is needed
+
+
+def test_only_analysers_naming_the_node_make_its_type_worth_asking() -> None:
+    registry = AnalyserRegistry()
+    # The built-ins name their nodes: a node of another name never needs its type.
+    assert not registry.needs_node_type(ctx("urn:xmpp:avatar:data"))
+    # A microblog node whose payloads are not Atom: the type could make the guard fail.
+    assert registry.needs_node_type(ctx(BLOG))
+    assert not registry.needs_node_type(ctx(BLOG, ATOM_NS))
+
+
+def test_a_namespace_matches_by_pubsub_type() -> None:
+    registry = AnalyserRegistry()
+    registry.register_analyser(Analyser(name="events", namespace="urn:example:event", type="e"))
+    assert registry.match(ctx("calendar", "urn:other")) is None
+    found = registry.match(ctx("calendar", "urn:other", node_type="urn:example:event"))
+    assert found is not None and found.name == "events"
+
+
+def test_payloads_are_worth_fetching_only_when_an_analyser_could_tell_by_them() -> None:
+    registry = AnalyserRegistry()
+    # The built-ins name their nodes, and check the namespace there only.
+    assert registry.needs_payloads(ctx(BLOG))
+    assert registry.needs_payloads(ctx("urn:xmpp:microblog:0:comments/x"))
+    assert not registry.needs_payloads(ctx("urn:example:paged"))
+    registry.register_analyser(
+        Analyser(name="anything", match=lambda c: bool(c.payload_namespaces))
+    )
+    assert registry.needs_payloads(ctx("urn:example:paged"))

@@ -305,3 +305,49 @@ async def test_broad_fulltext_term_walks_the_date_index_with_the_same_answer(
         )
     assert "ix_pubsub_items_created" in plan, plan
     assert "TEMP B-TREE FOR ORDER BY" not in plan, plan
+
+
+async def test_batches_walk_a_node_and_set_parsed_changes_only_parsed_data(db: Stores) -> None:
+    blog, news = db.nodes["blog"], db.nodes["news"]
+    await db.items.upsert_items(blog, [item(f"i{n}", "marmalade") for n in range(7)])
+    await db.items.upsert_items(news, [item("other", "marmalade")])
+    await db.items.upsert_items(blog, [item("i0", "marmalade")])  # republished: moved last
+    seen: list[str] = []
+    after, batches = 0, 0
+    while True:
+        batch = await db.items.get_item_batch(blog, after_row=after, limit=3)
+        seen += ids(batch.items)
+        batches += 1
+        if batch.next_row is None:
+            break
+        after = batch.next_row
+    assert sorted(seen) == sorted(f"i{n}" for n in range(7)) and batches == 3
+    with pytest.raises(InvalidQuery):
+        await db.items.get_item_batch(blog, limit=0)
+
+    before = {r.item_id: r for r in (await db.items.get_items(blog)).items}
+    stale = await db.items.get_item(blog, "i3")
+    assert stale is not None
+    # i3 is written again between the read and the re-parse: left as its writer left it.
+    await db.items.upsert_items(blog, [item("i3", "marmalade", parsed={"v": "writer"})])
+    order = ids((await db.items.get_items(blog)).items)
+    new = [item(i, "jam", parsed={"v": "again"}) for i in ("i1", "i3", "gone")]
+    written = [before["i1"].updated, stale.updated, 0.0]
+    assert await db.items.set_parsed(blog, new, written) == 1
+    after_items = {r.item_id: r for r in (await db.items.get_items(blog)).items}
+    one = after_items["i1"]
+    assert one.parsed == {"v": "again"}
+    assert (one.data, one.created, one.updated) == (
+        before["i1"].data,
+        before["i1"].created,
+        before["i1"].updated,
+    )
+    assert after_items["i3"].parsed == {"v": "writer"}
+    # Same order, and the full-text index follows the new search text.
+    assert ids((await db.items.get_items(blog)).items) == order
+    jam = await db.search.search_items(SearchQuery.from_mapping({"fts": "jam"}))
+    assert ids(jam) == ["i1"]
+    async with db.engine.connect() as conn:
+        assert await sqlite_fts_is_consistent(conn)
+    with pytest.raises(InvalidQuery):
+        await db.items.set_parsed(blog, new, written[:1])
