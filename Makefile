@@ -30,8 +30,8 @@ test: deps-test $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check storage service bridge cli tests bench
-	$(VENV)/bin/ruff format --check storage service bridge cli tests bench
+	$(VENV)/bin/ruff check storage service bridge cli tests bench docs/examples
+	$(VENV)/bin/ruff format --check storage service bridge cli tests bench docs/examples
 
 # mypy cannot follow setuptools' package_dir mapping: give it a tree of links shaped as
 # the installed package.
