@@ -314,15 +314,9 @@ class NodeAnalysis:
         if record is not None and record.extra.get("analysed"):
             analyser = self.analyser_of(record)
         else:
-            analyser = self.registry.match(
-                AnalysisContext(
-                    profile=key[0],
-                    service=key[1],
-                    node=key[2],
-                    payload_namespaces=payload_namespaces(items[:ANALYSED_ITEMS]),
-                    is_pep=is_pep_service(key[1]),
-                )
-            )
+            # As the analysis will see it, ``pubsub#type`` included when it could matter.
+            context = await self.context_for(*key, payload_namespaces(items[:ANALYSED_ITEMS]))
+            analyser = self.registry.match(context)
         return analyser.parser if analyser else None
 
     # -- contacts -------------------------------------------------------------------------

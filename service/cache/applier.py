@@ -15,9 +15,10 @@ from typing import Any
 
 from roost.service.cache.analysers import AnalyserRegistry
 from roost.service.cache.currency import NodeCurrency, node_key
+from roost.service.cache.parsers import ParserContext
 from roost.service.cache.reconcile import NodeReconciler
 from roost.service.cache.source import SyncSource
-from roost.service.cache.stored_form import stored_form
+from roost.service.cache.stored_form import stored_forms
 from roost.service.events import ItemsEvent
 from roost.service.pubsub.model import PubsubItem
 from roost.storage import Database, NodeRecord
@@ -64,14 +65,16 @@ class EventApplier:
         # Per service: whether a republished item moves to the end.
         self._moves: dict[str, bool] = {}
 
-    def stored_rows(self, record: NodeRecord, event: ItemsEvent) -> list[ItemInput]:
+    async def stored_rows(self, record: NodeRecord, event: ItemsEvent) -> list[ItemInput]:
         """The stored form of a publication's items (parsed once for cache and event)."""
         if event.kind != "items":
             return []
         analyser = self._registry.get(record.analyser) if record.analyser else None
-        parser = analyser.parser if analyser else None
-        where = f"{record.service}/{record.name}"
-        return [stored_form(event_item(raw), parser, where) for raw in event.items]
+        return await stored_forms(
+            [event_item(raw) for raw in event.items],
+            analyser.parser if analyser else None,
+            ParserContext(record.profile, record.service, record.name),
+        )
 
     async def apply(
         self, record: NodeRecord, event: ItemsEvent, rows: list[ItemInput] | None = None
@@ -90,7 +93,7 @@ class EventApplier:
         items = self._db.items
         if event.kind == "items":
             if rows is None:
-                rows = self.stored_rows(record, event)
+                rows = await self.stored_rows(record, event)
             keep = False
             newest = (await items.get_items(record.id, max_items=1)).last
             added = 0

@@ -39,13 +39,14 @@ from roost.service.cache.analysis import NodeAnalysis
 from roost.service.cache.applier import EventApplier
 from roost.service.cache.currency import NodeCurrency, NodeKey, node_key
 from roost.service.cache.offline import answer_offline, record_current_until
+from roost.service.cache.parsers import ParserContext
 from roost.service.cache.prefetch import Prefetcher
 from roost.service.cache.reads import answer_from_store, item_from_record
 from roost.service.cache.reanalysis import Reanalysis
 from roost.service.cache.reconcile import NodeReconciler
 from roost.service.cache.scheduler import SyncScheduler
 from roost.service.cache.source import SyncSource, is_pep_service
-from roost.service.cache.stored_form import stored_form
+from roost.service.cache.stored_form import stored_forms
 from roost.service.cache.subscriptions import CacheSubscriptions
 from roost.service.cache.sync import DEFAULT_MIN_FREE_BYTES, NodeSynchroniser
 from roost.service.errors import InvalidArgument, NotConnected
@@ -258,8 +259,7 @@ class PubsubCache:
         parser = await self.analysis.parser_for(key, reply.items)
         if parser is None or not reply.items:
             return reply
-        where = f"{service}/{node}"
-        rows = [stored_form(item, parser, where) for item in reply.items]
+        rows = await stored_forms(reply.items, parser, ParserContext(profile, service, node))
         items = [
             replace(
                 item,
@@ -314,7 +314,12 @@ class PubsubCache:
             # A deleted node takes its subscriptions with it.
             await self.subscriptions.forget(record.profile, record.service, record.name)
             return None
-        rows = self.applier.stored_rows(record, event)
+        if not event.complete:
+            # The items it names as the notification gave them are not the node's: the
+            # copy would miss them. Frontends still hear of it.
+            self.completion_failed(record, "items it named could not be fetched")
+            return None
+        rows = await self.applier.stored_rows(record, event)
         if self.scheduler.is_syncing(record.id):
             # A sync is storing the node in server order; apply after it, in order.
             self.scheduler.buffer(record.id, event)
@@ -324,9 +329,6 @@ class PubsubCache:
             else:
                 await self.currency.notification_applied(node_key(record), event)
         analyser = self.analysis.analyser_of(record)
-        if not event.complete:
-            self.completion_failed(record, "items it named could not be fetched")
-            return None
         if not rows or analyser is None or analyser.parser is None:
             return None
         records = [

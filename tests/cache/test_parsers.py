@@ -367,11 +367,6 @@ async def test_an_async_parsers_output_reaches_get_items(
 
 
 @pytest.mark.xmpp
-@pytest.mark.xfail(
-    strict=True,
-    reason="the event applier still calls stored_form, which cannot await a parser; "
-    "drop this mark once it calls stored_forms",
-)
 async def test_an_async_parsers_output_reaches_items_events(
     roost: Roost, xmpp_server: XmppServer, recorder: Recorder
 ) -> None:
