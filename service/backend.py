@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from importlib import metadata
 from typing import Any, Protocol
 
@@ -114,7 +115,9 @@ class Backend:
     @classmethod
     async def open(cls, config: Config, database_url: str | None = None) -> Backend:
         """Open (and migrate) the database named by ``database_url`` or the config."""
-        db = await Database.open(database_url or config.database_url)
+        # The full-text check reads every cached item: it runs after start (start()),
+        # so that the daemon owns its name at once whatever the cache's size.
+        db = await Database.open(database_url or config.database_url, check_fulltext=False)
         backend = cls(db, config)
         try:
             await backend.start()
@@ -130,11 +133,23 @@ class Backend:
         await self.profiles.load()
         await self.contacts.load()
         await self.stack.start()
+        if not self.db.search.fulltext_checked.is_set():
+            self._spawn(self._check_fulltext())
         for record in await self.db.profiles.list_profiles():
             if record.options.get("autoconnect"):
-                task = asyncio.create_task(self._autoconnect(record.name))
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
+                self._spawn(self._autoconnect(record.name))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _check_fulltext(self) -> None:
+        try:
+            await self.db.repair_fulltext()
+        except Exception:  # logged: nobody awaits this, and searches must not hang
+            log.exception("checking the full-text index failed")
+            self.db.search.fulltext_checked.set()
 
     async def _autoconnect(self, name: str) -> None:
         try:
@@ -146,6 +161,8 @@ class Backend:
         """Stop the cache's syncs, close every session, then the database."""
         for task in self._background:
             task.cancel()
+        # Awaited before the database closes under them (a cancelled check rolls back).
+        await asyncio.gather(*self._background, return_exceptions=True)
         await self.stack.close()
         await self.contacts.close()
         if isinstance(self.sessions, SessionManager):

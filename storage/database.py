@@ -64,7 +64,9 @@ class Database:
                 SQLite file under the XDG data directory.
             check_fulltext: check the full-text index (and rebuild it if it drifted)
                 before returning; False leaves that to :meth:`repair_fulltext`, for a
-                caller that would rather do it after start with a large cache.
+                caller that would rather do it after start with a large cache (the
+                check reads every item: about 3 s at a million items). Full-text
+                searches wait until it has run.
 
         Returns:
             The open database.
@@ -80,6 +82,8 @@ class Database:
         try:
             outcome = await prepare_database(engine, resolved, check_fulltext=check_fulltext)
             database = cls(engine, resolved, outcome)
+            if not check_fulltext:
+                database.search.fulltext_checked.clear()
         except BaseException:
             await engine.dispose()
             raise
@@ -94,10 +98,17 @@ class Database:
     async def repair_fulltext(self) -> bool:
         """Check the full-text index against the items and rebuild it if it drifted.
 
+        Full-text searches wait while it runs (other searches and every other read go
+        on): they never answer from an index that may have drifted.
+
         Returns:
             True when it was rebuilt.
         """
-        return await repair_fulltext(self.engine)
+        self.search.fulltext_checked.clear()
+        try:
+            return await repair_fulltext(self.engine)
+        finally:
+            self.search.fulltext_checked.set()
 
     def free_bytes(self) -> int | None:
         """Free space on the file system that holds the database file; None when the

@@ -46,6 +46,7 @@ at once, so that the other stores always have connections.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 import unicodedata
@@ -502,6 +503,10 @@ class SearchStore:
         self._dialect = dialect_for(engine)
         self.time_budget = time_budget
         self.gate = SearchGate(max_concurrent, max_wait)
+        # Set while the full-text index is known to be in step with the items; a
+        # full-text search waits for it (the check runs after start on a large cache).
+        self.fulltext_checked = asyncio.Event()
+        self.fulltext_checked.set()
 
     async def search_items(self, query: SearchQuery) -> list[SearchHit]:
         """Run a validated search.
@@ -516,6 +521,10 @@ class SearchStore:
             SearchTimeout: the search took longer than its time budget.
             SearchBusy: it waited too long for its turn.
         """
+        if query.fts is not None and not self.fulltext_checked.is_set():
+            # Its answer would come from an index that may have drifted: wait for the
+            # check (and a rebuild, if one is needed) started with the daemon.
+            await self.fulltext_checked.wait()
         async with self.gate.slot():
             return await self._run(query)
 

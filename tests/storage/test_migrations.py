@@ -616,3 +616,31 @@ async def test_fulltext_check_can_be_left_for_after_start(sqlite_url: str) -> No
         assert await db.repair_fulltext() is True
         assert await _fts_hits(db, "ghost") == 0
         assert await db.repair_fulltext() is False
+
+
+async def test_a_fulltext_search_waits_for_the_check_left_for_after_start(
+    sqlite_url: str,
+) -> None:
+    async with await Database.open(sqlite_url) as db:
+        await _items_with_fts(db)
+        # Drift: one item's words leave the index (an interrupted write, a manual edit).
+        async with db.engine.begin() as conn:
+            row_id = (
+                await conn.execute(text("SELECT id FROM pubsub_items WHERE item_id = 'i3'"))
+            ).scalar()
+            await conn.execute(
+                text(
+                    "INSERT INTO pubsub_items_fts(pubsub_items_fts, rowid, search_text) "
+                    "VALUES ('delete', :r, 'word3 common')"
+                ),
+                {"r": row_id},
+            )
+    async with await Database.open(sqlite_url, check_fulltext=False) as db:
+        searching = asyncio.create_task(db.search.search({"fts": "word3"}))
+        # Other searches go on meanwhile.
+        assert len(await db.search.search({"item_ids": ["i3"]})) == 1
+        assert not searching.done()
+        assert await db.repair_fulltext() is True
+        hits = await asyncio.wait_for(searching, 30)
+        # Answered from the rebuilt index, not the drifted one (which had no match).
+        assert [hit.item_id for hit in hits] == ["i3"]
