@@ -43,7 +43,8 @@ from bench.ejabberd_fill import fill_ejabberd_node
 from roost.bridge.client import RoostClient
 from roost.bridge.constants import BUS_NAME, OBJECT_PATH, PUBSUB_INTERFACE
 from roost.service.cache.microblog import parse_microblog_entry
-from roost.service.cache.stored_form import stored_form
+from roost.service.cache.parsers import ParserContext
+from roost.service.cache.stored_form import payload_of, stored_forms
 from roost.service.cache.sync import STORE_BATCH
 from roost.service.events import EventHub
 from roost.service.pubsub.model import PubsubItem
@@ -456,7 +457,8 @@ async def upsert_rate(path: Path, items: list[PubsubItem]) -> float:
     db = await Database.open(f"sqlite+aiosqlite:///{path}")
     await db.profiles.create_profile("p", "p@localhost", "", {})
     node = await db.nodes.get_or_create_node("p", "pubsub.localhost", "n")
-    rows = [stored_form(item, parse_microblog_entry, "bench") for item in items]
+    context = ParserContext("p", "pubsub.localhost", "n")
+    rows = await stored_forms(items, parse_microblog_entry, context)
     started = time.perf_counter()
     for start in range(0, len(rows), STORE_BATCH):
         await db.items.upsert_items(node.id, rows[start : start + STORE_BATCH])
@@ -551,7 +553,9 @@ class SearchCorpus:
         weights = [1 / (rank + 1) for rank in range(len(words))]
         self.paragraphs = [" ".join(rng.choices(words, weights, k=30)) for _ in range(2000)]
         sample = PubsubItem("x", "", f"<item xmlns='{PUBSUB}' id='x'>{entry(0)}</item>")
-        self.template = stored_form(sample, parse_microblog_entry, "bench").parsed
+        payload = payload_of(sample.xml)
+        assert payload is not None
+        self.template = parse_microblog_entry(payload)
 
     def rows(self, start: int, stop: int, node_ids: list[int]) -> Iterator[tuple[Any, ...]]:
         """Rows ``start``…``stop - 1``, a thousand to a node in turn."""

@@ -90,10 +90,6 @@ async def stored_forms(
         InvalidArgument: ``parser`` does not follow the parser contract (an
             :class:`~roost.service.cache.analysers.Analyser` refuses such a parser when
             it is built, so the analysers' parsers never do).
-
-    .. versionchanged:: replaces ``stored_form(item, parser, where)``, one item on the
-       caller's thread: the batch runs off the event loop, gives the parser its context,
-       awaits an async parser, and stores raw an item whose parsed data is not JSON.
     """
     if not items:
         return []
@@ -106,24 +102,6 @@ async def stored_forms(
     return await _off_loop(
         lambda job: _finished(*job, where=where), list(zip(items, checked, outcomes, strict=True))
     )
-
-
-def stored_form(item: PubsubItem, parser: Parser | None, where: str) -> ItemInput:
-    """One item's stored form, computed on the caller's thread.
-
-    .. deprecated:: use :func:`stored_forms`. Kept until the last caller moves: it runs
-       a plain one-argument parser only (an async one, or one asking for the context,
-       stores the item raw, logged) and holds the caller's thread meanwhile.
-    """
-    call = None if parser is None else ParserCall.of(parser)
-    checked = _checked(item, where=where)
-    if call is None or checked is None or checked[0] is None:
-        return _finished(item, checked, None, where=where)
-    if call.is_async or call.takes_context:
-        outcome: _Outcome = (None, "it is async or takes the context: use stored_forms")
-    else:
-        outcome = _parse_plain(call, checked[0], ParserContext("", "", ""))
-    return _finished(item, checked, outcome, where=where)
 
 
 # -- in a worker thread -------------------------------------------------------------------
