@@ -42,8 +42,8 @@ typecheck: $(STAMP)
 		--config-file $(abspath pyproject.toml) \
 		-p roost.storage -p roost.service -p roost.bridge -p roost.cli
 
-# bench/*.py are benchmarks, but for the report and the bench's own tooling.
-BENCHES := $(filter-out bench/report.py bench/ejabberd_fill.py,$(wildcard bench/*.py))
+# bench/*.py are benchmarks, but for the report and the benches' own tooling.
+BENCHES := $(filter-out bench/report.py bench/figures.py bench/ejabberd_fill.py,$(wildcard bench/*.py))
 
 ## bench: every benchmark in bench/, then a table of their JSON lines
 bench: deps-test $(STAMP)

@@ -1,4 +1,8 @@
-"""Print the benchmark results file given as argv[1] (JSON lines) as a table."""
+"""Print the benchmark results file given as argv[1] (JSON lines) as a table.
+
+A figure with a target (``target``, ``met``; see bench/figures.py) shows ``ok`` or
+``MISS``; the misses are counted and listed at the end, so none goes unseen.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-COLUMNS = ("bench", "metric", "value", "unit", "baseline", "ratio")
+COLUMNS = ("bench", "metric", "value", "unit", "baseline", "ratio", "target", "met")
 
 
 def load(path: Path) -> list[dict[str, Any]]:
@@ -24,9 +28,12 @@ def load(path: Path) -> list[dict[str, Any]]:
 
 
 def cell(value: Any) -> str:
-    """A table cell: numbers with at most three decimals, absent values empty."""
+    """A table cell: numbers with at most three decimals, absent values empty, a target
+    met ``ok`` and missed ``MISS``."""
     if value is None:
         return ""
+    if isinstance(value, bool):
+        return "ok" if value else "MISS"
     if isinstance(value, float):
         return f"{value:,.3f}".rstrip("0").rstrip(".")
     if isinstance(value, int):
@@ -55,7 +62,16 @@ def main() -> None:
     """Print the table of the file named on the command line."""
     if len(sys.argv) != 2:
         sys.exit("usage: report.py RESULTS.jsonl")
-    print(table(load(Path(sys.argv[1]))))
+    results = load(Path(sys.argv[1]))
+    print(table(results))
+    judged = [r for r in results if isinstance(r.get("met"), bool)]
+    missed = [r for r in judged if not r["met"]]
+    print(f"\n{len(judged) - len(missed)} of {len(judged)} targets met")
+    for r in missed:
+        print(
+            f"MISS  {r.get('bench')} {r.get('metric')}: {cell(r.get('value'))} {r.get('unit', '')}"
+            f" (target {r.get('target')})"
+        )
 
 
 if __name__ == "__main__":
