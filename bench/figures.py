@@ -64,7 +64,7 @@ def emit(
         line["target"] = ", ".join(text for text, _ok in targets)
         met = all(ok for _text, ok in targets)
         line["met"] = met
-    line.update(extra)
+    line.update({key: value for key, value in extra.items() if value is not None})
     print(json.dumps(line), flush=True)
     return met
 

@@ -1,16 +1,15 @@
 """Publish and fetch rates through Roost's service layer beside a bare slixmpp client.
 
-Both run in the same run against the same freshly started server (Prosody by default,
-``--server ejabberd`` for the other); they fetch the same node, and publish to a node
-each. Prints JSON lines: bench, metric, value, unit,
-baseline (the bare client's figure), ratio (Roost / bare; for times, lower is better).
+Both run in the same run against the same freshly started server, Prosody then ejabberd
+(``--server`` picks one); they fetch the same node, and publish to a node each. Prints
+JSON lines through bench/figures.py: baseline is the bare client's figure, ratio Roost /
+bare (for times, lower is better); fetch times carry their target.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import sys
 import tempfile
@@ -25,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from dbus_fast import Variant
 from slixmpp import ClientXMPP
 
+from bench.figures import emit
 from roost.bridge.client import RoostClient
 from roost.bridge.constants import PUBSUB_INTERFACE
 from roost.service.events import EventHub
@@ -38,6 +38,8 @@ PUBSUB = "http://jabber.org/protocol/pubsub"
 RSM = "http://jabber.org/protocol/rsm"
 # Fetch times are the median of this many rounds, Roost and the bare client alternating.
 FETCH_ROUNDS = 7
+# Roost's fetch time against the bare client's, at most.
+FETCH_TARGET_RATIO = 1.3
 
 
 def entry(n: int) -> str:
@@ -154,19 +156,20 @@ async def bus_round(
     )
 
 
+# The server this run measures, named in every figure.
+SERVER_KIND: list[str] = []
+
+
 def line(metric: str, value: float, unit: str, baseline: float) -> None:
-    print(
-        json.dumps(
-            {
-                "bench": "pubsub",
-                "metric": metric,
-                "value": round(value, 4),
-                "unit": unit,
-                "baseline": round(baseline, 4),
-                "ratio": round(value / baseline, 3) if baseline else None,
-            }
-        ),
-        flush=True,
+    """One figure beside the bare client's; a fetch time has its target."""
+    emit(
+        f"pubsub-{SERVER_KIND[-1]}",
+        metric,
+        value,
+        unit,
+        baseline=baseline,
+        ratio_at_most=FETCH_TARGET_RATIO if metric.endswith("_time") else None,
+        samples=FETCH_ROUNDS if metric.endswith("_time") else None,
     )
 
 
@@ -237,23 +240,32 @@ async def run(server: XmppServer, bus_address: str | None) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--server", choices=("prosody", "ejabberd"), default="prosody")
+    parser.add_argument(
+        "--server", choices=("both", "prosody", "ejabberd"), default="both", help="both: one run"
+    )
     parser.add_argument("--no-bus", action="store_true", help="skip the runs over D-Bus")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix=f"roost-bench-{args.server}-") as tmp:
+    for kind in ("prosody", "ejabberd") if args.server == "both" else (args.server,):
+        measure(kind, bus=not args.no_bus)
+
+
+def measure(kind: str, *, bus: bool) -> None:
+    """Start ``kind``'s server (and a roostd on a private bus) and measure."""
+    SERVER_KIND.append(kind)
+    with tempfile.TemporaryDirectory(prefix=f"roost-bench-{kind}-") as tmp:
         data_dir = Path(tmp) / "server"
         data_dir.mkdir()
         data_dir.chmod(0o755)
         Path(tmp).chmod(0o755)
         server: ProsodyServer | EjabberdServer
-        if args.server == "prosody":
+        if kind == "prosody":
             server = ProsodyServer(kind="prosody", data_dir=data_dir, port=free_port())
             server.setup()
             server.start()
         else:
             server = EjabberdServer(kind="ejabberd", data_dir=data_dir, port=free_port())
             server.setup()
-        private = None if args.no_bus else start_bus(Path(tmp) / "bus")
+        private = start_bus(Path(tmp) / "bus") if bus else None
         launcher = None
         try:
             if private is not None:
