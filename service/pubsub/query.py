@@ -4,13 +4,26 @@ Whether a service implements RSM on pubsub is learnt from its answers (neither P
 nor ejabberd advertises it): a query carrying ``<set/>`` whose answer has a ``<set/>``
 proves it; an answer without one (Prosody ignores ``<set/>`` and returns every item)
 disproves it, and that answer is then paged by Roost itself.
+
+Without RSM, the newest N are asked as ``max_items`` N, and the node's count and the
+items' places come from its item listing (disco#items: ids, not payloads), asked beside
+it; a request by item ids asks those ids (and the listing, to order two or more); any
+other is one whole read paged here. What decides it is what each read costs the one
+such server Roost is tested against, Prosody 0.12 (its default storage, a 1,000-item
+node; docs/performance.md, "Server reads"): a listing costs it 0.8-0.9 of a whole read
+(it loads and decodes every item to list their ids), and a read by id loads the node's
+whole store once per id, so 20 items read by id cost it about three whole reads. A
+listing still leaves the payloads off the wire: beside ``max_items`` it makes the
+newest N as fast as a whole read for small items and faster for larger ones.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
+from typing import TypeVar
 
 from roost.service.errors import XmppError
 from roost.service.pubsub import protocol as p
@@ -27,6 +40,9 @@ from roost.service.xmpp.client import RoostClient
 from roost.storage.paging import Window, bounded_length, page_window
 
 log = logging.getLogger(__name__)
+
+First = TypeVar("First")
+Second = TypeVar("Second")
 
 FETCH_PAGE_SIZE = 500
 # ejabberd reads the whole node for every page it answers, so a page costs nearly the
@@ -117,10 +133,20 @@ class ItemsQuery:
     async def get_items(
         self, client: RoostClient, service: str, node: str, request: ItemsRequest
     ) -> ItemsReply:
-        """Answer ``request`` from the server, paging by RSM or locally."""
+        """Answer ``request`` from the server, paging by RSM or locally.
+
+        Raises:
+            XmppError: an error answered by the server.
+            InvalidArgument: a malformed token.
+
+        .. versionchanged:: the newest N from a service without RSM are asked as
+           ``max_items`` N beside the node's item listing, no longer read whole.
+        """
         if request.item_ids:
             return page_items(await self._by_ids(client, service, node, request), request)
         if self._rsm.get(service) is False:
+            if request.max_items is not None and not request.is_paging:
+                return await self._newest_listed(client, service, node, request)
             return page_items(await self._whole(client, service, node), request)
         query = self._translate(request)
         if query is None:
@@ -194,20 +220,81 @@ class ItemsQuery:
     async def _whole(self, client: RoostClient, service: str, node: str) -> list[PubsubItem]:
         return p.parse_items(await self._ask(client, service, node))
 
+    async def _newest_listed(
+        self, client: RoostClient, service: str, node: str, request: ItemsRequest
+    ) -> ItemsReply:
+        """The newest ``request.max_items`` from a service without RSM: ``max_items`` N
+        and the node's item listing, asked together; the listing gives the count and the
+        page's place.
+
+        The two must agree: the listing names each item once, and the answer's items are
+        its last ones, all of them when fewer than N came. When they do not (an item
+        published or retracted between the two, a listing that names items a read does
+        not return, a listing refused), the node is read whole and paged here, as
+        before: never a page placed by a listing it does not match.
+        """
+        size = request.max_items
+        assert size is not None
+        reply, listing = await _together(
+            self._ask(client, service, node, max_items=size),
+            self._try_listing(client, service, node),
+        )
+        items = p.parse_items(reply)
+        ids = [item.id for item in items]
+        if isinstance(listing, XmppError):
+            log.info("%s/%s: no item listing (%s); reading it whole", service, node, listing)
+            return page_items(await self._whole(client, service, node), request)
+        if items:
+            # The answer's last item is the node's newest (XEP-0060's max_items).
+            oldest_first = await self._listing_oldest_first(
+                client, service, node, listing, newest=ids[-1]
+            )
+            if not oldest_first:
+                listing.reverse()
+        count = len(listing)
+        if (
+            len(set(listing)) != count
+            or len(ids) != min(size, count)
+            or listing[count - len(ids) :] != ids
+        ):
+            log.info(
+                "%s/%s: its newest %d and its item listing disagree; reading it whole",
+                service,
+                node,
+                size,
+            )
+            return page_items(await self._whole(client, service, node), request)
+        return window_reply(items, page_window(count, size), count)
+
+    async def _try_listing(
+        self, client: RoostClient, service: str, node: str
+    ) -> list[str] | XmppError:
+        """The node's item listing, or the error the service answered instead (for the
+        caller to raise only when it needs the listing)."""
+        try:
+            return await self.list_item_ids(client, service, node)
+        except XmppError as error:
+            return error
+
     async def _by_ids(
         self, client: RoostClient, service: str, node: str, request: ItemsRequest
     ) -> list[PubsubItem]:
         """The items asked for by id, in node order.
 
         XEP-0060 gives a by-id answer no order: Prosody answers in the order asked,
-        ejabberd in the node's. The node's item listing (disco#items) gives the order on
-        every server, once its direction on the service is known (see
-        :meth:`_listing_oldest_first`).
+        ejabberd in the node's. The node's item listing (disco#items), asked beside the
+        items when two or more are, gives the order on every server, once its direction
+        on the service is known (see :meth:`_listing_oldest_first`).
         """
-        items = p.parse_items(await self._ask(client, service, node, item_ids=request.item_ids))
+        asked = self._ask(client, service, node, item_ids=request.item_ids)
+        if len(request.item_ids) < 2:
+            return p.parse_items(await asked)
+        reply, listing = await _together(asked, self._try_listing(client, service, node))
+        items = p.parse_items(reply)
         if len(items) < 2:
             return items
-        listing = await self.list_item_ids(client, service, node)
+        if isinstance(listing, XmppError):
+            raise listing
         if not await self._listing_oldest_first(client, service, node, listing):
             listing.reverse()
         order = {item_id: n for n, item_id in enumerate(listing)}
@@ -215,15 +302,22 @@ class ItemsQuery:
         return sorted(items, key=lambda item: order.get(item.id, len(order)))
 
     async def _listing_oldest_first(
-        self, client: RoostClient, service: str, node: str, listing: list[str]
+        self,
+        client: RoostClient,
+        service: str,
+        node: str,
+        listing: list[str],
+        *,
+        newest: str | None = None,
     ) -> bool:
         """Whether ``service``'s disco#items lists a node's items oldest first (ejabberd
         does, Prosody newest first).
 
         Learnt once per service, from ``listing`` (a node's, two items at least) and the
-        node's newest item (``max_items`` 1, which XEP-0060 defines as the newest); until
-        that can be told (the node changed between the two), a service with RSM is taken
-        for oldest first and one without for newest first, as the servers tested do.
+        node's newest item: ``newest``, its id when the caller just read it, else asked
+        (``max_items`` 1, which XEP-0060 defines as the newest). Until that can be told
+        (the node changed between the two), a service with RSM is taken for oldest first
+        and one without for newest first, as the servers tested do.
         """
         known = self._oldest_first.get(service)
         if known is not None:
@@ -231,11 +325,13 @@ class ItemsQuery:
         guess = self._rsm.get(service) is not False
         if len(listing) < 2:
             return guess
-        newest = p.parse_items(await self._ask(client, service, node, max_items=1))
-        if len(newest) != 1 or newest[0].id not in (listing[0], listing[-1]):
+        if newest is None:
+            found = p.parse_items(await self._ask(client, service, node, max_items=1))
+            newest = found[0].id if len(found) == 1 else None
+        if newest is None or newest not in (listing[0], listing[-1]) or listing[0] == listing[-1]:
             log.info("%s: cannot tell the direction of its item listings yet", service)
             return guess
-        known = self._oldest_first[service] = newest[0].id == listing[-1]
+        known = self._oldest_first[service] = newest == listing[-1]
         return known
 
     async def fetch_all(
@@ -351,6 +447,24 @@ class ItemsQuery:
             for item in found.findall(f"{{{p.NS_DISCO_ITEMS}}}item")
             if item.get("name")
         ]
+
+
+async def _together(first: Awaitable[First], second: Awaitable[Second]) -> tuple[First, Second]:
+    """Both results, the two asked at once; when one fails, the other is cancelled and
+    the failure raised (a plain gather would leave it running, unawaited)."""
+    tasks = (asyncio.ensure_future(first), asyncio.ensure_future(second))
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        for task in tasks:
+            task.cancel()
+        # Each outcome is taken, so that none is reported as never retrieved.
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for task in tasks:
+        failure = None if task.cancelled() else task.exception()
+        if failure is not None:
+            raise failure
+    return tasks[0].result(), tasks[1].result()
 
 
 class PageGuard:
