@@ -13,6 +13,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from dbus_fast import Variant
+
+from roost.bridge.variants import to_record
+from roost.service.pubsub.model import PubsubItem
+
 MAX_ITEM_BYTES = 16 * 1024 * 1024
 MAX_SIGNAL_ITEMS_BYTES = 1024 * 1024
 _CONTENT = ("xml", "parsed")
@@ -35,6 +40,28 @@ def bounded_items(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         _without_content(record) if _size(record) > MAX_ITEM_BYTES else dict(record)
         for record in records
     ]
+
+
+def item_records(items: Iterable[PubsubItem]) -> list[dict[str, Variant]]:
+    """GetItems' items as ``aa{sv}``, each bounded as :func:`bounded_items` bounds it, in
+    one pass (what ``to_records(bounded_items(item.to_record() for item in items))``
+    gives, without the dictionaries in between: a reply read from the database is
+    marshalled on every call)."""
+    records: list[dict[str, Variant]] = []
+    for item in items:
+        parsed = item.parsed
+        if len(item.xml) + (0 if parsed is None else len(parsed)) > MAX_ITEM_BYTES:
+            records.append(to_record(_without_content(item.to_record())))
+            continue
+        record = {
+            "id": Variant("s", item.id),
+            "publisher": Variant("s", item.publisher),
+            "xml": Variant("s", item.xml),
+        }
+        if parsed is not None:
+            record["parsed"] = Variant("s", parsed)
+        records.append(record)
+    return records
 
 
 def bounded_event_items(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

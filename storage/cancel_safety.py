@@ -7,6 +7,11 @@ garbage-collected, and the next writer waits out the busy timeout and fails with
 "database is locked". Syncs are cancelled routinely (a disconnection, a node deleted,
 shutdown), so every store call runs in its own task, shielded: a cancelled caller
 waits for the call to commit or roll back, then sees its cancellation.
+
+A read handed whole to a :class:`~roost.storage.reads.ReadRunner` needs no such task
+(:func:`completes_by_itself`): on an SQLite file it runs either at once, with no point at
+which its caller could be cancelled, or on a reader thread, where it ends its transaction
+whatever its caller does; elsewhere the runner shields it.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from typing import Any, TypeVar
 
 _T = TypeVar("_T")
 _Class = TypeVar("_Class", bound=type)
+_M = TypeVar("_M", bound=Callable[..., Any])
+_BY_ITSELF = "__roost_completes_by_itself__"
 
 
 def completes_on_cancel(method: Callable[..., Awaitable[_T]]) -> Callable[..., Awaitable[_T]]:
@@ -40,8 +47,17 @@ def completes_on_cancel(method: Callable[..., Awaitable[_T]]) -> Callable[..., A
     return call
 
 
+def completes_by_itself(method: _M) -> _M:
+    """Mark a store method that :func:`stores_complete_on_cancel` leaves as it is: its
+    work is handed whole to a :class:`~roost.storage.reads.ReadRunner`, which finishes it
+    (or shields it) whatever happens to the caller. A short read then costs no task."""
+    setattr(method, _BY_ITSELF, True)
+    return method
+
+
 def stores_complete_on_cancel(cls: _Class) -> _Class:
-    """Apply :func:`completes_on_cancel` to every public coroutine method of ``cls``."""
+    """Apply :func:`completes_on_cancel` to every public coroutine method of ``cls``,
+    but those marked :func:`completes_by_itself`."""
     for name, member in list(vars(cls).items()):
         # Plain functions only: static helpers take the caller's session and must run in
         # the caller's task.
@@ -49,6 +65,7 @@ def stores_complete_on_cancel(cls: _Class) -> _Class:
             not name.startswith("_")
             and inspect.isfunction(member)
             and inspect.iscoroutinefunction(member)
+            and not getattr(member, _BY_ITSELF, False)
         ):
             setattr(cls, name, completes_on_cancel(member))
     return cls

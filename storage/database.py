@@ -19,6 +19,7 @@ from roost.storage.migrate import MigrationOutcome, prepare_database, repair_ful
 from roost.storage.nodes import NodeStore
 from roost.storage.params import ParamStore
 from roost.storage.profiles import ProfileStore
+from roost.storage.reads import ReadRunner, read_runner
 from roost.storage.roster import CacheSubscriptionStore, RosterStore
 from roost.storage.search import SearchStore
 from roost.storage.values import ValueStore
@@ -33,6 +34,7 @@ class Database:
 
     Attributes:
         engine: the async engine.
+        reads: what runs the item store's reads (for an SQLite file, connections of its own).
         url: the database URL.
         migration: what :func:`~roost.storage.migrate.prepare_database` did at open.
         profiles, params, values, nodes, items: the stores of those concerns.
@@ -41,16 +43,23 @@ class Database:
         cache_subscriptions: the pubsub subscriptions the cache made for itself.
     """
 
-    def __init__(self, engine: AsyncEngine, url: URL, migration: MigrationOutcome) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        url: URL,
+        migration: MigrationOutcome,
+        reads: ReadRunner | None = None,
+    ) -> None:
         self.engine = engine
         self.url = url
         self.migration = migration
+        self.reads = reads or read_runner(engine, url)
         sessions = async_sessionmaker[AsyncSession](engine, expire_on_commit=False)
         self.profiles = ProfileStore(sessions)
         self.params = ParamStore(sessions)
         self.values = ValueStore(sessions)
         self.nodes = NodeStore(sessions)
-        self.items = ItemStore(engine)
+        self.items = ItemStore(engine, self.reads)
         self.search = SearchStore(engine)
         self.roster = RosterStore(sessions)
         self.cache_subscriptions = CacheSubscriptionStore(sessions)
@@ -122,7 +131,8 @@ class Database:
             return None
 
     async def close(self) -> None:
-        """Close every connection of the engine."""
+        """Let reads under way finish, then close every connection."""
+        await self.reads.close()
         await self.engine.dispose()
 
     async def __aenter__(self) -> Database:

@@ -19,7 +19,17 @@ import re
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, Integer, Table, and_, bindparam, func, literal, select
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Integer,
+    Table,
+    and_,
+    bindparam,
+    func,
+    literal,
+    select,
+)
 from sqlalchemy import text as sql_text
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -128,6 +138,15 @@ class Dialect:
 
     def in_values(self, column: Any, values: Sequence[str]) -> ColumnElement[bool]:
         """``column IN values`` for a list of any length, bound as one parameter."""
+        return self.in_named_values(column, bindparam(None, self.values_param(values)))
+
+    def in_named_values(self, column: Any, param: BindParameter[Any]) -> ColumnElement[bool]:
+        """``column IN`` the list bound to ``param`` (its value from
+        :meth:`values_param`), for a statement built once and run with many lists."""
+        raise NotImplementedError
+
+    def values_param(self, values: Sequence[str]) -> Any:
+        """The value of a parameter :meth:`in_named_values` binds, for ``values``."""
         raise NotImplementedError
 
     def upsert(
@@ -226,11 +245,15 @@ class SQLiteDialect(Dialect):
             q=fts_query
         )
 
-    def in_values(self, column: Any, values: Sequence[str]) -> ColumnElement[bool]:
-        """See :meth:`Dialect.in_values`: a JSON array expanded by ``json_each``."""
-        listed = func.json_each(bindparam(None, json.dumps(list(values)))).table_valued("value")
+    def in_named_values(self, column: Any, param: BindParameter[Any]) -> ColumnElement[bool]:
+        """See :meth:`Dialect.in_named_values`: a JSON array expanded by ``json_each``."""
+        listed = func.json_each(param).table_valued("value")
         result: ColumnElement[bool] = column.in_(select(listed.c.value))
         return result
+
+    def values_param(self, values: Sequence[str]) -> Any:
+        """See :meth:`Dialect.values_param`: the JSON array."""
+        return json.dumps(list(values))
 
     def upsert(
         self,

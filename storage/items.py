@@ -6,23 +6,40 @@ Paging is done in SQL with keyset conditions on ``position`` (never an OFFSET sc
 ``before``/``after``), reading no more rows than the page holds, in the window that
 :func:`roost.storage.paging.page_window` gives (the rules the service layer also pages a
 server's answer by), as described in :meth:`ItemStore.get_items`.
+
+Reads are plain functions of a connection, each run whole by the database's
+:class:`~roost.storage.reads.ReadRunner` (one trip, one snapshot); writes are async
+transactions, each completed even when its caller is cancelled. Parsed data is written
+as :func:`~roost.storage.item_records.parsed_text` and read back as that text.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager, closing
+from typing import Any, TypeVar
 
-from sqlalchemy import Float, String, Table, Text, bindparam, delete, func, select, update
+from sqlalchemy import (
+    Float,
+    Integer,
+    String,
+    Table,
+    Text,
+    bindparam,
+    delete,
+    func,
+    literal_column,
+    select,
+    type_coerce,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from roost.storage.cancel_safety import stores_complete_on_cancel
-from roost.storage.dialect import dialect_for
+from roost.storage.cancel_safety import completes_by_itself, stores_complete_on_cancel
+from roost.storage.dialect import Dialect, dialect_for
 from roost.storage.errors import InvalidQuery, RowNotFound
 from roost.storage.item_records import (
     DEFAULT_PAGE_SIZE,
@@ -30,9 +47,11 @@ from roost.storage.item_records import (
     ItemInput,
     ItemPage,
     ItemRecord,
+    parsed_text,
 )
 from roost.storage.models import Profile, PubsubItem, PubsubNode
-from roost.storage.paging import ReplyBudget, Window, page_window
+from roost.storage.paging import ReplyBudget, page_window
+from roost.storage.reads import SHORT_READ_ROWS, EngineReads, ReadConnection, ReadRunner
 from roost.storage.search import parse_path
 
 log = logging.getLogger(__name__)
@@ -48,22 +67,141 @@ _RECORD_COLUMNS = (
     _items.c.item_id,
     _items.c.publisher,
     _items.c.data,
-    _items.c.parsed,
+    # The stored text as it is: no decoding here, no encoding on the way out.
+    type_coerce(_items.c.parsed, Text).label("parsed"),
     _items.c.created,
     _items.c.updated,
 )
 # No byte bound: more than any reply holds.
 _UNBOUNDED = 2**62
+# Large nodes remembered (see ItemStore._large_nodes); past this, they are learnt again.
+_LARGE_NODES = 10_000
 _UPDATED_ON_CONFLICT = ("publisher", "position", "data", "parsed", "search_text", "updated")
+_T = TypeVar("_T")
 
 
 def _record(row: Any) -> ItemRecord:
-    return ItemRecord(row[0], row[1], row[2], row[3], row[4], row[5])
+    return ItemRecord._make(row[:_HEADER])
+
+
+# Where a page row's own columns end and the list's length (and the anchor's) begin.
+_HEADER = len(_RECORD_COLUMNS)
 
 
 def _check_count(name: str, value: int | None) -> None:
     if value is not None and (isinstance(value, bool) or value < 0):
         raise InvalidQuery(f"{name} must be a non-negative integer, not {value!r}")
+
+
+# -- reads: plain functions of a connection, run by the store's ReadRunner -------------------
+
+_NODE = _items.c.node_id == bindparam("node", type_=Integer())
+_COUNT_ITEMS = select(func.count()).select_from(_items).where(_NODE)
+_LIST_ITEM_IDS = select(_items.c.item_id, _items.c.updated).where(_NODE).order_by(_items.c.position)
+_GET_ITEM = select(*_RECORD_COLUMNS).where(
+    _NODE, _items.c.item_id == bindparam("item_id", type_=String())
+)
+_ITEM_BATCH = (
+    select(_items.c.id, *_RECORD_COLUMNS)
+    .where(_NODE, _items.c.id > bindparam("after_row", type_=Integer()))
+    .order_by(_items.c.id)
+    .limit(bindparam("n", type_=Integer()))
+)
+
+
+class _PageStatements:
+    """The statements of :meth:`ItemStore.get_items`, built once (so compiled once), for
+    a node's items or for those of them an id list names (``by_ids``).
+
+    Each page statement reads the page's rows and, in the same statement, the list's
+    length (and with an anchor, the anchor's position and how many items come before the
+    page: up to it for ``after``, before it for ``before``) as columns after the item's
+    own; a page with no rows gets them from the matching ``*_header`` statement.
+    Parameters: ``node``, ``ids`` (``by_ids``), ``anchor`` (an item id), ``n`` (the most
+    rows), ``o`` (an offset).
+    """
+
+    def __init__(self, dialect: Dialect, *, by_ids: bool) -> None:
+        pos = _items.c.position
+        where = [_NODE]
+        order: Any = pos
+        if by_ids:
+            ids = bindparam("ids", type_=Text())
+            where.append(dialect.in_named_values(_items.c.item_id, ids))
+            # Ordered by an expression rather than the column: SQLite then looks the ids
+            # up by the (node, item id) index and sorts them, rather than walking the
+            # node's position index through every item of the node.
+            order = pos + literal_column("0")
+        at = select(pos).where(*where, _items.c.item_id == bindparam("anchor", type_=String()))
+        anchor = at.scalar_subquery()
+
+        def count(*extra: Any) -> Any:
+            return select(func.count()).select_from(_items).where(*where, *extra).scalar_subquery()
+
+        total, up_to, before = count(), count(pos <= anchor), count(pos < anchor)
+        size = bindparam("n", type_=Integer())
+        plain = select(*_RECORD_COLUMNS, total).where(*where)
+        self.first = plain.order_by(order).limit(size)
+        self.at_offset = self.first.offset(bindparam("o", type_=Integer()))
+        # Newest first: read backwards, then put in node order.
+        self.last = plain.order_by(order.desc()).limit(size)
+        self.after = (
+            select(*_RECORD_COLUMNS, total, anchor, up_to)
+            .where(*where, pos > anchor)
+            .order_by(order)
+            .limit(size)
+        )
+        self.before = (
+            select(*_RECORD_COLUMNS, total, anchor, before)
+            .where(*where, pos < anchor)
+            .order_by(order.desc())
+            .limit(size)
+        )
+        self.count_header = select(total)
+        self.after_header = select(total, anchor, up_to)
+        self.before_header = select(total, anchor, before)
+
+
+def _count_items(conn: ReadConnection, node_id: int) -> int:
+    found = conn.row(_COUNT_ITEMS, {"node": node_id})
+    return int(found[0]) if found else 0
+
+
+def _list_item_ids(conn: ReadConnection, node_id: int) -> list[tuple[str, float]]:
+    return [(row[0], row[1]) for row in conn.rows(_LIST_ITEM_IDS, {"node": node_id})]
+
+
+def _get_item(conn: ReadConnection, node_id: int, item_id: str) -> ItemRecord | None:
+    row = conn.row(_GET_ITEM, {"node": node_id, "item_id": item_id})
+    return None if row is None else _record(row)
+
+
+def _item_batch(conn: ReadConnection, node_id: int, after_row: int, limit: int) -> ItemBatch:
+    rows = conn.rows(_ITEM_BATCH, {"node": node_id, "after_row": after_row, "n": limit})
+    items = [_record(row[1:]) for row in rows]
+    return ItemBatch(items, int(rows[-1][0]) if len(rows) == limit else None)
+
+
+def _fitting(rows: list[Any], budget: ReplyBudget) -> list[Any]:
+    """The leading ``rows`` that fit ``budget`` (by their item XML's UTF-8 size)."""
+    for n, row in enumerate(rows):
+        if not budget.take(len(row[2].encode())):
+            return rows[:n]
+    return rows
+
+
+def _bounded_rows(
+    conn: ReadConnection, stmt: Any, params: dict[str, Any], budget: ReplyBudget
+) -> list[Any]:
+    """The leading rows of ``stmt`` that fit ``budget`` (by their item XML's UTF-8 size),
+    read as a stream: no row past the first that does not fit."""
+    rows: list[Any] = []
+    with closing(conn.stream(stmt, {**params, "n": budget.items_left})) as stream:
+        for row in stream:
+            if not budget.take(len(row[2].encode())):
+                break
+            rows.append(row)
+    return rows
 
 
 def parsed_key_index_name(path: str) -> str:
@@ -85,10 +223,22 @@ class ItemStore:
     Every method runs in one transaction, named after the method in the debug log.
     """
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        """Bind the store to ``engine`` (its dialect picks the dialect-specific SQL)."""
+    def __init__(self, engine: AsyncEngine, reads: ReadRunner | None = None) -> None:
+        """Bind the store to ``engine`` (its dialect picks the dialect-specific SQL);
+        ``reads`` runs its reads (default: through ``engine``).
+
+        .. versionchanged:: ``reads``: the database gives an SQLite file a runner of its
+           own (:class:`~roost.storage.reads.SqliteReads`): a page is read at once, in one
+           statement, and a long read on a reader thread, in one trip.
+        """
         self._engine = engine
+        self._reads = reads or EngineReads(engine)
         self._dialect = dialect_for(engine)
+        self._node_page = _PageStatements(self._dialect, by_ids=False)
+        self._ids_page = _PageStatements(self._dialect, by_ids=True)
+        # Nodes whose pages, though short, took SQLite longer than a short read may
+        # (counting a very large node): their pages go straight to a reader thread.
+        self._large_nodes: set[int] = set()
         self._upsert = self._dialect.upsert(
             _items,
             self._upsert_values(),
@@ -127,6 +277,19 @@ class ItemStore:
             async with self._engine.connect() as conn:
                 yield conn
         log.debug("transaction %s: %.1f ms", name, (time.perf_counter() - start) * 1000)
+
+    async def _read(
+        self,
+        name: str,
+        read: Callable[..., _T],
+        *args: Any,
+        short: bool = False,
+        overran: Callable[[], None] | None = None,
+    ) -> _T:
+        start = time.perf_counter()
+        result = await self._reads.run(read, *args, short=short, overran=overran)
+        log.debug("read %s: %.1f ms", name, (time.perf_counter() - start) * 1000)
+        return result
 
     async def upsert_items(
         self,
@@ -175,9 +338,7 @@ class ItemStore:
                     "publisher": it.publisher,
                     "position": base + n,
                     "data": it.data,
-                    "parsed": None
-                    if it.parsed is None
-                    else json.dumps(it.parsed, ensure_ascii=False, separators=(",", ":")),
+                    "parsed": parsed_text(it.parsed),
                     "search_text": it.search_text,
                     "created": now if it.created is None else it.created,
                     "updated": now,
@@ -268,6 +429,7 @@ class ItemStore:
             result = await conn.execute(delete(_items).where(_items.c.id.in_(beyond)))
         return int(result.rowcount)
 
+    @completes_by_itself
     async def count_items(self, node_id: int) -> int:
         """How many items a node holds.
 
@@ -277,12 +439,9 @@ class ItemStore:
         Returns:
             The number of items.
         """
-        async with self._transaction("count_items", write=False) as conn:
-            count = await conn.scalar(
-                select(func.count()).select_from(_items).where(_items.c.node_id == node_id)
-            )
-        return int(count or 0)
+        return await self._read("count_items", _count_items, node_id)
 
+    @completes_by_itself
     async def list_item_ids(self, node_id: int) -> list[tuple[str, float]]:
         """The ids of a node's items with when each was last written, in node order.
 
@@ -292,14 +451,9 @@ class ItemStore:
         Returns:
             ``(item_id, updated)`` pairs, oldest first.
         """
-        async with self._transaction("list_item_ids", write=False) as conn:
-            result = await conn.execute(
-                select(_items.c.item_id, _items.c.updated)
-                .where(_items.c.node_id == node_id)
-                .order_by(_items.c.position)
-            )
-            return [(row[0], row[1]) for row in result]
+        return await self._read("list_item_ids", _list_item_ids, node_id)
 
+    @completes_by_itself
     async def get_item(self, node_id: int, item_id: str) -> ItemRecord | None:
         """One item of a node.
 
@@ -310,16 +464,9 @@ class ItemStore:
         Returns:
             The item, or None when the node does not hold it.
         """
-        async with self._transaction("get_item", write=False) as conn:
-            row = (
-                await conn.execute(
-                    select(*_RECORD_COLUMNS).where(
-                        _items.c.node_id == node_id, _items.c.item_id == item_id
-                    )
-                )
-            ).first()
-        return None if row is None else _record(row)
+        return await self._read("get_item", _get_item, node_id, item_id, short=True)
 
+    @completes_by_itself
     async def get_items(
         self,
         node_id: int,
@@ -380,69 +527,103 @@ class ItemStore:
         if index is not None and (before is not None or after is not None):
             raise InvalidQuery("index cannot be combined with before or after")
         size = page_size if max_items is None else max_items
-        where = [_items.c.node_id == node_id]
+        # At most this many rows: a page, or the items an id list names.
+        rows = size if before is not None or after is not None or index is not None else None
+        if max_items is not None:
+            rows = max_items
         if item_ids is not None:
-            where.append(self._dialect.in_values(_items.c.item_id, item_ids))
-        pos = _items.c.position
+            rows = len(item_ids) if rows is None else min(rows, len(item_ids))
+        return await self._read(
+            "get_items",
+            self._page,
+            node_id,
+            item_ids,
+            size,
+            max_items,
+            before,
+            after,
+            index,
+            max_reply_items,
+            max_reply_bytes,
+            short=rows is not None and rows <= SHORT_READ_ROWS and node_id not in self._large_nodes,
+            overran=lambda: self._large(node_id),
+        )
 
-        async with self._transaction("get_items", write=False) as conn:
+    def _large(self, node_id: int) -> None:
+        if len(self._large_nodes) >= _LARGE_NODES:
+            self._large_nodes.clear()
+        self._large_nodes.add(node_id)
 
-            async def fetch(
-                window: Window, *extra: Any, desc: bool = False, offset: int | None = None
-            ) -> list[Any]:
-                if window.length == 0:
-                    return []
-                stmt = select(*_RECORD_COLUMNS).where(*where, *extra)
-                stmt = stmt.order_by(pos.desc() if desc else pos).limit(window.length)
-                if offset is not None:
-                    stmt = stmt.offset(offset)
-                rows = list(await conn.execute(stmt))
-                return rows[::-1] if desc else rows
-
-            async def count(*extra: Any) -> int:
-                stmt = select(func.count()).select_from(_items).where(*where, *extra)
-                return int(await conn.scalar(stmt) or 0)
-
-            total = await count()
-            anchor = after if after is not None else before
-            if anchor:
-                anchor_pos = await conn.scalar(
-                    select(pos).where(*where, _items.c.item_id == anchor)
-                )
-                if anchor_pos is None:
-                    raise RowNotFound(f"item {anchor!r} is not in the node's item list")
-            if after is not None:
-                boundary = await count(pos <= anchor_pos) if after else 0
-                window = page_window(total, size, after=boundary)
-                rows = await fetch(window, pos > anchor_pos) if after else await fetch(window)
-            elif before is not None:
-                boundary = await count(pos < anchor_pos) if before else total
-                window = page_window(total, size, before=boundary)
-                rows = (
-                    await fetch(window, pos < anchor_pos, desc=True)
-                    if before
-                    else await fetch(window, desc=True)
-                )
-            elif index is not None:
-                window = page_window(total, size, after=min(index, total))
-                rows = await fetch(window, offset=window.start)
-            elif max_items is not None:
-                window = page_window(total, max_items)
-                rows = await fetch(window, desc=True)
-            elif max_reply_items is None and max_reply_bytes is None:
-                window = page_window(total)
-                rows = await fetch(window)
+    def _page(
+        self,
+        conn: ReadConnection,
+        node_id: int,
+        item_ids: Sequence[str] | None,
+        size: int,
+        max_items: int | None,
+        before: str | None,
+        after: str | None,
+        index: int | None,
+        max_reply_items: int | None,
+        max_reply_bytes: int | None,
+    ) -> ItemPage:
+        """:meth:`get_items`' read, its arguments checked: one statement, two when the
+        page is empty."""
+        params: dict[str, Any] = {"node": node_id}
+        sql = self._node_page if item_ids is None else self._ids_page
+        if item_ids is not None:
+            params["ids"] = self._dialect.values_param(item_ids)
+        anchor = after if after is not None else before
+        if anchor:
+            params["anchor"] = anchor
+        rows: list[Any]
+        header = sql.count_header
+        if after is not None:
+            if after:
+                rows, header = conn.rows(sql.after, {**params, "n": size}), sql.after_header
             else:
-                rows = await self._bounded_rows(
-                    conn,
-                    select(*_RECORD_COLUMNS).where(*where).order_by(pos),
-                    ReplyBudget(
-                        total if max_reply_items is None else max_reply_items,
-                        _UNBOUNDED if max_reply_bytes is None else max_reply_bytes,
-                    ),
-                )
-                window = page_window(total, len(rows), after=0)
-
+                rows = conn.rows(sql.first, {**params, "n": size})
+        elif before is not None:
+            if before:
+                rows, header = conn.rows(sql.before, {**params, "n": size}), sql.before_header
+            else:
+                rows = conn.rows(sql.last, {**params, "n": size})
+            rows.reverse()
+        elif index is not None:
+            rows = conn.rows(sql.at_offset, {**params, "n": size, "o": index})
+        elif max_items is not None:
+            rows = conn.rows(sql.last, {**params, "n": max_items})
+            rows.reverse()
+        elif max_reply_items is None and max_reply_bytes is None:
+            rows = conn.rows(sql.first, {**params, "n": _UNBOUNDED})
+        else:
+            budget = ReplyBudget(
+                _UNBOUNDED if max_reply_items is None else max_reply_items,
+                _UNBOUNDED if max_reply_bytes is None else max_reply_bytes,
+            )
+            if item_ids is not None and len(item_ids) <= SHORT_READ_ROWS:
+                # A few rows at most: read at once, then cut where the stream would stop.
+                rows = _fitting(conn.rows(sql.first, {**params, "n": len(item_ids)}), budget)
+            else:
+                rows = _bounded_rows(conn, sql.first, params, budget)
+        # The list's length (and the anchor's place) came with the rows, else read apart.
+        found = rows[0][_HEADER:] if rows else conn.row(header, params)
+        assert found is not None
+        total = found[0]
+        if anchor and found[1] is None:
+            raise RowNotFound(f"item {anchor!r} is not in the node's item list")
+        if after is not None:
+            window = page_window(total, size, after=found[2] if after else 0)
+        elif before is not None:
+            window = page_window(total, size, before=found[2] if before else total)
+        elif index is not None:
+            window = page_window(total, size, after=min(index, total))
+        elif max_items is not None:
+            window = page_window(total, max_items)
+        elif max_reply_items is None and max_reply_bytes is None:
+            window = page_window(total)
+        else:
+            window = page_window(total, len(rows), after=0)
         records = [_record(r) for r in rows]
         return ItemPage(
             items=records,
@@ -452,21 +633,6 @@ class ItemStore:
             count=total,
             complete=window.complete,
         )
-
-    @staticmethod
-    async def _bounded_rows(conn: AsyncConnection, stmt: Any, budget: ReplyBudget) -> list[Any]:
-        """The leading rows of ``stmt`` that fit ``budget`` (by their item XML's UTF-8
-        size), read as a stream: no row past the first that does not fit."""
-        rows: list[Any] = []
-        result = await conn.stream(stmt.limit(budget.items_left))
-        try:
-            async for row in result:
-                if not budget.take(len(row[2].encode())):
-                    break
-                rows.append(row)
-        finally:
-            await result.close()
-        return rows
 
     async def purge_items(
         self,
@@ -532,6 +698,7 @@ class ItemStore:
         async with self._transaction("ensure_parsed_key_index", write=True) as conn:
             await conn.exec_driver_sql(ddl)
 
+    @completes_by_itself
     async def get_item_batch(
         self, node_id: int, *, after_row: int = 0, limit: int = 500
     ) -> ItemBatch:
@@ -557,17 +724,7 @@ class ItemStore:
         """
         if isinstance(limit, bool) or limit < 1:
             raise InvalidQuery(f"limit must be a positive integer, not {limit!r}")
-        async with self._transaction("get_item_batch", write=False) as conn:
-            rows = (
-                await conn.execute(
-                    select(_items.c.id, *_RECORD_COLUMNS)
-                    .where(_items.c.node_id == node_id, _items.c.id > after_row)
-                    .order_by(_items.c.id)
-                    .limit(limit)
-                )
-            ).all()
-        items = [_record(row[1:]) for row in rows]
-        return ItemBatch(items, int(rows[-1][0]) if len(rows) == limit else None)
+        return await self._read("get_item_batch", _item_batch, node_id, after_row, limit)
 
     async def set_parsed(
         self, node_id: int, items: Sequence[ItemInput], written: Sequence[float]
@@ -609,9 +766,7 @@ class ItemStore:
             {
                 "b_item_id": it.item_id,
                 "b_updated": when,
-                "b_parsed": None
-                if it.parsed is None
-                else json.dumps(it.parsed, ensure_ascii=False, separators=(",", ":")),
+                "b_parsed": parsed_text(it.parsed),
                 "b_search_text": it.search_text,
             }
             for it, when in zip(items, written, strict=True)

@@ -54,7 +54,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, Table, and_, false, or_, select
+from sqlalchemy import ColumnElement, Select, Table, Text, and_, false, or_, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from roost.storage.cancel_safety import completes_on_cancel
@@ -435,7 +435,8 @@ def build_search(
             _items.c.item_id,
             _items.c.publisher,
             _items.c.data,
-            _items.c.parsed,
+            # The stored text, as GetItems gives it: not decoded.
+            type_coerce(_items.c.parsed, Text).label("parsed"),
             _items.c.created,
             _items.c.updated,
             _profiles.c.name,

@@ -8,7 +8,7 @@ from dbus_fast.service import dbus_method, dbus_signal
 
 from roost.bridge.constants import PUBSUB_INTERFACE
 from roost.bridge.interfaces.base import DBusStrList, RoostInterface, name_args, roost_method
-from roost.bridge.item_bounds import bounded_event_items, bounded_items
+from roost.bridge.item_bounds import bounded_event_items, item_records
 from roost.bridge.variants import form_values, plain, to_record, to_records
 from roost.service.backend import Backend
 from roost.service.events import Event, ItemsEvent
@@ -56,7 +56,7 @@ class PubsubInterface(RoostInterface):
         if done is not None and done[0] is reply:
             items = done[1]
         else:
-            items = to_records(bounded_items(item.to_record() for item in reply.items))
+            items = item_records(reply.items)
             self._marshalled[id(reply)] = (reply, items)
             if len(self._marshalled) > MARSHALLED_REPLIES:
                 self._marshalled.popitem(last=False)

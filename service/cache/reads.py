@@ -8,8 +8,6 @@ frontend cannot tell where an answer came from except by ``from_cache``.
 
 from __future__ import annotations
 
-import json
-
 from roost.service.errors import InvalidArgument
 from roost.service.pubsub import rsm
 from roost.service.pubsub.model import ItemsReply, ItemsRequest, PubsubItem
@@ -22,9 +20,8 @@ from roost.storage.paging import Window
 
 
 def item_from_record(record: ItemRecord) -> PubsubItem:
-    """The GetItems form of a stored item (``parsed`` as JSON text, when there is any)."""
-    parsed = None if record.parsed is None else json.dumps(record.parsed, ensure_ascii=False)
-    return PubsubItem(id=record.item_id, publisher=record.publisher, xml=record.data, parsed=parsed)
+    """The GetItems form of a stored item: ``parsed`` is the stored JSON text as it is."""
+    return PubsubItem(record.item_id, record.publisher, record.data, record.parsed_json)
 
 
 def _anchor(token: str | None) -> str | None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Sequence
 
 from roost.service.errors import InvalidArgument, XmppError
@@ -32,12 +33,18 @@ MAX_REPLY_ITEMS = 1_000
 MAX_REPLY_BYTES = 8 * 1024 * 1024
 
 _PREFIX = "r1."
+# Ids that JSON writes as they are: printable ASCII but for the quote and the backslash.
+_PLAIN = re.compile(r"[ !#-\[\]-~]*")
 
 
 def encode_token(item_id: str, server_token: str | None = None) -> str:
     """A Roost token for ``item_id`` (and the server's token for it, if any)."""
-    payload = [item_id] if server_token is None else [item_id, server_token]
-    raw = json.dumps(payload, separators=(",", ":")).encode()
+    if server_token is None and _PLAIN.fullmatch(item_id):
+        # What json.dumps writes for such an id, without its cost (two tokens a reply).
+        raw = f'["{item_id}"]'.encode()
+    else:
+        payload = [item_id] if server_token is None else [item_id, server_token]
+        raw = json.dumps(payload, separators=(",", ":")).encode()
     return _PREFIX + base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 

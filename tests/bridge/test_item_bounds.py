@@ -8,8 +8,10 @@ from roost.bridge.item_bounds import (
     MAX_SIGNAL_ITEMS_BYTES,
     bounded_event_items,
     bounded_items,
+    item_records,
 )
 from roost.bridge.variants import to_records
+from roost.service.pubsub.model import PubsubItem
 
 
 def record(item_id: str, size: int) -> dict[str, object]:
@@ -46,3 +48,19 @@ def test_a_large_notification_is_announced_by_ids() -> None:
     assert [r["id"] for r in announced] == [f"i{n}" for n in range(count)]
     assert all(r["omitted"] and "xml" not in r and "parsed" not in r for r in announced)
     assert sum(len(str(r)) for r in announced) < 10_000
+
+
+def test_item_records_marshal_as_the_bounded_records_do() -> None:
+    small, huge = record("small", 100), record("huge", MAX_ITEM_BYTES + 1)
+    unparsed = {**record("plain", 300), "parsed": None}
+    items = [
+        PubsubItem(str(r["id"]), str(r["publisher"]), str(r["xml"]), r["parsed"])  # type: ignore[arg-type]
+        for r in (small, huge, unparsed)
+    ]
+    expected = to_records(bounded_items(item.to_record() for item in items))
+    assert item_records(items) == expected
+    assert [sorted(r) for r in item_records(items)] == [
+        ["id", "parsed", "publisher", "xml"],
+        ["id", "omitted", "publisher", "size"],
+        ["id", "publisher", "xml"],
+    ]

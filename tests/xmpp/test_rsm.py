@@ -3,6 +3,9 @@ the shared paging contract."""
 
 from __future__ import annotations
 
+import base64
+import json
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -30,6 +33,13 @@ def test_tokens_round_trip() -> None:
     for bad in ("", "r1.!!!", "r1.e30", "i3"):
         with pytest.raises(InvalidArgument):
             rsm.decode_token(bad)
+
+
+@given(st.text(max_size=40) | st.from_regex(r"[ -~]{0,40}", fullmatch=True))
+def test_tokens_are_the_json_form_of_the_item_id(item_id: str) -> None:
+    raw = json.dumps([item_id], separators=(",", ":")).encode()
+    assert rsm.encode_token(item_id) == "r1." + base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    assert rsm.decode_token(rsm.encode_token(item_id)) == (item_id, None)
 
 
 def test_whole_and_newest() -> None:
