@@ -1,0 +1,11 @@
+"""The ``roost`` subcommands, one module per family."""
+
+from __future__ import annotations
+
+import click
+
+
+def all_commands() -> list[click.Command]:
+    """Every top-level subcommand of ``roost``."""
+    commands: list[click.Command] = []
+    return commands
