@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -365,9 +366,12 @@ class Hold:
     """Holds each search inside SQLite, in its progress handler, until released.
 
     Counts the searches held at once: with the store's gate, never more than its slots.
+    With ``past_budget``, a search released is past its time budget, whatever the time.
     """
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, wanted: int) -> None:
+    def __init__(
+        self, monkeypatch: pytest.MonkeyPatch, wanted: int, *, past_budget: bool = False
+    ) -> None:
         self.release = threading.Event()
         self.inside = 0
         self.peak = 0
@@ -389,6 +393,10 @@ class Hold:
             finally:
                 with hold._lock:
                     hold.inside -= 1
+            if past_budget:
+                # Held as long as the test wanted: past its budget, however fast the
+                # rest of the test ran meanwhile.
+                budget.deadline = min(budget.deadline, time.monotonic() - 1.0)
             return original(budget)
 
         monkeypatch.setattr(TimeBudget, "over", over)
@@ -404,7 +412,7 @@ async def test_other_stores_answer_while_a_search_runs_past_its_budget(
     db = opened.db
     try:
         store = SearchStore(db.engine, time_budget=0.01)
-        hold = Hold(monkeypatch, wanted=1)
+        hold = Hold(monkeypatch, wanted=1, past_budget=True)
         search = asyncio.create_task(store.search(SCAN))
         try:
             await hold.wait_until_reached()
