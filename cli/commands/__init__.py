@@ -8,4 +8,7 @@ import click
 def all_commands() -> list[click.Command]:
     """Every top-level subcommand of ``roost``."""
     commands: list[click.Command] = []
+    from roost.cli.commands import blog, cache, pubsub
+
+    commands += [pubsub.pubsub, cache.cache, blog.blog]
     return commands
