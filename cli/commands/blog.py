@@ -104,23 +104,18 @@ def render_post(post: dict[str, Any]) -> None:
     out = console()
     out.print(Rule(style="dim"))
     out.print(Text(post["title"] or "(untitled)", style="bold"))
-    byline = Text(style="dim")
     author = post["author"]
-    jid = post["author_jid"]
-    if author and jid and author != jid:
-        byline.append(f"{author} <{jid}>")
-    else:
-        byline.append(author or jid or "unknown author")
+    jid = post["author_jid"] or post["publisher"].split("/")[0]
+    parts = [f"{author} <{jid}>" if author and jid and author != jid else author or jid]
     when = local_time(post["published_ts"]) or local_time(post["updated_ts"])
-    if not when:
-        when = post["published"] or post["updated"] or ""
-    if when:
-        byline.append(f" · {when}")
+    parts.append(when or post["published"] or post["updated"] or "")
     if post["tags"]:
-        byline.append(" · " + " ".join(f"#{tag}" for tag in post["tags"]))
-    out.print(byline)
+        parts.append(" ".join(f"#{tag}" for tag in post["tags"]))
+    byline = " · ".join(part for part in parts if part)
+    if byline:
+        out.print(Text(byline, style="dim"))
     if post["content"]:
-        out.print(Padding(Text(post["content"]), (1, 0, 0, 2)))
+        out.print(Padding(Text(post["content"]), (1, 0, 0, 2), expand=False))
     out.print()
 
 

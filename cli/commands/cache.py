@@ -14,7 +14,7 @@ import click
 from roost.cli.exit_codes import ExitCode
 from roost.cli.items import json_item, local_time, service_argument, summary
 from roost.cli.options import json_option, profile_option
-from roost.cli.output import error_console, print_json, print_table
+from roost.cli.output import console, error_console, print_json, print_table
 from roost.cli.session import CliOptions, fail, run_with_client
 
 if TYPE_CHECKING:
@@ -231,7 +231,16 @@ def show_state(state: dict[str, Any], node: str) -> None:
         ["subtype", state.get("subtype", "")],
         ["reason", state.get("reason", "")],
     ]
-    print_table(["", ""], rows, title=f"cache state of {node}")
+    from rich.table import Table
+
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    for label, value in rows:
+        table.add_row(str(label), str(value))
+    out = console()
+    out.print(f"cache state of {node}", markup=False, highlight=False)
+    out.print(table)
 
 
 @cache.command()
