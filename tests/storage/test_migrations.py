@@ -38,6 +38,7 @@ from roost.storage import (
 )
 from roost.storage.engine import create_engine, resolve_database_url
 from roost.storage.migrate import (
+    HEAD_REVISION,
     backup_sqlite_database,
     include_object,
     prepare_database,
@@ -644,3 +645,33 @@ async def test_a_fulltext_search_waits_for_the_check_left_for_after_start(
         hits = await asyncio.wait_for(searching, 30)
         # Answered from the rebuilt index, not the drifted one (which had no match).
         assert [hit.item_id for hit in hits] == ["i3"]
+
+
+def test_head_revision_constant_is_the_script_directory_head() -> None:
+    # A new migration bumps HEAD_REVISION too, or databases at head would be upgraded
+    # (to the same revision) at every start.
+    assert HEAD_REVISION == script_directory().get_current_head() == _revisions()[-1]
+
+
+async def test_a_database_at_head_opens_without_alembic(sqlite_url: str) -> None:
+    await (await Database.open(sqlite_url)).close()
+    # A fresh interpreter: this one has imported Alembic for the other tests.
+    script = (
+        "import asyncio, sys\n"
+        "from roost.storage import Database\n"
+        "async def main():\n"
+        f"    db = await Database.open({sqlite_url!r})\n"
+        "    print(db.migration.action, db.migration.to_revision)\n"
+        "    await db.close()\n"
+        "asyncio.run(main())\n"
+        "print('alembic' in sys.modules)\n"
+    )
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert result.stdout.split() == ["current", HEAD_REVISION, "False"]
