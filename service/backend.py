@@ -18,6 +18,7 @@ from roost.service.config import Config
 from roost.service.contacts import ContactsService
 from roost.service.errors import NotConnected
 from roost.service.events import EventHub
+from roost.service.heap_trim import HeapTrimmer
 from roost.service.profiles import ProfileService
 from roost.service.pubsub_access import PubsubAccess
 from roost.service.pubsub_stack import CacheOptions, build_pubsub_stack
@@ -104,6 +105,8 @@ class Backend:
         self.profiles.on_deleted.append(self.contacts.forget_profile)
         self.pubsub = PubsubAccess(self.profiles, self.stack.service, self.cache)
         self._background: set[asyncio.Task[Any]] = set()
+        self._autoconnect: list[str] = []
+        self.heap = HeapTrimmer(self.events)
 
     async def _credentials(self, name: str) -> tuple[str, str, dict[str, Any]]:
         record = await self.db.profiles.get_profile(name)
@@ -113,10 +116,24 @@ class Backend:
         return (await self.profiles.get(name)).jid
 
     @classmethod
-    async def open(cls, config: Config, database_url: str | None = None) -> Backend:
-        """Open (and migrate) the database named by ``database_url`` or the config."""
-        # The full-text check reads every cached item: it runs after start (start()),
-        # so that the daemon owns its name at once whatever the cache's size.
+    async def open(
+        cls, config: Config, database_url: str | None = None, *, defer_background: bool = False
+    ) -> Backend:
+        """Open (and migrate) the database named by ``database_url`` or the config, and
+        :meth:`start` the backend.
+
+        Args:
+            config: the daemon's configuration.
+            database_url: the database, else the config's.
+            defer_background: leave :meth:`start_background` to the caller (the daemon
+                calls it once its bridges serve), else it is called at once.
+
+        .. versionchanged:: the background work (the full-text check, autoconnections)
+           can be left until the caller serves (``defer_background``).
+        """
+        # The full-text check reads every cached item: it runs in the background
+        # (start_background()), so that the daemon owns its name at once whatever the
+        # cache's size.
         db = await Database.open(database_url or config.database_url, check_fulltext=False)
         backend = cls(db, config)
         try:
@@ -124,20 +141,34 @@ class Backend:
         except BaseException:
             await db.close()
             raise
+        if not defer_background:
+            backend.start_background()
         return backend
 
     async def start(self) -> None:
-        """Load the state services keep in memory, recover the cache, and connect the
-        profiles marked ``autoconnect`` (in the background: a slow server must not hold
-        up the daemon's start)."""
+        """Load the state services keep in memory, recover the cache, and note the
+        profiles marked ``autoconnect``."""
         await self.profiles.load()
         await self.contacts.load()
         await self.stack.start()
+        self.heap.start()
+        self._autoconnect = [
+            record.name
+            for record in await self.db.profiles.list_profiles()
+            if record.options.get("autoconnect")
+        ]
+
+    def start_background(self) -> None:
+        """Start what runs beside the daemon's service: the full-text check (full-text
+        searches wait for it) and the connection of the profiles marked
+        ``autoconnect``. Neither holds up the daemon's start: the check reads every
+        cached item (about 20 s at a million items), a slow server may take long to
+        answer, and either would compete for the CPU with the start itself."""
         if not self.db.search.fulltext_checked.is_set():
             self._spawn(self._check_fulltext())
-        for record in await self.db.profiles.list_profiles():
-            if record.options.get("autoconnect"):
-                self._spawn(self._autoconnect(record.name))
+        for name in self._autoconnect:
+            self._spawn(self._autoconnect_profile(name))
+        self._autoconnect = []
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
@@ -151,7 +182,7 @@ class Backend:
             log.exception("checking the full-text index failed")
             self.db.search.fulltext_checked.set()
 
-    async def _autoconnect(self, name: str) -> None:
+    async def _autoconnect_profile(self, name: str) -> None:
         try:
             await self._sessions().connect(name)
         except Exception as exc:  # logged: nobody awaits this
@@ -163,6 +194,7 @@ class Backend:
             task.cancel()
         # Awaited before the database closes under them (a cancelled check rolls back).
         await asyncio.gather(*self._background, return_exceptions=True)
+        self.heap.close()
         await self.stack.close()
         await self.contacts.close()
         if isinstance(self.sessions, SessionManager):

@@ -2,8 +2,11 @@
 
 Start-up order: read the config, set up logging, open (and migrate) the database, build
 the :class:`~roost.service.backend.Backend`, then start every bridge of the
-``roost.bridges`` entry-point group. Loading bridges by entry point keeps this layer free
+``roost.bridges`` entry-point group, and only then the backend's background work (the
+full-text check, autoconnections). Loading bridges by entry point keeps this layer free
 of D-Bus: the D-Bus bridge is one plugin (``dbus = roost.bridge.server:DBusBridge``).
+Setting ``ROOST_LOOP_LAG_MS`` turns on the event loop's lag probe
+(:mod:`roost.service.loop_lag`).
 
 SIGTERM and SIGINT stop the bridges (no new calls; calls in flight finish), close the
 sessions and the database, and exit 0. A failure the user can fix (name already owned,
@@ -27,6 +30,7 @@ from typing import Protocol
 
 from roost.service.backend import Backend
 from roost.service.config import LOG_LEVELS, Config, ConfigError, load_config
+from roost.service.loop_lag import LoopLagProbe
 from roost.storage.errors import DatabaseTooNew, StorageError
 
 log = logging.getLogger("roost.daemon")
@@ -140,7 +144,9 @@ async def serve(
         loop.add_signal_handler(signum, stop.set)
 
     try:
-        backend = await Backend.open(config, options.database)
+        # What runs in the background waits until the bridges serve: the name is owned
+        # sooner, the full-text check and the connections not competing for the CPU.
+        backend = await Backend.open(config, options.database, defer_background=True)
     except (DatabaseTooNew, StorageError, OSError) as err:
         raise StartupError(f"cannot open the database: {err}") from None
     except Exception as err:
@@ -152,6 +158,7 @@ async def serve(
 
     bridges: list[Bridge] = []
     status = 0
+    probe = LoopLagProbe.from_environment()
     try:
         for cls in bridge_classes:
             bridge = cls(backend, options)
@@ -161,6 +168,9 @@ async def serve(
         # walking it again and again.
         gc.freeze()
         log.info("roostd %s ready", backend.version)
+        backend.start_background()
+        if probe is not None:
+            probe.start()
 
         stopped = asyncio.ensure_future(stop.wait())
         lost = [asyncio.ensure_future(bridge.wait_closed()) for bridge in bridges]
@@ -174,6 +184,8 @@ async def serve(
             log.error("stopping: %s", reason)
             status = EXIT_FAILURE
     finally:
+        if probe is not None:
+            await probe.stop()
         for bridge in reversed(bridges):
             try:
                 await bridge.stop()

@@ -361,7 +361,7 @@ class ItemsQuery:
         if self._rsm.get(service) is False:
             # One answer holds the whole node (bounded by the stream's limits): its size
             # is the node's count, which exact paging metadata needs.
-            items = await self._whole(client, service, node)
+            items = await p.parse_items_off_loop(await self._ask(client, service, node))
             self._walked[(service, node)] = len(items)
             yield items if newest is None else items[-newest:]
             return
@@ -370,7 +370,7 @@ class ItemsQuery:
         size, fetched, fetched_bytes = page_size, 0, 0
         while True:
             reply = await self._ask(client, service, node, p.rsm_set(size, after=after))
-            items = p.parse_items(reply)
+            items = await p.parse_items_off_loop(reply)
             meta = p.parse_rsm(reply)
             if meta is None:
                 # No RSM after all: the whole node came at once.
@@ -420,7 +420,7 @@ class ItemsQuery:
         while held < newest:
             size = min(page_size, newest - held)
             reply = await self._ask(client, service, node, p.rsm_set(size, before=before))
-            items = p.parse_items(reply)
+            items = await p.parse_items_off_loop(reply)
             meta = p.parse_rsm(reply)
             if meta is None or not items:
                 break
