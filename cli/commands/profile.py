@@ -10,7 +10,7 @@ import click
 from roost.cli.exit_codes import ExitCode
 from roost.cli.options import json_option
 from roost.cli.output import console, print_json, print_table
-from roost.cli.session import CliOptions, CommandError, run_with_client
+from roost.cli.session import CliOptions, CommandError, fail, run_with_client
 
 if TYPE_CHECKING:
     from roost.bridge.client import RoostClient
@@ -38,7 +38,7 @@ def read_password(jid: str) -> str:
     else:
         password = sys.stdin.readline().rstrip("\r\n")
     if not password:
-        raise CommandError(
+        fail(
             "no password given (type it at the prompt, or give it on the first line of stdin)",
             ExitCode.INVALID_ARGUMENT,
         )

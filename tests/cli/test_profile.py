@@ -1,0 +1,261 @@
+"""``roost profile``: every subcommand against roostd, connections against Prosody."""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from roost.cli.exit_codes import ExitCode
+from tests.cli.conftest import COMMAND_TIMEOUT, RoostCli, cli_env, roost_command
+from tests.cli.pubsub_helpers import one_line_error, run
+from tests.fixtures.dbus import PrivateBus, RoostdLauncher
+from tests.fixtures.world import unique_names
+from tests.fixtures.xmpp import XmppServer, free_port
+
+pytestmark = pytest.mark.dbus
+
+
+def new_name() -> str:
+    return f"p{uuid.uuid4().hex[:10]}"
+
+
+def closed_port_options() -> list[str]:
+    """Options of a profile whose server is a loopback port nobody listens on."""
+    return ["--host", "127.0.0.1", "--port", str(free_port()), "--tls", "none"]
+
+
+def test_create_list_status_and_delete(roost_cli: RoostCli) -> None:
+    name = new_name()
+    created = roost_cli(
+        "profile", "create", name, f"{name}@example.org", *closed_port_options(), input="pw\n"
+    )
+    assert created.code == 0, created.stderr
+    assert f"Profile {name} created" in created.stderr
+
+    listed = roost_cli("profile", "list", "--json").json()
+    assert set(listed) == {"default", "profiles"}
+    entry = {"name": name, "default": listed["default"] == name}
+    assert entry in listed["profiles"]
+    assert all(set(p) == {"name", "default"} for p in listed["profiles"])
+    human = roost_cli("profile", "list")
+    assert human.code == 0 and name in human.stdout
+
+    one = roost_cli("profile", "status", name, "--json").json()
+    assert one == {"profiles": [{"name": name, "connected": False, "default": entry["default"]}]}
+    every = roost_cli("profile", "status", "--json").json()
+    assert {"name": name, "connected": False, "default": entry["default"]} in every["profiles"]
+    assert f"{name}: not connected" in roost_cli("profile", "status", name).stdout
+
+    deleted = roost_cli("profile", "delete", name)
+    assert deleted.code == 0, deleted.stderr
+    assert name not in [
+        p["name"] for p in roost_cli("profile", "list", "--json").json()["profiles"]
+    ]
+    assert "no profile named" in one_line_error(roost_cli("profile", "delete", name), 4)
+
+
+def test_refusals_exit_with_their_family_code(roost_cli: RoostCli) -> None:
+    name = new_name()
+    jid = f"{name}@example.org"
+    assert roost_cli("profile", "create", name, jid, input="pw\n").code == 0
+    # The daemon's refusals.
+    one_line_error(roost_cli("profile", "create", name, jid, input="pw\n"), ExitCode.CONFLICT)
+    one_line_error(roost_cli("profile", "create", "bad name!", jid, input="pw\n"), 3)
+    one_line_error(roost_cli("profile", "create", new_name(), "not a jid", input="pw\n"), 3)
+    one_line_error(roost_cli("profile", "create", new_name(), f"{jid}/phone", input="pw\n"), 3)
+    # No password: refused before the daemon is asked.
+    assert "no password" in one_line_error(roost_cli("profile", "create", new_name(), jid), 3)
+    # The command line itself.
+    usage = roost_cli("profile", "create", new_name(), jid, "--tls", "maybe", input="pw\n")
+    assert usage.code == ExitCode.USAGE and "--tls" in usage.stderr
+    assert roost_cli("profile", "create", new_name(), jid, "--port", "0").code == 2
+    assert roost_cli("profile", "create", new_name()).code == 2
+    # Unknown profiles.
+    ghost = new_name()
+    for args in (
+        ["status", ghost],
+        ["connect", ghost],
+        ["disconnect", ghost],
+        ["default", ghost],
+        ["delete", ghost],
+    ):
+        line = one_line_error(roost_cli("profile", *args), ExitCode.NOT_FOUND)
+        assert ghost in line, args
+    one_line_error(roost_cli("profile", "status", "--json", "bad name!"), 3)
+    assert name in [p["name"] for p in roost_cli("profile", "list", "--json").json()["profiles"]]
+
+
+@pytest.mark.xmpp
+async def test_the_password_is_the_first_line_of_stdin_only(
+    roost_cli: RoostCli, prosody_server: XmppServer
+) -> None:
+    (user,) = unique_names("clipassword", 1)
+    await prosody_server.register_many([user])
+    jid, password, _options = prosody_server.credentials(user)
+    where = ["--host", prosody_server.host, "--port", str(prosody_server.port), "--tls", "none"]
+    right, wrong = new_name(), new_name()
+    # A second line is not part of the password: the login works.
+    made = await run(
+        roost_cli, "profile", "create", right, jid, *where, input=f"{password}\nnot this\n"
+    )
+    assert made.code == 0, made.stderr
+    connected = await run(roost_cli, "profile", "connect", right)
+    assert connected.code == 0, connected.stderr
+    status = await run(roost_cli, "profile", "status", right, "--json")
+    assert status.json()["profiles"][0]["connected"] is True
+    assert (await run(roost_cli, "profile", "disconnect", right)).code == 0
+    # A wrong password is the server's refusal of the login: not connected.
+    made = await run(roost_cli, "profile", "create", wrong, jid, *where, input="nope\n")
+    assert made.code == 0
+    line = one_line_error(await run(roost_cli, "profile", "connect", wrong), 5)
+    assert wrong in line
+
+
+def test_default_shows_sets_and_unsets(roostd_launcher: RoostdLauncher, tmp_path: Path) -> None:
+    daemon = roostd_launcher.start()
+    cli = RoostCli(daemon.bus_address, cli_env(tmp_path))
+    nothing = cli("profile", "default")
+    assert nothing.code == 0 and nothing.stdout == "" and "No default" in nothing.stderr
+    assert cli("profile", "list", "--json").json() == {"default": "", "profiles": []}
+    assert cli("profile", "status", "--json").json() == {"profiles": []}
+    assert cli("profile", "status", "").code == ExitCode.NOT_FOUND
+    for name in ("first", "second"):
+        assert cli("profile", "create", name, f"{name}@example.org", input="pw\n").code == 0
+    # The first profile created became the default.
+    assert cli("profile", "default").stdout == "first\n"
+    assert cli("profile", "default", "second").code == 0
+    assert cli("profile", "default").stdout == "second\n"
+    assert cli("profile", "list", "--json").json() == {
+        "default": "second",
+        "profiles": [
+            {"name": "first", "default": False},
+            {"name": "second", "default": True},
+        ],
+    }
+    assert cli("profile", "status", "", "--json").json() == {
+        "profiles": [{"name": "second", "connected": False, "default": True}]
+    }
+    assert cli("profile", "default", "second", "--unset").code == ExitCode.USAGE
+    assert cli("profile", "default", "--unset").code == 0
+    assert cli("profile", "default").stdout == ""
+    # Without a default, a command that needs one says so.
+    one_line_error(cli("profile", "connect"), ExitCode.NOT_FOUND)
+    # Deleting the default leaves none.
+    assert cli("profile", "default", "first").code == 0
+    assert cli("profile", "delete", "first", "--yes").code == 0
+    assert cli("profile", "list", "--json").json()["default"] == ""
+
+
+async def test_connecting_to_a_closed_port_is_not_connected(roost_cli: RoostCli) -> None:
+    name = new_name()
+    made = await run(
+        roost_cli,
+        *["profile", "create", name, f"{name}@example.org", *closed_port_options()],
+        input="pw\n",
+    )
+    assert made.code == 0
+    line = one_line_error(await run(roost_cli, "profile", "connect", name), 5)
+    assert "unreachable" in line and "127.0.0.1" in line
+    assert (await run(roost_cli, "profile", "status", name, "--json")).json()["profiles"][0][
+        "connected"
+    ] is False
+
+
+@pytest.mark.xmpp
+async def test_connect_and_disconnect_against_a_server(
+    roost_cli: RoostCli, xmpp_server: XmppServer
+) -> None:
+    (user,) = unique_names("cliprofile", 1)
+    await xmpp_server.register_many([user])
+    jid, password, options = xmpp_server.credentials(user)
+    name = new_name()
+    where = ["--host", str(options["host"]), "--port", str(options["port"]), "--tls", "none"]
+    made = await run(
+        roost_cli, "profile", "create", name, jid, *where, "--no-autoconnect", input=password
+    )
+    assert made.code == 0, made.stderr
+    connected = await run(roost_cli, "profile", "connect", name)
+    assert connected.code == 0, connected.stderr
+    status = (await run(roost_cli, "profile", "status", name, "--json")).json()
+    assert status["profiles"][0]["connected"] is True
+    assert (await run(roost_cli, "profile", "disconnect", name)).code == 0
+    status = (await run(roost_cli, "profile", "status", name, "--json")).json()
+    assert status["profiles"][0]["connected"] is False
+    assert (await run(roost_cli, "profile", "delete", name)).code == 0
+
+
+def test_without_a_daemon_every_command_says_so(test_bus: PrivateBus, tmp_path: Path) -> None:
+    cli = RoostCli(test_bus.address, cli_env(tmp_path))
+    for args in (
+        ["profile", "list"],
+        ["profile", "list", "--json"],
+        ["profile", "status"],
+        ["profile", "default"],
+        ["profile", "connect", "x"],
+    ):
+        line = one_line_error(cli(*args), ExitCode.DAEMON_NOT_RUNNING)
+        assert "not running" in line, args
+    gone = RoostCli(f"unix:path={tmp_path / 'no-bus-here'}", cli_env(tmp_path))
+    line = one_line_error(gone("profile", "list"), ExitCode.DAEMON_NOT_RUNNING)
+    assert "cannot reach" in line
+
+
+def test_on_a_terminal_the_password_is_asked_twice_and_hidden(roost_cli: RoostCli) -> None:
+    name = new_name()
+    primary, secondary = pty.openpty()
+    try:
+        process = subprocess.Popen(
+            [
+                *roost_command(),
+                "--bus-address",
+                roost_cli.bus_address,
+                "profile",
+                "create",
+                name,
+                f"{name}@example.org",
+            ],
+            stdin=secondary,
+            stdout=secondary,
+            stderr=secondary,
+            env=roost_cli.env,
+            start_new_session=True,
+        )
+        os.close(secondary)
+        secondary = -1
+        seen = b""
+
+        def until(text: bytes) -> None:
+            nonlocal seen
+            deadline = time.monotonic() + COMMAND_TIMEOUT
+            while text not in seen:
+                remaining = deadline - time.monotonic()
+                assert remaining > 0, f"no {text!r} on the terminal: {seen!r}"
+                ready, _, _ = select.select([primary], [], [], remaining)
+                if ready:
+                    try:
+                        chunk = os.read(primary, 4096)
+                    except OSError:  # the command closed the terminal
+                        chunk = b""
+                    assert chunk, f"the terminal closed before {text!r}: {seen!r}"
+                    seen += chunk
+
+        until(b"Password for")
+        os.write(primary, b"s3cret-typed\n")
+        until(b"Repeat for confirmation")
+        os.write(primary, b"s3cret-typed\n")
+        until(b"created")
+        assert process.wait(COMMAND_TIMEOUT) == 0
+        assert b"s3cret-typed" not in seen  # never echoed
+    finally:
+        os.close(primary)
+        if secondary >= 0:
+            os.close(secondary)
+    listed = roost_cli("profile", "list", "--json").json()
+    assert name in [p["name"] for p in listed["profiles"]]
