@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from roost.cli.exit_codes import ExitCode
+from roost.cli.items import json_item
 from roost.cli.options import json_option
 from roost.cli.output import console
 from roost.cli.session import CliOptions, CommandError, run_with_client
@@ -150,7 +151,12 @@ def watch(options: CliOptions, profile: str | None, as_json: bool) -> None:
         )
         await client.on_items_event(
             lambda name, service, node, kind, items: show(
-                "ItemsEvent", name, service=service, node=node, kind=kind, items=items
+                "ItemsEvent",
+                name,
+                service=service,
+                node=node,
+                kind=kind,
+                items=[json_item(item) for item in items],
             )
         )
         await client.on_sync_state_changed(
