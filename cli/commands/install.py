@@ -84,8 +84,15 @@ def template_text(name: str) -> str:
     return files("roost.cli").joinpath("data", name).read_text(encoding="utf-8")
 
 
+HEADER = (
+    "# Written by 'roost install-user-services' for {roostd};\n"
+    "# 'roost install-user-services --uninstall' removes it.\n"
+)
+
+
 def render(template: str, roostd: Path) -> str:
-    """``template`` with ``@bindir@/roostd`` made this installation's ``roostd``.
+    """``template`` with ``@bindir@/roostd`` made this installation's ``roostd``, its
+    opening comment (for packagers) replaced by one saying where the file comes from.
 
     A path with spaces is quoted: both the bus and systemd split ``Exec`` lines on
     whitespace and honour double quotes.
@@ -94,7 +101,11 @@ def render(template: str, roostd: Path) -> str:
     if any(c.isspace() for c in command) or '"' in command:
         escaped = command.replace("\\", "\\\\").replace('"', '\\"')
         command = f'"{escaped}"'
-    return template.replace("@bindir@/roostd", command)
+    lines = template.splitlines(keepends=True)
+    while lines and lines[0].startswith("#"):
+        lines.pop(0)
+    body = "".join(lines).replace("@bindir@/roostd", command)
+    return HEADER.format(roostd=roostd) + body
 
 
 @click.command("install-user-services")
