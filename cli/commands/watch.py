@@ -171,7 +171,8 @@ def watch(options: CliOptions, profile: str | None, as_json: bool) -> None:
         )
         print(READY_LINE, file=sys.stderr, flush=True)
         stopped = asyncio.ensure_future(stop.wait())
-        lost = asyncio.ensure_future(client.bus.wait_for_disconnect())
+        # dbus-fast leaves this one unannotated.
+        lost = asyncio.ensure_future(client.bus.wait_for_disconnect())  # type: ignore[no-untyped-call]
         try:
             await asyncio.wait({stopped, lost}, return_when=asyncio.FIRST_COMPLETED)
         finally:
