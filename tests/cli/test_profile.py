@@ -259,3 +259,39 @@ def test_on_a_terminal_the_password_is_asked_twice_and_hidden(roost_cli: RoostCl
             os.close(secondary)
     listed = roost_cli("profile", "list", "--json").json()
     assert name in [p["name"] for p in listed["profiles"]]
+
+
+def test_shell_completion_comes_from_click(tmp_path: Path) -> None:
+    env = cli_env(tmp_path)
+
+    def complete(*words: str) -> list[str]:
+        done = subprocess.run(
+            roost_command(),
+            env={
+                **env,
+                "_ROOST_COMPLETE": "bash_complete",
+                "COMP_WORDS": " ".join(["roost", *words]),
+                "COMP_CWORD": str(len(words)),
+            },
+            capture_output=True,
+            text=True,
+            timeout=COMMAND_TIMEOUT,
+        )
+        assert done.returncode == 0, done.stderr
+        return [line.split(",", 1)[1] for line in done.stdout.splitlines()]
+
+    script = subprocess.run(
+        roost_command(),
+        env={**env, "_ROOST_COMPLETE": "bash_source"},
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT,
+    )
+    assert script.returncode == 0 and "_roost_completion" in script.stdout
+    assert {"profile", "contacts", "param", "value", "watch"} <= set(complete(""))
+    assert complete("profile", "st") == ["status"]
+    assert complete("profile", "create", "a", "b", "--tls", "") == [
+        "required",
+        "starttls",
+        "none",
+    ]
