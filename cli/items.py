@@ -1,24 +1,20 @@
 """Pubsub items as ``roost`` shows them: JSON records for scripts, text for people.
 
 Shared by ``roost pubsub``, ``roost cache`` and ``roost blog``. Only the standard library
-here; rich is imported by the commands that print.
+here, its XML and HTML parsers imported when first needed (``roost --help`` stays fast);
+rich is imported by the commands that print.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from datetime import datetime
-from html.parser import HTMLParser
 from typing import Any
-from xml.dom import minidom
-from xml.etree import ElementTree as ET
 
 # Markup the daemon never hands out (it refuses DTDs), but a payload read from a server
 # could hold: such XML is shown as it is, never given to a parser.
 _UNSAFE_XML = re.compile(r"<!(DOCTYPE|ENTITY)", re.IGNORECASE)
 _TAG = re.compile(r"<[^>]*>")
-_SPACES = re.compile(r"[ \t\r\f\v]+")
 
 
 def service_argument(service: str) -> str:
@@ -64,6 +60,8 @@ def pretty_xml(xml: str) -> str:
     cannot be parsed safely."""
     if _UNSAFE_XML.search(xml):
         return xml
+    from xml.dom import minidom
+
     try:
         document = minidom.parseString(xml)
     except Exception:  # expat raises ExpatError; anything odd: show it as it came
@@ -78,6 +76,8 @@ def pretty_xml(xml: str) -> str:
 def xml_text(xml: str) -> str:
     """The text content of an item's payload (no tag or attribute names), its blank runs
     folded: what a reader sees of an item nothing parsed."""
+    from xml.etree import ElementTree as ET
+
     text = ""
     if not _UNSAFE_XML.search(xml):
         try:
@@ -89,54 +89,11 @@ def xml_text(xml: str) -> str:
     return " ".join(text.split())
 
 
-class _TextExtractor(HTMLParser):
-    """HTML or XHTML markup to plain text: blocks become lines, scripts are dropped."""
-
-    BLOCKS = frozenset(
-        {"p", "div", "br", "li", "ul", "ol", "blockquote", "pre", "tr", "table", "hr"}
-        | {"h1", "h2", "h3", "h4", "h5", "h6", "section", "article", "header", "footer"}
-        | {"dd", "dt"}
-    )
-    SKIPPED = frozenset({"script", "style", "head", "title"})
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.skipping = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        tag = tag.rsplit(":", 1)[-1].lower()
-        if tag in self.SKIPPED:
-            self.skipping += 1
-        elif tag in self.BLOCKS:
-            self.parts.append("\n")
-        if tag == "li":
-            self.parts.append("• ")
-
-    def handle_endtag(self, tag: str) -> None:
-        tag = tag.rsplit(":", 1)[-1].lower()
-        if tag in self.SKIPPED:
-            self.skipping = max(0, self.skipping - 1)
-        elif tag in self.BLOCKS:
-            self.parts.append("\n")
-
-    def handle_data(self, data: str) -> None:
-        if not self.skipping:
-            self.parts.append(data)
-
-    def text(self) -> str:
-        lines = [_SPACES.sub(" ", line).strip() for line in "".join(self.parts).split("\n")]
-        # Paragraphs stay apart by one blank line at most.
-        out: list[str] = []
-        for line in lines:
-            if line or (out and out[-1]):
-                out.append(line)
-        return "\n".join(out).strip()
-
-
 def markup_text(markup: str) -> str:
     """HTML or XHTML as plain text."""
-    extractor = _TextExtractor()
+    from roost.cli.html_text import TextExtractor
+
+    extractor = TextExtractor()
     extractor.feed(markup)
     extractor.close()
     return extractor.text()
@@ -155,6 +112,8 @@ def local_time(timestamp: Any) -> str:
     """An epoch timestamp as local date and time (``""`` for none)."""
     if isinstance(timestamp, bool) or not isinstance(timestamp, int | float) or not timestamp:
         return ""
+    from datetime import datetime
+
     try:
         return datetime.fromtimestamp(timestamp).astimezone().strftime("%Y-%m-%d %H:%M %Z")
     except (OverflowError, OSError, ValueError):

@@ -6,7 +6,6 @@ import asyncio
 import json
 import re
 import time
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -280,10 +279,11 @@ class SyncWatch:
         self.progressed = asyncio.Event()
 
     def matches(self, profile: str, service: str, node: str) -> bool:
+        # Bare JIDs compare as XMPP normalises them (signals carry the normalised form).
         return (
             profile == self.profile
             and node == self.node
-            and (not self.service or service == self.service)
+            and (not self.service or service.lower() == self.service.lower())
         )
 
     def on_progress(self, profile: str, service: str, node: str, done: int, total: int) -> None:
@@ -407,7 +407,7 @@ def sync(
         if as_json:
             print_json({"started": True})
         else:
-            click.echo(f"sync of {node} started")
+            click.echo(f"Sync of {node} started", err=True)
         return
     if as_json:
         print_json(found)
@@ -430,6 +430,8 @@ def parse_when(text: str) -> float:
         return float(text)
     except ValueError:
         pass
+    from datetime import datetime
+
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
@@ -540,7 +542,7 @@ def reset(options: CliOptions, yes: bool) -> None:
         await client.reset_cache()
 
     run_with_client(options, body)
-    click.echo("the cache is empty")
+    click.echo("The cache is empty", err=True)
 
 
 @cache.command()

@@ -230,7 +230,7 @@ def retract(
         await client.retract(profile, service_argument(service), node, list(item_ids), extra)
 
     run_with_client(options, body)
-    click.echo(f"retracted {len(item_ids)} item(s)")
+    click.echo(f"Retracted {len(item_ids)} item(s) from {node}", err=True)
 
 
 # -- subscriptions ------------------------------------------------------------------------
@@ -267,7 +267,9 @@ def subscribe(
     if as_json:
         print_json({"subid": subid})
     else:
-        click.echo(subid or "subscribed")
+        if subid:
+            click.echo(subid)
+        click.echo(f"Subscribed to {node}", err=True)
 
 
 @pubsub.command()
@@ -285,7 +287,7 @@ def unsubscribe(
         await client.unsubscribe_node(profile, service_argument(service), node, extra)
 
     run_with_client(options, body)
-    click.echo("unsubscribed")
+    click.echo(f"Unsubscribed from {node}", err=True)
 
 
 @pubsub.command()
@@ -372,7 +374,7 @@ def delete_node(options: CliOptions, service: str, node: str, profile: str) -> N
         await client.delete_node(profile, service_argument(service), node)
 
     run_with_client(options, body)
-    click.echo(f"deleted {node}")
+    click.echo(f"Node {node} deleted", err=True)
 
 
 @node.command("purge")
@@ -386,7 +388,7 @@ def purge_node(options: CliOptions, service: str, node: str, profile: str) -> No
         await client.purge_node(profile, service_argument(service), node)
 
     run_with_client(options, body)
-    click.echo(f"purged {node}")
+    click.echo(f"Node {node} purged", err=True)
 
 
 @node.command("config")

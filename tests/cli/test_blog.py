@@ -154,4 +154,3 @@ async def test_blog_errors(
     bad_jid = await run(roost_cli, "blog", "a@b/c", "-p", blog.reader)
     one_line_error(bad_jid, 3)
     assert (await run(roost_cli, "blog", "--max", "0")).code == 2
-

@@ -105,6 +105,14 @@ async def test_sync_state_and_search(
         "post-12",
     ]
     assert sorted(await ids("-F", "title", "in", '["Post 2", "Post 3"]')) == ["post-2", "post-3"]
+    # Whole numbers in an array, as a person types them.
+    window = f"[{int(published_ts(3))}, {int(published_ts(4))}]"
+    assert await ids("-F", "published_ts", "between", window, "-o", "published_ts") == [
+        "post-3",
+        "post-4",
+    ]
+    # A JSON string stays a string: no title is the number 7.
+    assert await ids("-F", "title", "eq", '"7"') == []
     odd_teens = await ids("-F", "tags", "contains", "odd", "-F", "title", "like", "Post 1%")
     assert sorted(odd_teens) == ["post-1", "post-11"]
     by_created = await ids("-o", "@created:desc")

@@ -137,6 +137,8 @@ async def test_node_lifecycle_publish_retract_and_config(
 
     retracted = await run(roost_cli, "pubsub", "retract", service, node, "first", "-p", profile)
     assert retracted.code == 0, retracted.stderr
+    # Only what was asked goes to stdout; the note goes to stderr.
+    assert retracted.stdout == "" and "Retracted 1 item(s)" in retracted.stderr
     got = (await run(roost_cli, "pubsub", "get", service, node, "-p", profile, "--json")).json()
     assert [i["id"] for i in got["items"]] == [server_id]
 
