@@ -53,6 +53,28 @@ async def test_every_final_state_schedules_a_trim(state: str) -> None:
         trimmer.close()
 
 
+async def test_no_trim_while_a_sync_runs() -> None:
+    hub = EventHub()
+    trimmer = HeapTrimmer(hub, quiet_delay=0.01, min_interval=0.0)
+    done = watched(trimmer)
+    trimmer.start()
+    try:
+        hub.publish(SyncStateChanged("p", "s", "n1", "in_progress"))
+        hub.publish(SyncStateChanged("p", "s", "n2", "in_progress"))
+        hub.publish(SyncStateChanged("p", "s", "n1", "completed"))
+        # n2 still syncs: its collection would hold the loop under the readers.
+        assert trimmer._timer is None
+        hub.publish(SyncStateChanged("p", "s", "n2", "completed"))
+        assert trimmer._timer is not None
+        # A sync beginning before the trim ran puts it off until that one ends too.
+        hub.publish(SyncStateChanged("p", "s", "n3", "in_progress"))
+        assert trimmer._timer is None
+        hub.publish(SyncStateChanged("p", "s", "n3", "error"))
+        assert await asyncio.wait_for(done.get(), 30) == 1
+    finally:
+        trimmer.close()
+
+
 async def test_a_trim_waits_out_the_least_interval() -> None:
     hub = EventHub()
     trimmer = HeapTrimmer(hub, quiet_delay=0.0, min_interval=3600.0)
