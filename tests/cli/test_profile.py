@@ -6,6 +6,7 @@ import os
 import pty
 import select
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -295,3 +296,33 @@ def test_shell_completion_comes_from_click(tmp_path: Path) -> None:
         "starttls",
         "none",
     ]
+
+
+def imported_packages(cli: RoostCli, *args: str) -> set[str]:
+    """The top-level packages ``roost ARGS`` imports (``-X importtime``)."""
+    script = roost_command()
+    command = [sys.executable, "-X", "importtime", *script[-1:]] if len(script) == 1 else script
+    done = subprocess.run(
+        [*command, "--bus-address", cli.bus_address, *args],
+        env=cli.env,
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT,
+    )
+    assert done.returncode == 0, done.stderr
+    return {
+        line.rsplit("|", 1)[1].strip().split(".")[0]
+        for line in done.stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+
+
+def test_the_command_never_imports_the_daemons_libraries(roost_cli: RoostCli) -> None:
+    daemon_side = {"sqlalchemy", "slixmpp", "alembic", "aiosqlite", "lxml"}
+    for args in (["--help"], ["profile", "--help"], ["watch", "--help"]):
+        found = imported_packages(roost_cli, *args)
+        assert "click" in found
+        assert not found & (daemon_side | {"rich", "dbus_fast"}), args
+    found = imported_packages(roost_cli, "profile", "list", "--json")
+    assert "dbus_fast" in found and not found & (daemon_side | {"rich"})
+    assert not imported_packages(roost_cli, "profile", "list") & daemon_side
