@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import queue
+import shlex
 import signal
 import subprocess
 import threading
@@ -43,9 +44,14 @@ WAIT = 60.0
 class Watcher:
     """``roost watch`` running, its stdout and stderr lines gathered as they come."""
 
-    def __init__(self, bus_address: str, env: dict[str, str], *args: str) -> None:
+    def __init__(self, bus_address: str, env: dict[str, str], *args: str, shell: str = "") -> None:
+        command = [*roost_command(), "--bus-address", bus_address, "watch", *args]
+        if shell:
+            # The command in a bash pipeline: 'COMMAND | shell' (its status: pipefail).
+            quoted = " ".join(shlex.quote(word) for word in command)
+            command = ["bash", "-o", "pipefail", "-c", f"{quoted} | {shell}"]
         self.process = subprocess.Popen(
-            [*roost_command(), "--bus-address", bus_address, "watch", *args],
+            command,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -142,8 +148,8 @@ def watchers(roost_cli: RoostCli) -> Iterator[Callable[..., Watcher]]:
     """Start ``roost watch ARGS`` on the module's daemon; each is stopped afterwards."""
     started: list[Watcher] = []
 
-    def start(*args: str) -> Watcher:
-        watcher = Watcher(roost_cli.bus_address, roost_cli.env, *args)
+    def start(*args: str, shell: str = "") -> Watcher:
+        watcher = Watcher(roost_cli.bus_address, roost_cli.env, *args, shell=shell)
         started.append(watcher)
         watcher.ready()
         return watcher
@@ -173,6 +179,8 @@ async def test_watch_shows_what_other_clients_cause(
 
     mine = await asyncio.to_thread(watchers, "--json", "-p", profile)
     everyone = await asyncio.to_thread(watchers)
+    # A reader that stops after one line: watching then ends quietly, with 0.
+    first_only = await asyncio.to_thread(watchers, "--json", shell="head -n 1")
 
     # Connected: the other profile first, whose line the filtered watcher never shows.
     assert (await run(roost_cli, "profile", "connect", other_profile)).code == 0
@@ -247,6 +255,10 @@ async def test_watch_shows_what_other_clients_cause(
     assert lines and {line["profile"] for line in lines} == {profile}
     assert "Traceback" not in "\n".join(mine.errors)
     assert everyone.interrupt() == 0
+    assert await asyncio.to_thread(first_only.process.wait, COMMAND_TIMEOUT) == 0
+    (line,) = first_only.rest()
+    assert json.loads(line)["signal"] == "Connected"
+    assert first_only.errors == [READY_LINE]
 
 
 def test_sigterm_ends_watching_with_0(roost_cli: RoostCli) -> None:
