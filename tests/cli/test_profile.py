@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pty
 import select
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from roost.bridge.client import RoostClient
 from roost.cli.exit_codes import ExitCode
 from tests.cli.conftest import COMMAND_TIMEOUT, RoostCli, cli_env, roost_command
 from tests.cli.pubsub_helpers import one_line_error, run
@@ -326,3 +328,37 @@ def test_the_command_never_imports_the_daemons_libraries(roost_cli: RoostCli) ->
     found = imported_packages(roost_cli, "profile", "list", "--json")
     assert "dbus_fast" in found and not found & (daemon_side | {"rich"})
     assert not imported_packages(roost_cli, "profile", "list") & daemon_side
+
+
+@pytest.mark.xmpp
+async def test_autoconnect_connects_when_the_daemon_starts(
+    roostd_launcher: RoostdLauncher, tmp_path: Path, prosody_server: XmppServer
+) -> None:
+    (user,) = unique_names("cliauto", 1)
+    await prosody_server.register_many([user])
+    jid, password, options = prosody_server.credentials(user)
+    where = ["--host", str(options["host"]), "--port", str(options["port"]), "--tls", "none"]
+    first = roostd_launcher.start()
+    cli = RoostCli(first.bus_address, cli_env(tmp_path))
+    made = await run(cli, "profile", "create", "auto", jid, *where, "--autoconnect", input=password)
+    assert made.code == 0, made.stderr
+    made = await run(cli, "profile", "create", "manual", jid, *where, input=password)
+    assert made.code == 0, made.stderr
+    assert first.terminate() == 0
+
+    # Listening before the daemon starts again, on the same database.
+    client = await RoostClient.connect(first.bus_address)
+    connected: asyncio.Queue[str] = asyncio.Queue()
+    try:
+        await client.on_connected(lambda name, _jid: connected.put_nowait(name))
+        await asyncio.to_thread(roostd_launcher.start, database=first.database)
+        assert await asyncio.wait_for(connected.get(), 60) == "auto"
+    finally:
+        client.close()
+    status = (await run(cli, "profile", "status", "--json")).json()
+    assert status == {
+        "profiles": [
+            {"name": "auto", "connected": True, "default": True},
+            {"name": "manual", "connected": False, "default": False},
+        ]
+    }
