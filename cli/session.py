@@ -9,7 +9,6 @@ command line is parsed: ``roost --help`` stays fast.
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -80,6 +79,8 @@ def fail(message: str, code: ExitCode) -> NoReturn:
 def run_with_client(options: CliOptions, body: Callable[[RoostClient], Awaitable[T]]) -> T:
     """Connect to the daemon, run ``body`` with the client, disconnect; every failure
     becomes a one-line message and its exit code."""
+    import asyncio
+
     from roost.bridge.client import RoostDBusError
 
     try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import time
@@ -17,6 +16,8 @@ from roost.cli.output import console, error_console, print_json, print_table
 from roost.cli.session import CliOptions, fail, run_with_client
 
 if TYPE_CHECKING:
+    import asyncio
+
     from roost.bridge.client import RoostClient
 
 # The cache's own times, which --order names with an @ (anything else is a parsed path).
@@ -270,6 +271,8 @@ class SyncWatch:
     """
 
     def __init__(self, profile: str, service: str, node: str) -> None:
+        import asyncio
+
         self.profile = profile
         self.service = service
         self.node = node
@@ -342,6 +345,8 @@ async def _until_ended(
 async def _with_progress(
     client: RoostClient, watch: SyncWatch, profile: str, started: float
 ) -> dict[str, Any]:
+    import asyncio
+
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -19,6 +18,8 @@ from roost.cli.output import console
 from roost.cli.session import CliOptions, CommandError, run_with_client
 
 if TYPE_CHECKING:
+    import asyncio
+
     from roost.bridge.client import RoostClient
 
 #: What 'roost watch' shows, in the order of the documentation.
@@ -136,6 +137,8 @@ def watch(options: CliOptions, profile: str | None, as_json: bool) -> None:
     """
 
     async def body(client: RoostClient) -> None:
+        import asyncio
+
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for number in (signal.SIGINT, signal.SIGTERM):
