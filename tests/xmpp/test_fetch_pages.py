@@ -18,10 +18,12 @@ def test_the_first_page_keeps_its_size_until_the_count_is_known() -> None:
 
 
 def test_pages_grow_to_half_the_node() -> None:
-    # 10,000 small items: 500, then pages of 5,000 (the last one holds what is left).
-    assert next_fetch_page_size(500, 500, 10_000, 500 * 400) == 5000
-    assert next_fetch_page_size(500, 5500, 10_000, 5500 * 400) == 5000
+    # 6,000 small items: 500, then pages of 3,000 (the last one holds what is left).
+    assert next_fetch_page_size(500, 500, 6_000, 500 * 400) == 3000
+    assert next_fetch_page_size(500, 3500, 6_000, 3500 * 400) == 3000
     assert next_fetch_page_size(500, 500, 3_000, 500 * 400) == 1500
+    # 10,000: half the node is past the bound.
+    assert next_fetch_page_size(500, 500, 10_000, 500 * 400) == MAX_FETCH_PAGE_ITEMS
 
 
 def test_pages_are_bounded_by_items_and_bytes() -> None:
