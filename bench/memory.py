@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -45,12 +44,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.ejabberd_fill import fill_ejabberd_node
 from bench.figures import emit, progress
+from bench.loopback import COMMENTS, comment_entry, ejabberd_world, sync_node
 from roost.bridge.client import RoostClient
 from roost.service.events import EventHub
 from roost.service.pubsub.operations import PubsubService
 from roost.service.xmpp.sessions import SessionManager
-from tests.fixtures.dbus import Roostd, RoostdLauncher, start_bus, stop_bus, wait_for_name
-from tests.fixtures.xmpp import EjabberdServer, free_port
+from tests.fixtures.dbus import Roostd, wait_for_name
+from tests.fixtures.xmpp import EjabberdServer
 
 BENCH = "memory"
 SMALL = bool(os.environ.get("ROOST_BENCH_SMALL"))
@@ -59,22 +59,10 @@ LARGE_NODE = 10_000 if SMALL else 100_000
 SETTLE_SECONDS = 10.0 if SMALL else 60.0
 CONNECTED_SETTLE = 5.0
 READ_ROUNDS = 10
-ATOM = "http://www.w3.org/2005/Atom"
-COMMENTS = "urn:xmpp:microblog:0:comments/"
 
 TARGET_AFTER_SYNC_MIB = 90.0
 TARGET_PEAK_LARGE_MIB = 150.0
 GIVEN_BACK_MIB = 10.0
-
-
-def entry(n: int) -> str:
-    """A small XEP-0277 comment (an Atom entry), about 300 bytes."""
-    return (
-        f"<entry xmlns='{ATOM}'><id>urn:uuid:{n}</id><title>Comment {n}</title>"
-        f"<author><name>user{n % 200}</name><uri>xmpp:user{n % 200}@localhost</uri>"
-        f"</author><content type='text'>Body of comment {n}, a few words long.</content>"
-        "<published>2026-01-01T00:00:00Z</published></entry>"
-    )
 
 
 class Process:
@@ -118,27 +106,11 @@ async def make_nodes(server: EjabberdServer) -> dict[int, str]:
     await sessions.close()
     for size, node in nodes.items():
         started = time.perf_counter()
-        payloads = ((f"i{n:06d}", entry(n)) for n in range(size))
+        payloads = ((f"i{n:06d}", comment_entry(n)) for n in range(size))
         count = await fill_ejabberd_node(server, node, server.jid("alice"), payloads)
         assert count == size, (count, size)
         progress(BENCH, f"{size} items written in {time.perf_counter() - started:.1f} s")
     return nodes
-
-
-async def sync_node(client: RoostClient, profile: str, service: str, node: str) -> None:
-    """Meet ``node`` with a GetItems (it is analysed, then synced); wait for ``completed``."""
-    done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-
-    def changed(_profile: str, _service: str, changed_node: str, state: str) -> None:
-        if changed_node == node and state in ("completed", "error", "no_sync") and not done.done():
-            done.set_result(state)
-
-    unsubscribe = await client.on_sync_state_changed(changed)
-    await client.get_items(profile, service, node, max_items=1)
-    state = await asyncio.wait_for(done, 1800)
-    unsubscribe()
-    if state != "completed":
-        raise RuntimeError(f"{node}: {await client.get_node_state(profile, service, node)}")
 
 
 async def item_count(client: RoostClient, profile: str, service: str, node: str) -> int:
@@ -252,28 +224,13 @@ async def stages(daemon: Roostd, server: EjabberdServer, nodes: dict[int, str]) 
 def main() -> None:
     """Start the bus, ejabberd and roostd; measure every stage."""
     began = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="roost-bench-memory-") as tmp:
-        workdir = Path(tmp)
-        workdir.chmod(0o755)
-        bus = start_bus(workdir / "bus")
-        (workdir / "roostd").mkdir()
-        (workdir / "ejabberd").mkdir(mode=0o755)
-        launcher = RoostdLauncher(workdir / "roostd", bus.address)
-        config = workdir / "roost.toml"
-        config.write_text("[cache]\nmax_items_per_node = 1000000\n")
-        server = EjabberdServer(kind="ejabberd", data_dir=workdir / "ejabberd", port=free_port())
-        try:
-            server.setup()
-            nodes = asyncio.run(make_nodes(server))
-            daemon = launcher.spawn("--log-level", "warning", "--config", str(config))
-            wait_for_name(bus.address, timeout=60)
-            if daemon.process.poll() is not None:
-                raise RuntimeError(f"roostd exited at start:\n{daemon.log_text()}")
-            asyncio.run(stages(daemon, server, nodes))
-        finally:
-            launcher.stop_all()
-            server.stop()
-            stop_bus(bus)
+    with ejabberd_world("roost-bench-memory-", max_items_per_node=1_000_000) as world:
+        nodes = asyncio.run(make_nodes(world.server))
+        daemon = world.launcher.spawn("--log-level", "warning", "--config", str(world.config))
+        wait_for_name(world.bus.address, timeout=60)
+        if daemon.process.poll() is not None:
+            raise RuntimeError(f"roostd exited at start:\n{daemon.log_text()}")
+        asyncio.run(stages(daemon, world.server, nodes))
     progress(BENCH, f"done in {time.perf_counter() - began:.0f} s")
 
 

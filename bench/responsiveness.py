@@ -34,7 +34,6 @@ import os
 import random
 import re
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -49,13 +48,14 @@ from dbus_fast import Variant
 
 from bench.ejabberd_fill import fill_ejabberd_node
 from bench.figures import emit, progress, spread, upper
+from bench.loopback import COMMENTS, comment_entry, ejabberd_world, sync_node
 from roost.bridge.client import RoostClient
 from roost.bridge.constants import PUBSUB_INTERFACE
 from roost.service.events import EventHub
 from roost.service.pubsub.operations import PubsubService
 from roost.service.xmpp.sessions import SessionManager
-from tests.fixtures.dbus import Roostd, RoostdLauncher, start_bus, stop_bus, wait_for_name
-from tests.fixtures.xmpp import EjabberdServer, free_port
+from tests.fixtures.dbus import Roostd, wait_for_name
+from tests.fixtures.xmpp import EjabberdServer
 
 BENCH = "responsiveness"
 SMALL = bool(os.environ.get("ROOST_BENCH_SMALL"))
@@ -67,22 +67,10 @@ CALLS_PER_S = 100
 IDLE_SECONDS = 5.0 if SMALL else 12.0
 TARGET_RATIO = 3.0
 LAG_THRESHOLD_MS = 20
-ATOM = "http://www.w3.org/2005/Atom"
-COMMENTS = "urn:xmpp:microblog:0:comments/"
 STALL = re.compile(
     r"^(\S+ \S+) WARNING roost\.service\.loop_lag: event loop stalled (\d+) ms "
     r"\(.*?on the CPU (\d+) ms, collecting (\d+) ms\)(.*)"
 )
-
-
-def entry(n: int) -> str:
-    """A XEP-0277 comment (an Atom entry), about 300 bytes, as ``bench/cache.py`` has."""
-    return (
-        f"<entry xmlns='{ATOM}'><id>urn:uuid:{n}</id><title>Comment {n}</title>"
-        f"<author><name>user{n % 200}</name><uri>xmpp:user{n % 200}@localhost</uri>"
-        f"</author><content type='text'>Body of comment {n}, a few words long.</content>"
-        "<published>2026-01-01T00:00:00Z</published></entry>"
-    )
 
 
 @dataclass
@@ -170,31 +158,10 @@ async def make_nodes(server: EjabberdServer, sizes: list[int]) -> list[str]:
         nodes.append(node)
     await sessions.close()
     for node, size in zip(nodes, sizes, strict=True):
-        payloads = ((f"i{n:06d}", entry(n)) for n in range(size))
+        payloads = ((f"i{n:06d}", comment_entry(n)) for n in range(size))
         count = await fill_ejabberd_node(server, node, server.jid("alice"), payloads)
         assert count == size, (count, size)
     return nodes
-
-
-async def sync(client: RoostClient, service: str, node: str) -> float:
-    """Meet ``node`` with a GetItems (it is analysed, then synchronised); seconds to
-    ``completed``."""
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[str] = loop.create_future()
-
-    def changed(_profile: str, _service: str, changed_node: str, state: str) -> None:
-        if changed_node == node and state in ("completed", "error", "no_sync") and not done.done():
-            done.set_result(state)
-
-    unsubscribe = await client.on_sync_state_changed(changed)
-    started = time.perf_counter()
-    await client.get_items("bob", service, node, max_items=1)
-    state = await asyncio.wait_for(done, 600)
-    elapsed = time.perf_counter() - started
-    unsubscribe()
-    if state != "completed":
-        raise RuntimeError(f"{node}: {await client.get_node_state('bob', service, node)}")
-    return elapsed
 
 
 # -- the log -------------------------------------------------------------------------------
@@ -293,7 +260,7 @@ async def measure(address: str, server: EjabberdServer, daemon: Roostd) -> None:
     service = server.pubsub_service
     progress(BENCH, "caching the small nodes")
     for node in small:
-        await sync(client, service, node)
+        await sync_node(client, "bob", service, node, 600)
     reader = Reader(client, service, small)
     warm = Samples()
     done = asyncio.Event()
@@ -313,7 +280,7 @@ async def measure(address: str, server: EjabberdServer, daemon: Roostd) -> None:
         done = asyncio.Event()
         reading = asyncio.create_task(reader.run(busy, done))
         try:
-            seconds = await sync(client, service, node)
+            seconds = await sync_node(client, "bob", service, node, 600)
         finally:
             done.set()
             await reading
@@ -341,31 +308,16 @@ async def measure(address: str, server: EjabberdServer, daemon: Roostd) -> None:
 def main() -> None:
     """Run the benchmark on loopback in a temporary directory."""
     began = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="roost-bench-responsiveness-") as tmp:
-        workdir = Path(tmp)
-        workdir.chmod(0o755)
-        bus = start_bus(workdir / "bus")
-        (workdir / "roostd").mkdir()
-        (workdir / "ejabberd").mkdir(mode=0o755)
-        launcher = RoostdLauncher(workdir / "roostd", bus.address)
-        config = workdir / "roost.toml"
-        config.write_text("[cache]\nmax_items_per_node = 1000000\n")
-        server = EjabberdServer(kind="ejabberd", data_dir=workdir / "ejabberd", port=free_port())
-        try:
-            server.setup()
-            daemon = launcher.spawn(
-                "--log-level",
-                "warning",
-                "--config",
-                str(config),
-                env={"ROOST_LOOP_LAG_MS": str(LAG_THRESHOLD_MS)},
-            )
-            wait_for_name(bus.address, timeout=120)
-            asyncio.run(measure(bus.address, server, daemon))
-        finally:
-            launcher.stop_all()
-            server.stop()
-            stop_bus(bus)
+    with ejabberd_world("roost-bench-responsiveness-", max_items_per_node=1_000_000) as world:
+        daemon = world.launcher.spawn(
+            "--log-level",
+            "warning",
+            "--config",
+            str(world.config),
+            env={"ROOST_LOOP_LAG_MS": str(LAG_THRESHOLD_MS)},
+        )
+        wait_for_name(world.bus.address, timeout=120)
+        asyncio.run(measure(world.bus.address, world.server, daemon))
     progress(BENCH, f"done in {time.perf_counter() - began:.0f} s")
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import re
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -75,34 +76,52 @@ def _check_sendable(value: Any, path: str) -> None:
             _check_sendable(element, path)
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def node_selection(function: F) -> F:
+    """The options that pick nodes, shared by ``search`` and ``purge`` (each repeatable)."""
+    options = (
+        click.option(
+            "-p",
+            "--profile",
+            "profiles",
+            multiple=True,
+            metavar="NAME",
+            help="Items of this profile (repeatable).",
+        ),
+        click.option(
+            "-s",
+            "--service",
+            "services",
+            multiple=True,
+            metavar="JID",
+            help="Items of this service (repeatable).",
+        ),
+        click.option(
+            "-n",
+            "--node",
+            "nodes",
+            multiple=True,
+            metavar="NODE",
+            help="Items of this node (repeatable).",
+        ),
+        click.option(
+            "-t",
+            "--type",
+            "types",
+            multiple=True,
+            metavar="TYPE",
+            help="Items of nodes of this type, e.g. blog (repeatable).",
+        ),
+    )
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
 @cache.command()
-@click.option(
-    "-p",
-    "--profile",
-    "profiles",
-    multiple=True,
-    metavar="NAME",
-    help="Items of this profile (repeatable).",
-)
-@click.option(
-    "-s",
-    "--service",
-    "services",
-    multiple=True,
-    metavar="JID",
-    help="Items of this service (repeatable).",
-)
-@click.option(
-    "-n", "--node", "nodes", multiple=True, metavar="NODE", help="Items of this node (repeatable)."
-)
-@click.option(
-    "-t",
-    "--type",
-    "types",
-    multiple=True,
-    metavar="TYPE",
-    help="Items of nodes of this type, e.g. blog (repeatable).",
-)
+@node_selection
 @click.option(
     "--subtype",
     "subtypes",
@@ -451,33 +470,7 @@ def parse_when(text: str) -> float:
 
 
 @cache.command()
-@click.option(
-    "-p",
-    "--profile",
-    "profiles",
-    multiple=True,
-    metavar="NAME",
-    help="Items of this profile (repeatable).",
-)
-@click.option(
-    "-s",
-    "--service",
-    "services",
-    multiple=True,
-    metavar="JID",
-    help="Items of this service (repeatable).",
-)
-@click.option(
-    "-n", "--node", "nodes", multiple=True, metavar="NODE", help="Items of this node (repeatable)."
-)
-@click.option(
-    "-t",
-    "--type",
-    "types",
-    multiple=True,
-    metavar="TYPE",
-    help="Items of nodes of this type (repeatable).",
-)
+@node_selection
 @click.option(
     "--older-than",
     metavar="WHEN",
