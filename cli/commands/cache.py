@@ -15,15 +15,13 @@ from roost.cli.items import json_item, local_time, service_argument, summary
 from roost.cli.options import json_option, profile_option
 from roost.cli.output import console, error_console, print_json, print_table
 from roost.cli.session import CliOptions, fail, run_with_client
+from roost.cli.sync_progress import follow_sync
 
 if TYPE_CHECKING:
-    import asyncio
-
     from roost.bridge.client import RoostClient
 
 # The cache's own times, which --order names with an @ (anything else is a parsed path).
 ORDER_FIELDS = ("created", "updated")
-ENDED = frozenset({"completed", "error", "no_sync"})
 _AGE = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _AGE_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -279,127 +277,6 @@ def state(options: CliOptions, service: str, node: str, profile: str, as_json: b
         print_json(found)
     else:
         show_state(found, node)
-
-
-class SyncWatch:
-    """Follows one node's sync through SyncProgress and SyncStateChanged.
-
-    Signals name the profile (never ``""``) and the service's JID (the account's for its
-    own PEP): with SERVICE ``-`` any service of that profile and node is taken, and its
-    end is checked against GetNodeState of the node asked for.
-    """
-
-    def __init__(self, profile: str, service: str, node: str) -> None:
-        import asyncio
-
-        self.profile = profile
-        self.service = service
-        self.node = node
-        self.done = 0
-        self.total = 0
-        self.states: asyncio.Queue[str] = asyncio.Queue()
-        self.progressed = asyncio.Event()
-
-    def matches(self, profile: str, service: str, node: str) -> bool:
-        # Bare JIDs compare as XMPP normalises them (signals carry the normalised form).
-        return (
-            profile == self.profile
-            and node == self.node
-            and (not self.service or service.lower() == self.service.lower())
-        )
-
-    def on_progress(self, profile: str, service: str, node: str, done: int, total: int) -> None:
-        if self.matches(profile, service, node):
-            self.done, self.total = int(done), int(total)
-            self.progressed.set()
-
-    def on_state(self, profile: str, service: str, node: str, state: str) -> None:
-        if self.matches(profile, service, node):
-            self.states.put_nowait(state)
-
-
-async def follow_sync(
-    client: RoostClient, profile: str, service: str, node: str, show_progress: bool
-) -> dict[str, Any]:
-    """Start the node's sync and wait for its end; the node's state then."""
-    name = profile or await client.get_default_profile()
-    if not name:
-        # Let the daemon say it (NotFound: no default profile).
-        await client.get_node_state(profile, service, node)
-    watch = SyncWatch(name, service, node)
-    stops = [
-        await client.on_sync_progress(watch.on_progress),
-        await client.on_sync_state_changed(watch.on_state),
-    ]
-    started = time.time()
-    try:
-        await client.sync_node(profile, service, node)
-        if show_progress:
-            return await _with_progress(client, watch, profile, started)
-        return await _until_ended(client, watch, profile, started)
-    finally:
-        for stop in stops:
-            stop()
-
-
-async def _until_ended(
-    client: RoostClient, watch: SyncWatch, profile: str, started: float
-) -> dict[str, Any]:
-    running = False
-    while True:
-        state = await watch.states.get()
-        if state == "in_progress":
-            running = True
-            continue
-        if state not in ENDED and not (state == "none" and running):
-            continue
-        found = await client.get_node_state(profile, watch.service, watch.node)
-        if found["state"] != state and not (state == "none" and found["state"] == "none"):
-            continue  # another node's signal (SERVICE '-'), or already moved on
-        if state == "completed" and float(found.get("synced_at") or 0) < started - 1:
-            continue  # an earlier sync's completion, not this one's
-        return found
-
-
-async def _with_progress(
-    client: RoostClient, watch: SyncWatch, profile: str, started: float
-) -> dict[str, Any]:
-    import asyncio
-
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        SpinnerColumn,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-
-    ended = asyncio.ensure_future(_until_ended(client, watch, profile, started))
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=error_console(),
-        transient=False,
-    ) as progress:
-        task = progress.add_task(f"syncing {watch.node}", total=None)
-        try:
-            while not ended.done():
-                waiter = asyncio.ensure_future(watch.progressed.wait())
-                await asyncio.wait({ended, waiter}, return_when=asyncio.FIRST_COMPLETED)
-                waiter.cancel()
-                watch.progressed.clear()
-                progress.update(task, completed=watch.done, total=watch.total or None)
-            found = ended.result()
-            count = int(found.get("item_count", watch.done))
-            if found.get("state") == "completed":
-                progress.update(task, completed=count, total=count)
-        finally:
-            ended.cancel()
-    return found
 
 
 @cache.command()
