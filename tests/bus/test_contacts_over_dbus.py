@@ -6,13 +6,12 @@ independent XMPP clients; the person's side is the bus only.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from roost.bridge.client import NotFoundError, RoostClient
+from tests.fixtures.contact_signals import ContactSignals
 from tests.fixtures.dbus import RoostdLauncher
 from tests.fixtures.world import (
     XmppPeer,
@@ -24,42 +23,6 @@ from tests.fixtures.world import (
 from tests.fixtures.xmpp import XmppServer
 
 pytestmark = [pytest.mark.xmpp, pytest.mark.dbus]
-
-WAIT = 60.0
-
-
-class Signals:
-    """Every Contacts signal a client receives, and a way to wait for one."""
-
-    def __init__(self) -> None:
-        self.received: list[tuple[str, str, Any]] = []
-        self._changed = asyncio.Event()
-
-    async def listen(self, client: RoostClient) -> None:
-        await client.on_contact_changed(lambda p, c: self._add("ContactChanged", p, c))
-        await client.on_subscription_request(lambda p, j: self._add("SubscriptionRequest", p, j))
-
-    def _add(self, member: str, profile: str, value: Any) -> None:
-        self.received.append((member, profile, value))
-        self._changed.set()
-
-    async def wait(self, member: str, profile: str, test: Callable[[Any], bool], what: str) -> Any:
-        """The first ``member`` signal of ``profile`` whose value passes ``test``."""
-
-        async def wait() -> Any:
-            seen = 0
-            while True:
-                for got, of, value in self.received[seen:]:
-                    if (got, of) == (member, profile) and test(value):
-                        return value
-                seen = len(self.received)
-                self._changed.clear()
-                await self._changed.wait()
-
-        try:
-            return await asyncio.wait_for(wait(), WAIT)
-        except TimeoutError:
-            raise AssertionError(f"no {member} for {what} within {WAIT:g} s") from None
 
 
 def by_jid(contacts: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -80,7 +43,7 @@ async def test_contacts_and_requests_through_the_bus(
 
     daemon = roostd_launcher.start()
     client = await RoostClient.connect(daemon.bus_address)
-    signals = Signals()
+    signals = ContactSignals()
     await signals.listen(client)
     jid, password, options = xmpp_server.credentials(me)
     await client.create_profile(me, jid, password, options)

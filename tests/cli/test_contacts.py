@@ -7,8 +7,6 @@ daemon listens to its signals so that the test waits for what it checks.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ from roost.bridge.client import RoostClient
 from roost.cli.exit_codes import ExitCode
 from tests.cli.conftest import RoostCli, cli_env
 from tests.cli.pubsub_helpers import one_line_error, profile_name, run
+from tests.fixtures.contact_signals import ContactSignals
 from tests.fixtures.dbus import PrivateBus
 from tests.fixtures.world import (
     XmppPeer,
@@ -29,42 +28,6 @@ from tests.fixtures.world import (
 from tests.fixtures.xmpp import XmppServer
 
 pytestmark = pytest.mark.dbus
-
-WAIT = 60.0
-
-
-class Signals:
-    """The Contacts signals a client of the daemon receives, and a way to wait for one."""
-
-    def __init__(self) -> None:
-        self.received: list[tuple[str, str, Any]] = []
-        self._changed = asyncio.Event()
-
-    async def listen(self, client: RoostClient) -> None:
-        await client.on_contact_changed(lambda p, c: self._add("ContactChanged", p, c))
-        await client.on_subscription_request(lambda p, j: self._add("SubscriptionRequest", p, j))
-
-    def _add(self, member: str, profile: str, value: Any) -> None:
-        self.received.append((member, profile, value))
-        self._changed.set()
-
-    async def wait(self, member: str, profile: str, test: Callable[[Any], bool]) -> Any:
-        """The first ``member`` signal of ``profile`` whose value passes ``test``."""
-
-        async def wait() -> Any:
-            seen = 0
-            while True:
-                for got, of, value in self.received[seen:]:
-                    if (got, of) == (member, profile) and test(value):
-                        return value
-                seen = len(self.received)
-                self._changed.clear()
-                await self._changed.wait()
-
-        try:
-            return await asyncio.wait_for(wait(), WAIT)
-        except TimeoutError:
-            raise AssertionError(f"no matching {member} within {WAIT:g} s") from None
 
 
 def by_jid(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -84,7 +47,7 @@ async def test_contacts_from_the_command_line(
     # Asked while the profile was offline: the server delivers it again at login.
     await request_only(xmpp_server, eve, me)
 
-    signals = Signals()
+    signals = ContactSignals()
     await signals.listen(roost_client)
     profile = profile_name(me)
     jid, password, options = xmpp_server.credentials(me)
