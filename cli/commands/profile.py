@@ -143,12 +143,14 @@ def list_profiles(options: CliOptions, as_json: bool) -> None:
 @profile_group.command("default")
 @click.argument("name", required=False)
 @click.option("--unset", is_flag=True, help="Clear the default profile.")
+@json_option
 @click.pass_obj
-def default(options: CliOptions, name: str | None, unset: bool) -> None:
+def default(options: CliOptions, name: str | None, unset: bool, as_json: bool) -> None:
     """Show the default profile, or make NAME the default one (--unset: none).
 
     The default profile is the one every command uses when -p/--profile is not given.
-    Shown: its name on stdout, nothing when none is set.
+    Shown: its name on stdout, nothing when none is set (with --json: {"default": ""},
+    as "roost profile list --json" has it).
     """
     if name is not None and unset:
         raise click.UsageError("give a NAME or --unset, not both")
@@ -161,7 +163,9 @@ def default(options: CliOptions, name: str | None, unset: bool) -> None:
 
     if name is None and not unset:
         current = run_with_client(options, show)
-        if current:
+        if as_json:
+            print_json({"default": current})
+        elif current:
             click.echo(current)
         else:
             click.echo("No default profile is set.", err=True)

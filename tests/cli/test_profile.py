@@ -127,6 +127,7 @@ def test_default_shows_sets_and_unsets(roostd_launcher: RoostdLauncher, tmp_path
     nothing = cli("profile", "default")
     assert nothing.code == 0 and nothing.stdout == "" and "No default" in nothing.stderr
     assert cli("profile", "list", "--json").json() == {"default": "", "profiles": []}
+    assert cli("profile", "default", "--json").json() == {"default": ""}
     assert cli("profile", "status", "--json").json() == {"profiles": []}
     assert cli("profile", "status", "").code == ExitCode.NOT_FOUND
     for name in ("first", "second"):
@@ -135,6 +136,7 @@ def test_default_shows_sets_and_unsets(roostd_launcher: RoostdLauncher, tmp_path
     assert cli("profile", "default").stdout == "first\n"
     assert cli("profile", "default", "second").code == 0
     assert cli("profile", "default").stdout == "second\n"
+    assert cli("profile", "default", "--json").json() == {"default": "second"}
     assert cli("profile", "list", "--json").json() == {
         "default": "second",
         "profiles": [
