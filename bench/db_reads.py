@@ -51,7 +51,6 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import unittest.mock
 import uuid
@@ -68,6 +67,7 @@ from dbus_fast.annotations import DBusDict, DBusSignature, DBusStr
 from dbus_fast.service import ServiceInterface, dbus_method
 
 from bench.figures import emit, progress, spread, upper
+from bench.loopback import ejabberd_world
 from roost.bridge.bus_writer import tolerate_full_send_buffer
 from roost.bridge.client import RoostClient
 from roost.bridge.constants import OBJECT_PATH, PUBSUB_INTERFACE
@@ -75,8 +75,8 @@ from roost.service.events import EventHub
 from roost.service.pubsub.operations import PubsubService
 from roost.service.xmpp.sessions import SessionManager
 from tests.fixtures import dbus as dbus_fixtures
-from tests.fixtures.dbus import Roostd, RoostdLauncher, start_bus, stop_bus, wait_for_name
-from tests.fixtures.xmpp import EjabberdServer, XmppServer, free_port
+from tests.fixtures.dbus import Roostd, RoostdLauncher, wait_for_name
+from tests.fixtures.xmpp import XmppServer
 
 BENCH = "db_reads"
 SMALL = bool(os.environ.get("ROOST_BENCH_SMALL"))
@@ -523,22 +523,13 @@ def main() -> None:
         run_profiled_roostd(sys.argv[2], sys.argv[3:])
         return
     began = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="roost-bench-db-reads-") as tmp:
-        workdir = Path(tmp)
-        workdir.chmod(0o755)
-        bus = start_bus(workdir / "bus")
-        (workdir / "roostd").mkdir()
-        (workdir / "ejabberd").mkdir(mode=0o755)
-        launcher = RoostdLauncher(workdir / "roostd", bus.address)
-        config = workdir / "roost.toml"
-        config.write_text("[cache]\nmax_items_per_node = 100000\n")
-        server = EjabberdServer(kind="ejabberd", data_dir=workdir / "ejabberd", port=free_port())
+    with ejabberd_world("roost-bench-db-reads-", max_items_per_node=100_000) as world:
+        bus, server = world.bus, world.server
         bare: subprocess.Popen[bytes] | None = None
         try:
-            server.setup()
             names = asyncio.run(fill(server, [ITEMS] + [NODE_ITEMS] * NODES))
             big, nodes = names[0], names[1:]
-            daemon = start_roostd(launcher, config)
+            daemon = start_roostd(world.launcher, world.config)
 
             async def cache_all() -> None:
                 client = await RoostClient.connect(bus.address)
@@ -564,9 +555,6 @@ def main() -> None:
             if bare is not None:
                 bare.terminate()
                 bare.wait()
-            launcher.stop_all()
-            server.stop()
-            stop_bus(bus)
     progress(BENCH, f"done in {time.perf_counter() - began:.0f} s")
 
 

@@ -12,11 +12,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from dbus_fast import Message, Variant
+from dbus_fast import Variant
 
 from roost.bridge.client import RoostClient, RoostDBusError
 from roost.bridge.constants import BUS_NAME, OBJECT_PATH
-from tests.fixtures.dbus import RoostdLauncher, roostd_env, start_bus, stop_bus
+from tests.fixtures.dbus import RoostdLauncher, name_owner_pid, roostd_env, start_bus, stop_bus
 
 pytestmark = pytest.mark.dbus
 
@@ -191,22 +191,7 @@ async def test_bus_activation_starts_the_daemon(tmp_path: Path) -> None:
 
 async def stop_activated(address: str) -> None:
     """SIGTERM the daemon the bus started, found by its connection's process id."""
-    client = await RoostClient.connect(address)
-    try:
-        reply = await client.bus.call(
-            Message(
-                destination="org.freedesktop.DBus",
-                path="/org/freedesktop/DBus",
-                interface="org.freedesktop.DBus",
-                member="GetConnectionUnixProcessID",
-                signature="s",
-                body=[BUS_NAME],
-            )
-        )
-        assert reply is not None
-        pid = reply.body[0]
-    finally:
-        client.close()
+    pid = await name_owner_pid(address)
     os.kill(pid, signal.SIGTERM)
     for _ in range(200):
         try:

@@ -13,12 +13,10 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pytest
-from dbus_fast import Message
 
-from roost.bridge.client import RoostClient
 from roost.bridge.constants import BUS_NAME, OBJECT_PATH
 from tests.cli.conftest import COMMAND_TIMEOUT, cli_env, roost_command
-from tests.fixtures.dbus import BUS_CONFIG, PrivateBus, roostd_env
+from tests.fixtures.dbus import name_owner_pid, roostd_env, start_bus, stop_bus
 
 ROOT = Path(__file__).parents[2]
 SERVICE = "org.roost.Backend1.service"
@@ -138,42 +136,6 @@ def make_venv(directory: Path) -> Path:
     return directory / "bin"
 
 
-def start_bus_with(directory: Path, service_dir: Path, env: dict[str, str]) -> PrivateBus:
-    """A private dbus-daemon whose configuration lists ``service_dir``."""
-    directory.mkdir(parents=True)
-    config = directory / "bus.conf"
-    config.write_text(BUS_CONFIG.format(socket_dir=directory, service_dir=service_dir))
-    process = subprocess.Popen(
-        ["dbus-daemon", f"--config-file={config}", "--nofork", "--print-address=1"],
-        stdout=subprocess.PIPE,
-        env=env,
-    )
-    assert process.stdout is not None
-    address = process.stdout.readline().decode().strip()
-    assert address, "dbus-daemon printed no address"
-    return PrivateBus(address, service_dir, process)
-
-
-async def owner_pid(address: str) -> int:
-    """The process id of the connection that owns Roost's name."""
-    client = await RoostClient.connect(address)
-    try:
-        reply = await client.bus.call(
-            Message(
-                destination="org.freedesktop.DBus",
-                path="/org/freedesktop/DBus",
-                interface="org.freedesktop.DBus",
-                member="GetConnectionUnixProcessID",
-                signature="s",
-                body=[BUS_NAME],
-            )
-        )
-        assert reply is not None
-        return int(reply.body[0])
-    finally:
-        client.close()
-
-
 async def stop_process(pid: int) -> None:
     """SIGTERM ``pid`` and wait until it is gone (it is the bus's child, not ours)."""
     os.kill(pid, signal.SIGTERM)
@@ -202,7 +164,7 @@ async def test_a_pip_install_is_activated_by_the_bus(tmp_path: Path) -> None:
 
     env = roostd_env(home, "")
     del env["DBUS_SESSION_BUS_ADDRESS"]
-    bus = await asyncio.to_thread(start_bus_with, tmp_path / "bus", service_dir, env)
+    bus = await asyncio.to_thread(start_bus, tmp_path / "bus", env, service_dir)
     try:
         called = await asyncio.to_thread(
             subprocess.run,
@@ -214,7 +176,7 @@ async def test_a_pip_install_is_activated_by_the_bus(tmp_path: Path) -> None:
         assert called.returncode == 0, called.stderr
         assert called.stdout.strip() == f"(<'{version('roost')}'>,)"
         # The bus started the venv's roostd, which made its database under the data home.
-        pid = await owner_pid(bus.address)
+        pid = await name_owner_pid(bus.address)
         cmdline = await asyncio.to_thread(Path(f"/proc/{pid}/cmdline").read_bytes)
         command = cmdline.split(b"\0")
         assert str(roostd).encode() in command, command
@@ -230,10 +192,7 @@ async def test_a_pip_install_is_activated_by_the_bus(tmp_path: Path) -> None:
         assert listed.returncode == 0, listed.stderr
         await stop_process(pid)
     finally:
-        bus.process.terminate()
-        bus.process.wait(10)
-        if bus.process.stdout is not None:
-            bus.process.stdout.close()
+        stop_bus(bus)
 
     removed = install_command([str(bindir / "roost")], home, "--uninstall")
     assert removed.returncode == 0, removed.stderr
