@@ -4,5 +4,6 @@ pytest_plugins = [
     "tests.fixtures.database",
     "tests.fixtures.dbus",
     "tests.fixtures.xmpp",
+    "tests.fixtures.postgres",
     "tests.fixtures.sessions",
 ]
