@@ -13,13 +13,14 @@ import shutil
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from roost.storage.engine import create_engine, is_sqlite, resolve_database_url, sqlite_file
+from roost.storage.engine import create_engine, database_file, resolve_database_url
+from roost.storage.engines import engine_for
 from roost.storage.items import ItemStore
 from roost.storage.migrate import MigrationOutcome, prepare_database, repair_fulltext
 from roost.storage.nodes import NodeStore
 from roost.storage.params import ParamStore
 from roost.storage.profiles import ProfileStore
-from roost.storage.reads import ReadRunner, read_runner
+from roost.storage.reads import ReadRunner
 from roost.storage.roster import CacheSubscriptionStore, RosterStore
 from roost.storage.search import SearchStore
 from roost.storage.values import ValueStore
@@ -53,7 +54,7 @@ class Database:
         self.engine = engine
         self.url = url
         self.migration = migration
-        self.reads = reads or read_runner(engine, url)
+        self.reads = reads or engine_for(url).read_runner(engine, url)
         sessions = async_sessionmaker[AsyncSession](engine, expire_on_commit=False)
         self.profiles = ProfileStore(sessions)
         self.params = ParamStore(sessions)
@@ -122,7 +123,7 @@ class Database:
     def free_bytes(self) -> int | None:
         """Free space on the file system that holds the database file; None when the
         database is not a local file (a database server watches its own disk)."""
-        path = sqlite_file(self.url) if is_sqlite(self.url) else None
+        path = database_file(self.url)
         if path is None:
             return None
         try:

@@ -23,23 +23,24 @@ from contextlib import asynccontextmanager, closing
 from typing import Any, TypeVar
 
 from sqlalchemy import (
+    BigInteger,
     Float,
     Integer,
     String,
     Table,
     Text,
     bindparam,
+    cast,
     delete,
     func,
     literal_column,
     select,
-    type_coerce,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from roost.storage.cancel_safety import completes_by_itself, stores_complete_on_cancel
-from roost.storage.dialect import Dialect, dialect_for
+from roost.storage.engines import DatabaseEngine, engine_for
 from roost.storage.errors import InvalidQuery, RowNotFound
 from roost.storage.item_records import (
     DEFAULT_PAGE_SIZE,
@@ -67,8 +68,9 @@ _RECORD_COLUMNS = (
     _items.c.item_id,
     _items.c.publisher,
     _items.c.data,
-    # The stored text as it is: no decoding here, no encoding on the way out.
-    type_coerce(_items.c.parsed, Text).label("parsed"),
+    # The stored text (on PostgreSQL, JSONB's text form): no decoding here, no encoding on
+    # the way out.
+    cast(_items.c.parsed, Text).label("parsed"),
     _items.c.created,
     _items.c.updated,
 )
@@ -105,7 +107,7 @@ _ITEM_BATCH = (
     select(_items.c.id, *_RECORD_COLUMNS)
     .where(_NODE, _items.c.id > bindparam("after_row", type_=Integer()))
     .order_by(_items.c.id)
-    .limit(bindparam("n", type_=Integer()))
+    .limit(bindparam("n", type_=BigInteger()))
 )
 
 
@@ -121,7 +123,7 @@ class _PageStatements:
     rows), ``o`` (an offset).
     """
 
-    def __init__(self, dialect: Dialect, *, by_ids: bool) -> None:
+    def __init__(self, dialect: DatabaseEngine, *, by_ids: bool) -> None:
         pos = _items.c.position
         where = [_NODE]
         order: Any = pos
@@ -139,10 +141,10 @@ class _PageStatements:
             return select(func.count()).select_from(_items).where(*where, *extra).scalar_subquery()
 
         total, up_to, before = count(), count(pos <= anchor), count(pos < anchor)
-        size = bindparam("n", type_=Integer())
+        size = bindparam("n", type_=BigInteger())
         plain = select(*_RECORD_COLUMNS, total).where(*where)
         self.first = plain.order_by(order).limit(size)
-        self.at_offset = self.first.offset(bindparam("o", type_=Integer()))
+        self.at_offset = self.first.offset(bindparam("o", type_=BigInteger()))
         # Newest first: read backwards, then put in node order.
         self.last = plain.order_by(order.desc()).limit(size)
         self.after = (
@@ -224,7 +226,7 @@ class ItemStore:
     """
 
     def __init__(self, engine: AsyncEngine, reads: ReadRunner | None = None) -> None:
-        """Bind the store to ``engine`` (its dialect picks the dialect-specific SQL);
+        """Bind the store to ``engine`` (its database engine gives the dialect's SQL);
         ``reads`` runs its reads (default: through ``engine``).
 
         .. versionchanged:: ``reads``: the database gives an SQLite file a runner of its
@@ -233,7 +235,7 @@ class ItemStore:
         """
         self._engine = engine
         self._reads = reads or EngineReads(engine)
-        self._dialect = dialect_for(engine)
+        self._dialect = engine_for(engine)
         self._node_page = _PageStatements(self._dialect, by_ids=False)
         self._ids_page = _PageStatements(self._dialect, by_ids=True)
         # Nodes whose pages, though short, took SQLite longer than a short read may
@@ -241,19 +243,19 @@ class ItemStore:
         self._large_nodes: set[int] = set()
         self._upsert = self._dialect.upsert(
             _items,
-            self._upsert_values(),
+            self._upsert_values(self._dialect),
             conflict=("node_id", "item_id"),
             update=_UPDATED_ON_CONFLICT,
         )
         self._upsert_in_place = self._dialect.upsert(
             _items,
-            self._upsert_values(),
+            self._upsert_values(self._dialect),
             conflict=("node_id", "item_id"),
             update=tuple(c for c in _UPDATED_ON_CONFLICT if c != "position"),
         )
 
     @staticmethod
-    def _upsert_values() -> dict[str, Any]:
+    def _upsert_values(dialect: DatabaseEngine) -> dict[str, Any]:
         return {
             "node_id": bindparam("node_id"),
             "item_id": bindparam("item_id", type_=String()),
@@ -261,7 +263,7 @@ class ItemStore:
             "position": bindparam("position"),
             "data": bindparam("data", type_=Text()),
             # Serialised here, so that None is stored as SQL NULL, not JSON null.
-            "parsed": bindparam("parsed", type_=Text()),
+            "parsed": dialect.json_param(bindparam("parsed", type_=Text())),
             "search_text": bindparam("search_text", type_=Text()),
             "created": bindparam("created", type_=Float()),
             "updated": bindparam("updated", type_=Float()),
@@ -339,7 +341,7 @@ class ItemStore:
                     "position": base + n,
                     "data": it.data,
                     "parsed": parsed_text(it.parsed),
-                    "search_text": it.search_text,
+                    "search_text": self._dialect.indexed_text(it.search_text),
                     "created": now if it.created is None else it.created,
                     "updated": now,
                 }
@@ -423,7 +425,6 @@ class ItemStore:
                 select(_items.c.id)
                 .where(_items.c.node_id == node_id)
                 .order_by(_items.c.position.desc())
-                .limit(-1)
                 .offset(keep)
             )
             result = await conn.execute(delete(_items).where(_items.c.id.in_(beyond)))
@@ -758,7 +759,7 @@ class ItemStore:
                 _items.c.updated == bindparam("b_updated", type_=Float()),
             )
             .values(
-                parsed=bindparam("b_parsed", type_=Text()),
+                parsed=self._dialect.json_param(bindparam("b_parsed", type_=Text())),
                 search_text=bindparam("b_search_text", type_=Text()),
             )
         )
@@ -767,12 +768,18 @@ class ItemStore:
                 "b_item_id": it.item_id,
                 "b_updated": when,
                 "b_parsed": parsed_text(it.parsed),
-                "b_search_text": it.search_text,
+                "b_search_text": self._dialect.indexed_text(it.search_text),
             }
             for it, when in zip(items, written, strict=True)
         ]
         changed = 0
         async with self._transaction("set_parsed", write=True) as conn:
+            if not conn.dialect.supports_sane_multi_rowcount:
+                # The driver cannot tell how many rows a batch changed (asyncpg): one
+                # statement a row, so that each row's count is known.
+                for row in rows:
+                    changed += max(int((await conn.execute(stmt, row)).rowcount), 0)
+                return changed
             for start in range(0, len(rows), _WRITE_CHUNK):
                 result = await conn.execute(stmt, rows[start : start + _WRITE_CHUNK])
                 changed += max(int(result.rowcount), 0)

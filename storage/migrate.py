@@ -20,20 +20,20 @@ import os
 import shutil
 import time
 import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from sqlalchemy import event, inspect, text
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from roost.storage.engine import sqlite_file
+from roost.storage.engine import database_file
+from roost.storage.engines import engine_for
+from roost.storage.engines.postgres import SEARCH_VECTOR
 from roost.storage.errors import DatabaseTooNew, StorageError
-from roost.storage.fulltext import FTS_TABLE, sqlite_fts_is_consistent, sqlite_fts_rebuild
+from roost.storage.fulltext import FTS_TABLE
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -97,51 +97,19 @@ def include_object(
 ) -> bool:
     """Tell autogenerate which database objects the mapping describes.
 
-    The FTS5 table and its shadow tables are dialect DDL written out in the migrations,
-    and ``ix_parsed_*`` expression indexes are created at run time for parsed keys: none
-    of them is in the mapping, so comparing them would report a false drift.
+    The full-text index (SQLite's FTS5 table and its shadow tables, PostgreSQL's
+    ``search_vector`` column and its index) is dialect DDL written out in the
+    migrations, and ``ix_parsed_*`` expression indexes are created at run time for
+    parsed keys: none of them is in the mapping, so comparing them would report a false
+    drift.
     """
     if name is None:
         return True
     if type_ == "table" and name.startswith(FTS_TABLE):
         return False
-    return not (type_ == "index" and name.startswith("ix_parsed_"))
-
-
-@contextmanager
-def sqlite_migration_transaction(connection: Connection) -> Iterator[None]:
-    """Run what the block does on SQLite with foreign keys off, in one real transaction.
-
-    Batch mode rebuilds a table (copy, drop, rename): with foreign keys on, dropping a
-    parent table would cascade-delete its children's rows. ``PRAGMA foreign_keys`` is a
-    no-op inside a transaction, so it is set first, with the driver in autocommit mode;
-    the block's SQLAlchemy transaction then emits an explicit ``BEGIN IMMEDIATE`` so
-    that the DDL is atomic (the driver would otherwise leave DDL outside any
-    transaction). IMMEDIATE takes the write lock before Alembic reads the current
-    revision: a second process migrating the same file waits, then finds it at head
-    and does nothing. The previous settings are restored afterwards, also on failure.
-    """
-    if connection.in_transaction():
-        connection.commit()
-    previous_isolation = connection.get_isolation_level()
-    connection.execution_options(isolation_level="AUTOCOMMIT")
-    foreign_keys = connection.exec_driver_sql("PRAGMA foreign_keys").scalar()
-    connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
-    connection.commit()
-
-    def emit_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-    event.listen(connection, "begin", emit_begin)
-    try:
-        yield
-    finally:
-        event.remove(connection, "begin", emit_begin)
-        if connection.in_transaction():
-            connection.rollback()
-        connection.exec_driver_sql(f"PRAGMA foreign_keys={1 if foreign_keys else 0}")
-        connection.commit()
-        connection.execution_options(isolation_level=previous_isolation)
+    if type_ == "column" and name == SEARCH_VECTOR:
+        return False
+    return not (type_ == "index" and name.startswith(("ix_parsed_", "ix_pubsub_items_search")))
 
 
 def run_alembic_upgrade(
@@ -176,10 +144,11 @@ def _read_state(connection: Connection) -> _State:
     from alembic.runtime.migration import MigrationContext
 
     revisions = MigrationContext.configure(connection).get_current_heads()
+    engine = engine_for(connection)
     tables = tuple(
         name
         for name in inspect(connection).get_table_names()
-        if name != VERSION_TABLE and not name.startswith("sqlite_")
+        if name != VERSION_TABLE and not engine.internal_table(name)
     )
     return _State(tuple(revisions), tables)
 
@@ -228,28 +197,27 @@ def _copy_private(path: Path, name: str) -> Path:
 
 
 async def repair_fulltext(engine: AsyncEngine) -> bool:
-    """Check the SQLite FTS index against the items; rebuild it when it drifted.
+    """Check the full-text index against the items; rebuild it when it drifted.
 
-    The check reads the whole index and every item's text (about 7 µs an item), so a
-    caller with a large cache may run it after start, with ``check_fulltext=False`` at
+    Only where the index can drift (SQLite's FTS5 table, kept by triggers). The check
+    reads the whole index and every item's text (about 7 µs an item), so a caller with
+    a large cache may run it after start, with ``check_fulltext=False`` at
     :func:`prepare_database`; the rebuild is one write transaction either way.
 
     Returns:
         True when the index had drifted and was rebuilt; False when it was in step, or
-        when the database has no FTS5 index (PostgreSQL).
+        when the database keeps its index in step itself (PostgreSQL).
     """
-    if engine.dialect.name != "sqlite":
+    database = engine_for(engine)
+    if not database.fulltext_can_drift:
         return False
     async with engine.connect() as conn:
-        tables = await conn.run_sync(lambda c: inspect(c).get_table_names())
-        if FTS_TABLE not in tables:
-            return False
-        consistent = await sqlite_fts_is_consistent(conn)
+        consistent = await database.fulltext_is_consistent(conn)
         await conn.rollback()
         if consistent:
             return False
         started = time.perf_counter()
-        await sqlite_fts_rebuild(conn)
+        await database.rebuild_fulltext(conn)
         await conn.commit()
     logger.warning(
         "the full-text index had drifted from the cached items (an interrupted write?); "
@@ -338,7 +306,7 @@ async def _prepare(
         action = "current" if state.revisions == (head,) else "upgraded"
 
     if action == "upgraded" and from_revision is not None:
-        path = sqlite_file(url)
+        path = database_file(url)
         if path is not None:
             async with engine.connect() as conn:
                 backup = await backup_sqlite_database(conn, path, from_revision)

@@ -2,7 +2,8 @@
 
 The Alembic migrations are the source of truth for the schema in a database; this mapping
 must describe the same schema (a test compares the two with autogenerate). The full-text
-index is not mapped: it is dialect-specific DDL, see :mod:`roost.storage.fulltext`.
+index is not mapped: it is dialect-specific DDL (an FTS5 table on SQLite, a generated
+``search_vector`` column on PostgreSQL), see :mod:`roost.storage.engines`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,11 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+#: JSON data: JSONB on PostgreSQL (indexable, compared by value), JSON text on SQLite.
+JsonData = JSON().with_variant(JSONB(), "postgresql")
 
 # Stable constraint names, so that migrations can refer to them on every dialect.
 NAMING_CONVENTION = {
@@ -39,7 +44,7 @@ class Base(DeclarativeBase):
     """Declarative base of every mapped table."""
 
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {dict[str, Any]: JSON}
+    type_annotation_map = {dict[str, Any]: JsonData}
 
 
 class Profile(Base):
@@ -54,7 +59,7 @@ class Profile(Base):
     name: Mapped[str] = mapped_column(String(64), unique=True)
     jid: Mapped[str] = mapped_column(String(3071))
     password: Mapped[str] = mapped_column(Text)
-    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    options: Mapped[dict[str, Any]] = mapped_column(JsonData, default=dict)
     created: Mapped[float] = mapped_column(Float)
 
     nodes: Mapped[list[PubsubNode]] = relationship(
@@ -158,7 +163,7 @@ class PubsubNode(Base):
     sync_state: Mapped[str] = mapped_column(String(16), default="none", index=True)
     sync_state_updated: Mapped[float] = mapped_column(Float, default=0.0)
     subscribed: Mapped[bool] = mapped_column(Boolean, default=False)
-    extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    extra: Mapped[dict[str, Any]] = mapped_column(JsonData, default=dict)
 
     profile: Mapped[Profile] = relationship(back_populates="nodes")
 
@@ -186,7 +191,7 @@ class PubsubItem(Base):
     publisher: Mapped[str] = mapped_column(String(3071), default="")
     position: Mapped[int] = mapped_column(BigInteger)
     data: Mapped[str] = mapped_column(Text)
-    parsed: Mapped[Any | None] = mapped_column(JSON, nullable=True)
+    parsed: Mapped[Any | None] = mapped_column(JsonData, nullable=True)
     search_text: Mapped[str] = mapped_column(Text, default="")
     created: Mapped[float] = mapped_column(Float)
     updated: Mapped[float] = mapped_column(Float)
@@ -223,7 +228,7 @@ class RosterItem(Base):
     profile_id: Mapped[int] = mapped_column(ForeignKey("profiles.id", ondelete="CASCADE"))
     jid: Mapped[str] = mapped_column(String(3071))
     name: Mapped[str] = mapped_column(String(1023), default="")
-    groups: Mapped[list[str]] = mapped_column(JSON, default=list)
+    groups: Mapped[list[str]] = mapped_column(JsonData, default=list)
     subscription: Mapped[str] = mapped_column(String(8), default="none")
     pending_out: Mapped[bool] = mapped_column(Boolean, default=False)
     updated: Mapped[float] = mapped_column(Float)

@@ -11,11 +11,12 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Select, delete, func, select
+from sqlalchemy import Select, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from roost.storage.cancel_safety import stores_complete_on_cancel
+from roost.storage.engines import engine_for
 from roost.storage.errors import RowNotFound
 from roost.storage.models import Profile, PubsubNode
 from roost.storage.profiles import Store, affected_rows
@@ -63,6 +64,19 @@ async def _by_id(session: AsyncSession, node_id: int) -> tuple[PubsubNode, str]:
     if row is None:
         raise RowNotFound(f"no pubsub node with id {node_id}")
     return row[0], row[1]
+
+
+async def _merge_extra(session: AsyncSession, node_id: int, extra: Mapping[str, Any]) -> None:
+    """Set ``extra``'s keys in the node's extra data in the database itself, in one
+    statement: a read-modify-write here would lose what another writer (another task,
+    another daemon on a shared database) merged between the read and the write."""
+    database = engine_for(session.get_bind())
+    await session.execute(
+        update(PubsubNode)
+        .where(PubsubNode.id == node_id)
+        .values(extra=database.json_merge(PubsubNode.extra, extra))
+        .execution_options(synchronize_session=False)
+    )
 
 
 @stores_complete_on_cancel
@@ -166,11 +180,11 @@ class NodeStore(Store):
         """
         check_node_state(state)
         async with self.transaction("set_sync_state") as session:
+            if extra:
+                await _merge_extra(session, node_id, extra)
             node, profile = await _by_id(session, node_id)
             node.sync_state = state
             node.sync_state_updated = time.time()
-            if extra:
-                node.extra = {**node.extra, **extra}
             await session.flush()
             return _record(node, profile)
 
@@ -193,10 +207,9 @@ class NodeStore(Store):
             RowNotFound: no node has that id.
         """
         async with self.transaction("update_extra") as session:
+            if extra:
+                await _merge_extra(session, node_id, extra)
             node, profile = await _by_id(session, node_id)
-            # A new dict, not an in-place change: the JSON column only sees assignments.
-            node.extra = {**node.extra, **extra}
-            await session.flush()
             return _record(node, profile)
 
     async def list_nodes(

@@ -45,11 +45,10 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Select
 from sqlalchemy.dialects import sqlite
-from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from roost.storage.cancel_safety import completes_on_cancel
-from roost.storage.engine import SQLITE_BUSY_TIMEOUT_MS, sqlite_file
+from roost.storage.engines.sqlite import SQLITE_BUSY_TIMEOUT_MS
 
 _T = TypeVar("_T")
 
@@ -347,11 +346,3 @@ class EngineReads(ReadRunner):
 
     async def close(self) -> None:
         """Nothing of its own: the engine is the database's."""
-
-
-def read_runner(engine: AsyncEngine, url: URL) -> ReadRunner:
-    """The runner for the database at ``url`` whose async engine is ``engine``."""
-    path = sqlite_file(url)
-    if path is None:
-        return EngineReads(engine)
-    return SqliteReads(path)

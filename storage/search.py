@@ -4,7 +4,7 @@ A query is data (a mapping, as a D-Bus ``a{sv}`` gives it) and never SQL: every 
 operator, path and value is checked by :meth:`SearchQuery.from_mapping`, which raises
 :class:`~roost.storage.errors.InvalidQuery` with a message a person can act on. Values are
 bound as parameters; paths, checked against a strict grammar, are written as literals so
-that expression indexes apply (see :mod:`roost.storage.dialect`).
+that expression indexes apply (see :mod:`roost.storage.engines`).
 
 Semantics of the ``parsed`` filters (each ``{path, op, value}``):
 
@@ -54,11 +54,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, Table, Text, and_, false, or_, select, type_coerce
+from sqlalchemy import ColumnElement, Select, Table, Text, and_, cast, false, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from roost.storage.cancel_safety import completes_on_cancel
-from roost.storage.dialect import Dialect, JsonKind, JsonPath, dialect_for, path_label
+from roost.storage.engines import DatabaseEngine, JsonKind, JsonPath, engine_for, path_label
 from roost.storage.errors import InvalidQuery
 from roost.storage.item_records import SearchHit
 from roost.storage.models import Profile, PubsubItem, PubsubNode
@@ -162,8 +162,8 @@ def value_kind(value: Any) -> JsonKind | None:
     return None
 
 
-def fts_expression(text: Any) -> str:
-    """Turn user text into an FTS5 query of quoted words and phrases, all required.
+def fts_terms(text: Any) -> tuple[str, ...]:
+    """Turn user text into the words and phrases a full-text search requires, all of them.
 
     Raises:
         InvalidQuery: not a string, no word to search for, or more characters or words
@@ -172,21 +172,21 @@ def fts_expression(text: Any) -> str:
     if not isinstance(text, str):
         raise InvalidQuery(f"fts must be a string, not {type(text).__name__}")
     at_most(len(text), MAX_FTS_CHARS, "fts", "characters", "search for a few distinctive words")
-    # FTS5 reads its query as a C string: a NUL (or any control character) would cut or
-    # break it, so they separate words like spaces do.
+    # SQLite's FTS5 reads its query as a C string: a NUL (or any control character) would
+    # cut or break it, so they separate words like spaces do.
     text = "".join(" " if unicodedata.category(c) == "Cc" else c for c in text)
     terms = [m.group(1) if m.group(1) is not None else m.group(2) for m in _FTS_TERM.finditer(text)]
-    quoted = ['"' + t.strip() + '"' for t in terms if any(c.isalnum() for c in t)]
-    if not quoted:
+    kept = tuple(t.strip() for t in terms if any(c.isalnum() for c in t))
+    if not kept:
         raise InvalidQuery(f"fts {text!r} holds no word to search for")
     at_most(
-        sum(len(_WORD.findall(t)) for t in quoted),
+        sum(len(_WORD.findall(t)) for t in kept),
         MAX_FTS_TERMS,
         "fts",
         "words (each word of a quoted phrase counts)",
         "keep the most distinctive ones",
     )
-    return " ".join(quoted)
+    return kept
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,7 +345,7 @@ class SearchQuery:
     types: tuple[str, ...] | None = None
     subtypes: tuple[str, ...] | None = None
     item_ids: tuple[str, ...] | None = None
-    fts: str | None = None
+    fts: tuple[str, ...] | None = None
     parsed: tuple[ParsedFilter, ...] = ()
     order_by: tuple[OrderKey, ...] = ()
     limit: int = DEFAULT_SEARCH_LIMIT
@@ -383,7 +383,7 @@ class SearchQuery:
         lists = {k: _str_list(k, query[k]) or None for k in LIST_KEYS if k in query}
         return cls(
             **lists,
-            fts=fts_expression(query["fts"]) if "fts" in query else None,
+            fts=fts_terms(query["fts"]) if "fts" in query else None,
             parsed=tuple(ParsedFilter.from_mapping(f) for f in parsed),
             order_by=tuple(OrderKey.from_mapping(o) for o in order_by),
             limit=_count("limit", query.get("limit", DEFAULT_SEARCH_LIMIT), MAX_SEARCH_LIMIT),
@@ -391,7 +391,7 @@ class SearchQuery:
         )
 
 
-def _filter_condition(d: Dialect, f: ParsedFilter) -> ColumnElement[bool]:
+def _filter_condition(d: DatabaseEngine, f: ParsedFilter) -> ColumnElement[bool]:
     col, path, op, kind = _items.c.parsed, f.path, f.op, f.kind
     if op in ("contains", "overlap"):
         values = (f.value,) if op == "contains" else f.value
@@ -403,17 +403,21 @@ def _filter_condition(d: Dialect, f: ParsedFilter) -> ColumnElement[bool]:
         if op in ("ne", "not_in"):
             wanted = {True, False} - wanted
         return or_(false(), *(d.json_is_bool(col, path, b) for b in wanted))
-    value = d.json_value(col, path)
+    value = d.json_value(col, path, kind)
+
+    def operand(v: Any) -> Any:
+        return d.json_operand(v, kind)
+
     conditions: dict[str, Any] = {
-        "eq": lambda: value == f.value,
-        "ne": lambda: value != f.value,
-        "lt": lambda: value < f.value,
-        "le": lambda: value <= f.value,
-        "gt": lambda: value > f.value,
-        "ge": lambda: value >= f.value,
-        "between": lambda: value.between(f.value[0], f.value[1]),
-        "in": lambda: value.in_(list(f.value)),
-        "not_in": lambda: value.not_in(list(f.value)),
+        "eq": lambda: value == operand(f.value),
+        "ne": lambda: value != operand(f.value),
+        "lt": lambda: value < operand(f.value),
+        "le": lambda: value <= operand(f.value),
+        "gt": lambda: value > operand(f.value),
+        "ge": lambda: value >= operand(f.value),
+        "between": lambda: value.between(operand(f.value[0]), operand(f.value[1])),
+        "in": lambda: value.in_([operand(v) for v in f.value]),
+        "not_in": lambda: value.not_in([operand(v) for v in f.value]),
         "like": lambda: d.like(value, f.value, ignore_case=False),
         "ilike": lambda: d.like(value, f.value, ignore_case=True),
     }
@@ -422,7 +426,7 @@ def _filter_condition(d: Dialect, f: ParsedFilter) -> ColumnElement[bool]:
 
 
 def build_search(
-    query: SearchQuery, dialect: Dialect, *, walk_created: bool = False
+    query: SearchQuery, dialect: DatabaseEngine, *, walk_created: bool = False
 ) -> Select[Any]:
     """The SELECT statement answering ``query`` (columns in :class:`SearchHit` order).
 
@@ -436,7 +440,7 @@ def build_search(
             _items.c.publisher,
             _items.c.data,
             # The stored text, as GetItems gives it: not decoded.
-            type_coerce(_items.c.parsed, Text).label("parsed"),
+            cast(_items.c.parsed, Text).label("parsed"),
             _items.c.created,
             _items.c.updated,
             _profiles.c.name,
@@ -464,12 +468,14 @@ def build_search(
         stmt = stmt.where(_filter_condition(dialect, f))
     order: list[Any] = []
     for key in query.order_by:
+        exprs = (
+            dialect.json_order(_items.c.parsed, key.path)
+            if key.path is not None
+            else [_items.c[key.field or "created"]]
+        )
         if key.path is not None:
-            expr = dialect.json_value(_items.c.parsed, key.path)
-            order.append(expr.is_(None))  # missing keys last, in either direction
-        else:
-            expr = _items.c[key.field or "created"]
-        order.append(expr.desc() if key.descending else expr.asc())
+            order.append(exprs[0].is_(None))  # missing keys last, in either direction
+        order += [expr.desc() if key.descending else expr.asc() for expr in exprs]
     order += [_items.c.created.desc(), _items.c.id.desc()]
     return stmt.order_by(*order).limit(query.limit).offset(query.offset)
 
@@ -492,7 +498,7 @@ class SearchStore:
         max_concurrent: int = MAX_CONCURRENT_SEARCHES,
         max_wait: float = SEARCH_WAIT,
     ) -> None:
-        """Bind the store to ``engine`` (its dialect picks the dialect-specific SQL).
+        """Bind the store to ``engine`` (its database engine gives the dialect's SQL).
 
         Args:
             engine: the engine.
@@ -501,7 +507,7 @@ class SearchStore:
             max_wait: seconds a search waits for its turn before it is refused.
         """
         self._engine = engine
-        self._dialect = dialect_for(engine)
+        self._dialect = engine_for(engine)
         self.time_budget = time_budget
         self.gate = SearchGate(max_concurrent, max_wait)
         # Set while the full-text index is known to be in step with the items; a

@@ -10,9 +10,8 @@ daemon or the database for long:
   milliseconds and stays within the database's own limits (expression depth, ORDER BY
   terms, bound parameters).
 - **Its time**: each search's SQL runs under a budget (:data:`SEARCH_TIME_BUDGET`).
-  On SQLite a progress handler, called every :data:`PROGRESS_STEPS` virtual machine
-  steps, stops the statement once the budget is spent; on PostgreSQL
-  ``SET LOCAL statement_timeout`` does. Either way the search ends with
+  On SQLite a progress handler stops the statement once the budget is spent; on
+  PostgreSQL ``SET LOCAL statement_timeout`` does. Either way the search ends with
   :class:`SearchTimeout`.
 - **Its share of the connections**: at most :data:`MAX_CONCURRENT_SEARCHES` searches run
   at once (:class:`SearchGate`); others wait their turn for at most
@@ -25,17 +24,17 @@ docs/security.md gives the reasoning behind each figure.
 from __future__ import annotations
 
 import asyncio
-import math
 import reprlib
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from roost.storage.engines import engine_for
+from roost.storage.engines.base import StatementLimit
 from roost.storage.errors import InvalidQuery
 
 #: Filters in ``parsed``. Each one is a condition of the WHERE clause; SQLite refuses an
@@ -73,12 +72,6 @@ SEARCH_TIME_BUDGET = 5.0
 MAX_CONCURRENT_SEARCHES = 2
 #: Seconds a search waits for its turn before it is refused.
 SEARCH_WAIT = 10.0
-#: SQLite virtual machine steps between two checks of the time budget (a few
-#: microseconds of work each on simple steps).
-PROGRESS_STEPS = 1_000
-
-#: PostgreSQL's SQLSTATE for a statement cancelled by ``statement_timeout``.
-_QUERY_CANCELED = "57014"
 
 
 class SearchTimeout(InvalidQuery):
@@ -166,22 +159,13 @@ class SearchGate:
 class TimeBudget:
     """Runs a search's statements on one connection within one time budget.
 
-    Build it with :func:`time_budget`, which installs and removes the dialect's limit.
+    Build it with :func:`time_budget`, which installs and removes the database's limit.
     """
 
-    def __init__(self, conn: AsyncConnection, seconds: float) -> None:
+    def __init__(self, conn: AsyncConnection, seconds: float, limit: StatementLimit) -> None:
         self._conn = conn
+        self._limit = limit
         self.seconds = seconds
-        self.deadline = time.monotonic() + seconds
-        #: Set when the SQLite progress handler stopped a statement.
-        self.interrupted = False
-
-    def over(self) -> int:
-        """The SQLite progress handler: non-zero (stop the statement) once out of time."""
-        if time.monotonic() > self.deadline:
-            self.interrupted = True
-            return 1
-        return 0
 
     async def execute(self, statement: Any) -> Any:
         """Run ``statement``, its rows fetched, within what is left of the budget.
@@ -189,34 +173,19 @@ class TimeBudget:
         Raises:
             SearchTimeout: the budget ran out.
         """
-        if self._conn.dialect.name == "postgresql":
-            left_ms = max(1, math.ceil((self.deadline - time.monotonic()) * 1000))
-            await self._conn.execute(text(f"SET LOCAL statement_timeout = {left_ms}"))
+        await self._limit.before_statement()
         try:
             return await self._conn.execute(statement)
         except DBAPIError as exc:
-            if self.interrupted or getattr(exc.orig, "sqlstate", None) == _QUERY_CANCELED:
+            if engine_for(self._conn).was_stopped(exc, self._limit):
                 raise SearchTimeout(self.seconds) from None
             raise
 
 
 @asynccontextmanager
 async def time_budget(conn: AsyncConnection, seconds: float) -> AsyncIterator[TimeBudget]:
-    """A :class:`TimeBudget` of ``seconds`` on ``conn``, from now.
-
-    On SQLite the progress handler is installed on the connection for the block and
-    removed after it, before the connection goes back to the pool; should removing it
-    fail, the handler has stopped stopping anything by then.
-    """
-    budget = TimeBudget(conn, seconds)
-    driver: Any = None
-    if conn.dialect.name == "sqlite":
-        raw = await conn.get_raw_connection()
-        driver = raw.driver_connection
-        await driver.set_progress_handler(budget.over, PROGRESS_STEPS)
-    try:
-        yield budget
-    finally:
-        if driver is not None:
-            budget.deadline = math.inf
-            await driver.set_progress_handler(None, 0)
+    """A :class:`TimeBudget` of ``seconds`` on ``conn``, from now (see
+    :meth:`~roost.storage.engines.base.DatabaseEngine.statement_time_limit`)."""
+    deadline = time.monotonic() + seconds
+    async with engine_for(conn).statement_time_limit(conn, deadline) as limit:
+        yield TimeBudget(conn, seconds, limit)

@@ -17,7 +17,6 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterable
-from contextlib import nullcontext
 from logging.config import fileConfig
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,8 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import URL, Connection
 
 from roost.storage.engine import DATABASE_URL_ENV, create_engine, resolve_database_url
-from roost.storage.migrate import include_object, sqlite_migration_transaction
+from roost.storage.engines import engine_for
+from roost.storage.migrate import include_object
 from roost.storage.models import Base
 
 config = context.config
@@ -53,16 +53,15 @@ def number_revision(
 
 def run_on_connection(connection: Connection) -> None:
     """Run the migrations Alembic asked for on ``connection``."""
-    sqlite = connection.dialect.name == "sqlite"
-    guard = sqlite_migration_transaction(connection) if sqlite else nullcontext()
-    with guard:
+    database = engine_for(connection)
+    with database.migration_transaction(connection):
         context.configure(
             connection=connection,
             target_metadata=Base.metadata,
             include_object=include_object,
             compare_type=True,
             # SQLite alters tables by rebuilding them; batch mode writes that out.
-            render_as_batch=sqlite,
+            render_as_batch=database.render_as_batch,
             # One transaction around every step: a failed upgrade leaves the old schema.
             transactional_ddl=True,
             transaction_per_migration=False,
@@ -70,11 +69,7 @@ def run_on_connection(connection: Connection) -> None:
         )
         with context.begin_transaction():
             context.run_migrations()
-            if sqlite:
-                # Foreign keys were off: make sure no step left a dangling reference.
-                broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
-                if broken:
-                    raise RuntimeError(f"the migration broke foreign keys: {broken[:5]}")
+            database.check_after_migration(connection)
 
 
 async def _run_on_url(url: URL) -> None:

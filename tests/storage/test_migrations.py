@@ -37,6 +37,7 @@ from roost.storage import (
     UnmanagedDatabase,
 )
 from roost.storage.engine import create_engine, resolve_database_url
+from roost.storage.engines import SqliteEngine
 from roost.storage.migrate import (
     HEAD_REVISION,
     backup_sqlite_database,
@@ -45,7 +46,6 @@ from roost.storage.migrate import (
     run_alembic_downgrade,
     run_alembic_upgrade,
     script_directory,
-    sqlite_migration_transaction,
 )
 from roost.storage.models import Base
 
@@ -484,7 +484,7 @@ async def test_batch_migrations_do_not_cascade_into_child_rows(sqlite_url: str) 
         async with db.engine.connect() as conn:
 
             def guarded(sync_conn: Connection) -> None:
-                with sqlite_migration_transaction(sync_conn), sync_conn.begin():
+                with SqliteEngine().migration_transaction(sync_conn), sync_conn.begin():
                     _parent_rebuild(sync_conn)
 
             await conn.run_sync(guarded)
@@ -511,7 +511,7 @@ async def test_failed_migration_leaves_the_schema_untouched(sqlite_url: str) -> 
         before = await conn.run_sync(_schema)
 
         def failing(sync_conn: Connection) -> None:
-            with sqlite_migration_transaction(sync_conn), sync_conn.begin():
+            with SqliteEngine().migration_transaction(sync_conn), sync_conn.begin():
                 sync_conn.exec_driver_sql("CREATE TABLE half_done (x INTEGER)")
                 sync_conn.exec_driver_sql("DROP TABLE params")
                 raise RuntimeError("step failed")

@@ -15,8 +15,8 @@ SERVICE = "pubsub.example.org"
 
 
 @pytest.fixture
-async def db(sqlite_url: str) -> AsyncIterator[Database]:
-    database = await Database.open(sqlite_url)
+async def db(database_url: str) -> AsyncIterator[Database]:
+    database = await Database.open(database_url)
     await database.profiles.create_profile("p", "p@example.org", "x", {})
     await database.profiles.create_profile("q", "q@example.org", "x", {})
     yield database

@@ -79,7 +79,7 @@ class Harness:
 
     def __init__(self, path: Path) -> None:
         self.runner = asyncio.Runner()
-        self.db: Stores = self.runner.run(open_stores(path))
+        self.db: Stores = self.runner.run(open_stores(f"sqlite:///{path}"))
         self._node_numbers = itertools.count(100)
 
     def run(self, coro: Any) -> Any:

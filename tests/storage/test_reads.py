@@ -34,7 +34,7 @@ SLOW = text(
 
 @pytest.fixture
 async def db(tmp_path: Path) -> AsyncIterator[Stores]:
-    stores = await open_stores(tmp_path / "roost.sqlite")
+    stores = await open_stores(f"sqlite:///{tmp_path / 'roost.sqlite'}")
     rows = [
         ItemInput(f"i{n:03d}", "a@example.org", f"<item id='i{n:03d}'/>", {"n": n}, f"w{n}")
         for n in range(ITEMS)

@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
+from sqlalchemy import text
 
 from roost.storage import (
     CacheSubscriptionRecord,
@@ -23,8 +24,8 @@ CAROL = RosterEntry("carol@example.org", "Carol", ("Friends",), "from")
 
 
 @pytest.fixture
-async def db(sqlite_url: str) -> AsyncIterator[Database]:
-    database = await Database.open(sqlite_url)
+async def db(database_url: str) -> AsyncIterator[Database]:
+    database = await Database.open(database_url)
     await database.profiles.create_profile("p", "p@example.org", "x", {})
     await database.profiles.create_profile("q", "q@example.org", "x", {})
     yield database
@@ -40,7 +41,9 @@ async def _count(db: Database, table: str) -> int:
 async def _updated(db: Database, jid: str) -> float:
     async with db.engine.connect() as conn:
         value = (
-            await conn.exec_driver_sql("SELECT updated FROM roster_items WHERE jid = ?", (jid,))
+            await conn.execute(
+                text("SELECT updated FROM roster_items WHERE jid = :jid"), {"jid": jid}
+            )
         ).scalar()
     assert value is not None
     return float(value)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from roost.storage.errors import InvalidQuery
 from roost.storage.item_records import ItemInput, SearchHit
-from roost.storage.search import MAX_SEARCH_LIMIT, OPERATORS, SearchQuery, fts_expression
+from roost.storage.search import MAX_SEARCH_LIMIT, OPERATORS, SearchQuery, fts_terms
 from tests.storage.test_paging import Harness
 
 SETTINGS = settings(
@@ -281,7 +281,7 @@ def test_fulltext_phrases_and_operators_are_plain_words(harness: Harness) -> Non
     assert {h.item_id for h in search(harness, {"fts": '"red fox"'})} == {"i0"}
     assert {h.item_id for h in search(harness, {"fts": "fox OR"})} == {"i1"}
     assert {h.item_id for h in search(harness, {"fts": "Blue"})} == {"i0", "i1"}
-    assert fts_expression('a "b c') == '"a" "b c"'
+    assert fts_terms('a "b c') == ("a", "b c")
 
 
 def test_list_filters_select_nodes_and_items(harness: Harness) -> None:
@@ -357,7 +357,7 @@ def test_good_query_is_kept() -> None:
         }
     )
     assert query.profiles == ("alice",)
-    assert query.fts == '"hello" "world"'
+    assert query.fts == ("hello", "world")
     assert query.parsed[0].path == ("tags", 0)
     assert query.parsed[0].value == ("a", "b")
     assert [(k.path, k.field, k.descending) for k in query.order_by] == [

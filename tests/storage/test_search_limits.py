@@ -20,8 +20,9 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from roost.storage.database import Database
-from roost.storage.dialect import dialect_for
 from roost.storage.engine import create_engine
+from roost.storage.engines import engine_for
+from roost.storage.engines.sqlite import SqliteProgressLimit
 from roost.storage.errors import InvalidQuery
 from roost.storage.item_records import ItemInput
 from roost.storage.records import TypedValue
@@ -40,7 +41,6 @@ from roost.storage.search_limits import (
     MAX_STRING_CHARS,
     SearchBusy,
     SearchTimeout,
-    TimeBudget,
 )
 
 WORDS = ["lorem", "ipsum", "dolor", "sit", "amet", "consectetur", "adipiscing", "elit"]
@@ -344,7 +344,7 @@ async def test_a_search_over_its_budget_is_stopped_and_the_connection_stays_usab
         # it would be interrupted if the handler were still installed.
         scan = SearchQuery.from_mapping({"parsed": [_filter("n", "ge", 0)], "limit": 1000})
         async with engine.connect() as conn:
-            rows = (await conn.execute(build_search(scan, dialect_for(engine)))).all()
+            rows = (await conn.execute(build_search(scan, engine_for(engine)))).all()
         assert len(rows) == 200
         # The same slow query, given the time it needs, answers in full.
         patient = SearchStore(engine, time_budget=600)
@@ -379,10 +379,10 @@ class Hold:
         self._wanted = wanted
         self._lock = threading.Lock()
         self._loop = asyncio.get_running_loop()
-        original = TimeBudget.over
+        original = SqliteProgressLimit.over
         hold = self
 
-        def over(budget: TimeBudget) -> int:
+        def over(budget: SqliteProgressLimit) -> int:
             with hold._lock:
                 hold.inside += 1
                 hold.peak = max(hold.peak, hold.inside)
@@ -399,7 +399,7 @@ class Hold:
                 budget.deadline = min(budget.deadline, time.monotonic() - 1.0)
             return original(budget)
 
-        monkeypatch.setattr(TimeBudget, "over", over)
+        monkeypatch.setattr(SqliteProgressLimit, "over", over)
 
     async def wait_until_reached(self) -> None:
         await asyncio.wait_for(self.reached.wait(), timeout=60)

@@ -11,8 +11,8 @@ from roost.storage import Database, RowNotFound, TypedValue
 
 
 @pytest.fixture
-async def db(sqlite_url: str) -> AsyncIterator[Database]:
-    database = await Database.open(sqlite_url)
+async def db(database_url: str) -> AsyncIterator[Database]:
+    database = await Database.open(database_url)
     await database.profiles.create_profile("p", "p@example.org", "x", {})
     yield database
     await database.close()

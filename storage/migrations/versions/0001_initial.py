@@ -6,15 +6,19 @@ Create Date: 2026-11-25 13:01:41
 
 The SQLite full-text index is written out here rather than taken from
 roost.storage.fulltext: this revision must keep creating what it created when it was
-written, whatever that module becomes.
+written, whatever that module becomes. On PostgreSQL, JSON columns are JSONB and the
+full-text index is a generated ``tsvector`` column with a GIN index (added with the
+PostgreSQL support: before it, a PostgreSQL database could be created but not used).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 revision: str = "0001"
 down_revision: str | Sequence[str] | None = None
@@ -40,12 +44,22 @@ SQLITE_FTS = (
     END""",
 )
 
+POSTGRESQL_FTS = (
+    """ALTER TABLE pubsub_items ADD COLUMN search_vector tsvector
+        GENERATED ALWAYS AS (to_tsvector('simple'::regconfig, search_text)) STORED""",
+    "CREATE INDEX ix_pubsub_items_search_vector ON pubsub_items USING gin (search_vector)",
+)
+
 SQLITE_FTS_DROP = (
     "DROP TRIGGER IF EXISTS pubsub_items_fts_update",
     "DROP TRIGGER IF EXISTS pubsub_items_fts_delete",
     "DROP TRIGGER IF EXISTS pubsub_items_fts_insert",
     "DROP TABLE IF EXISTS pubsub_items_fts",
 )
+
+
+def _json() -> sa.types.TypeEngine[Any]:
+    return sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 
 def _profile_fk(table: str) -> sa.ForeignKeyConstraint:
@@ -79,14 +93,15 @@ def _scoped_unique_indexes(table: str, columns: list[str]) -> None:
 
 
 def upgrade() -> None:
-    """Create every table, index and (on SQLite) the FTS5 index with its triggers."""
+    """Create every table, index and the full-text index (FTS5 and its triggers on
+    SQLite, a generated column on PostgreSQL)."""
     op.create_table(
         "profiles",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("name", sa.String(length=64), nullable=False),
         sa.Column("jid", sa.String(length=3071), nullable=False),
         sa.Column("password", sa.Text(), nullable=False),
-        sa.Column("options", sa.JSON(), nullable=False),
+        sa.Column("options", _json(), nullable=False),
         sa.Column("created", sa.Float(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_profiles")),
         sa.UniqueConstraint("name", name=op.f("uq_profiles_name")),
@@ -126,7 +141,7 @@ def upgrade() -> None:
         sa.Column("sync_state", sa.String(length=16), nullable=False),
         sa.Column("sync_state_updated", sa.Float(), nullable=False),
         sa.Column("subscribed", sa.Boolean(), nullable=False),
-        sa.Column("extra", sa.JSON(), nullable=False),
+        sa.Column("extra", _json(), nullable=False),
         _profile_fk("pubsub_nodes"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_pubsub_nodes")),
         sa.UniqueConstraint(
@@ -143,7 +158,7 @@ def upgrade() -> None:
         sa.Column("publisher", sa.String(length=3071), nullable=False),
         sa.Column("position", sa.BigInteger(), nullable=False),
         sa.Column("data", sa.Text(), nullable=False),
-        sa.Column("parsed", sa.JSON(), nullable=True),
+        sa.Column("parsed", _json(), nullable=True),
         sa.Column("search_text", sa.Text(), nullable=False),
         sa.Column("created", sa.Float(), nullable=False),
         sa.Column("updated", sa.Float(), nullable=False),
@@ -158,9 +173,9 @@ def upgrade() -> None:
     )
     op.create_index("ix_pubsub_items_created", "pubsub_items", ["created"])
     op.create_index("ix_pubsub_items_node_position", "pubsub_items", ["node_id", "position"])
-    if op.get_bind().dialect.name == "sqlite":
-        for statement in SQLITE_FTS:
-            op.execute(statement)
+    dialect = op.get_bind().dialect.name
+    for statement in {"sqlite": SQLITE_FTS, "postgresql": POSTGRESQL_FTS}.get(dialect, ()):
+        op.execute(statement)
 
 
 def downgrade() -> None:

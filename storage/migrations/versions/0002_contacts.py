@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 revision: str = "0002"
 down_revision: str | Sequence[str] | None = "0001"
@@ -44,7 +45,9 @@ def upgrade() -> None:
         sa.Column("profile_id", sa.Integer(), nullable=False),
         sa.Column("jid", sa.String(length=3071), nullable=False),
         sa.Column("name", sa.String(length=1023), nullable=False),
-        sa.Column("groups", sa.JSON(), nullable=False),
+        sa.Column(
+            "groups", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False
+        ),
         sa.Column("subscription", sa.String(length=8), nullable=False),
         sa.Column("pending_out", sa.Boolean(), nullable=False),
         sa.Column("updated", sa.Float(), nullable=False),

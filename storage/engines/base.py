@@ -1,0 +1,255 @@
+"""What every database engine gives the stores: its SQL forms and its capabilities.
+
+One :class:`DatabaseEngine` subclass per dialect (SQLite, PostgreSQL), as Synapse's
+``storage/engines`` has: everything that differs between the two lives in them
+(connection set-up, the upsert form, JSON path expressions, pattern matching, the
+full-text index and its query syntax, statement time limits, the migration transaction,
+integrity checks), so that no store and nothing outside :mod:`roost.storage` asks which
+database it runs on. Pick one with :func:`roost.storage.engines.engine_for`.
+
+JSON paths reach an engine as validated segment tuples (keys matching
+``[A-Za-z_][A-Za-z0-9_-]*`` or non-negative integer indexes, see
+:mod:`roost.storage.search`), and are written into the SQL as literals on purpose: an
+expression index is used only when the query's expression is exactly the index's, which
+a bound parameter never is.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from sqlalchemy import BindParameter, ColumnElement, Table, bindparam
+from sqlalchemy.engine import URL, Connection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+if TYPE_CHECKING:
+    from roost.storage.reads import ReadRunner
+
+PathSegment = str | int
+JsonPath = tuple[PathSegment, ...]
+#: The JSON value kinds a filter can compare: numbers (integers and reals together),
+#: strings, booleans, and arrays.
+JsonKind = Literal["number", "string", "boolean", "array"]
+
+KEY_SEGMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
+PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def path_label(path: JsonPath) -> str:
+    """The dotted form of a path (``tags.0.term``), used in names and messages."""
+    return ".".join(str(s) for s in path)
+
+
+def checked_key(segment: str) -> str:
+    """``segment`` if it is a key the search validation lets through, else ValueError.
+
+    The validation refuses other keys first; this keeps anything else out of SQL text.
+    """
+    if not KEY_SEGMENT.match(segment):
+        raise ValueError(f"not a plain key path segment: {segment!r}")
+    return segment
+
+
+class DatabaseEngine(ABC):
+    """One database dialect: its capabilities and the SQL forms the stores need.
+
+    Capabilities are class attributes, so that a caller asks what a database can do
+    rather than which one it is.
+
+    Attributes:
+        name: the SQLAlchemy dialect name.
+        single_file: the database is one local file that a copy backs up (the migration
+            copies it aside before an upgrade).
+        fulltext_can_drift: the full-text index is kept by triggers that a crash can
+            leave behind the items: check it at start and rebuild it when it drifted.
+        shares_database: several daemons may use one database at once, each serving its
+            own profiles under a lease.
+    """
+
+    name: str = ""
+    single_file: bool = False
+    fulltext_can_drift: bool = False
+    shares_database: bool = False
+
+    # -- connections ---------------------------------------------------------------------
+
+    @abstractmethod
+    def create_async_engine(self, url: URL, **kwargs: Any) -> AsyncEngine:
+        """The async engine for ``url``, its connections set up as Roost needs them."""
+
+    def database_file(self, url: URL) -> Path | None:
+        """The local file holding the database at ``url``; None when there is none."""
+        return None
+
+    @abstractmethod
+    def read_runner(self, engine: AsyncEngine, url: URL) -> ReadRunner:
+        """What runs the item store's reads on this database."""
+
+    # -- migrations ----------------------------------------------------------------------
+
+    @abstractmethod
+    def migration_transaction(self, connection: Connection) -> AbstractContextManager[None]:
+        """A block in which migrations run: one transaction, the DDL inside it atomic."""
+
+    def check_after_migration(self, connection: Connection) -> None:
+        """Raise RuntimeError when the migration just run left the database inconsistent."""
+        return None
+
+    render_as_batch: bool = False
+
+    def internal_table(self, table_name: str) -> bool:
+        """True for a table the database keeps for itself (not Roost's schema)."""
+        return False
+
+    # -- full text -----------------------------------------------------------------------
+
+    @abstractmethod
+    def fulltext_match(
+        self, item_row_id: Any, terms: Sequence[str], *, broad: bool = False
+    ) -> ColumnElement[bool]:
+        """True for items whose indexed text holds every one of ``terms``.
+
+        Each term is a word or a phrase (words in that order), matched as plain words:
+        no query syntax of the database is read from them.
+
+        ``broad``: the terms match many items; write the test so that the planner walks
+        the items in the query's order and tests each, rather than reading every match
+        and sorting them.
+        """
+
+    @abstractmethod
+    def fulltext_count(self, terms: Sequence[str]) -> Any:
+        """A statement counting the items that :meth:`fulltext_match` would match."""
+
+    def indexed_text(self, text: str) -> str:
+        """The form of an item's ``search_text`` stored for the index (as given, unless
+        the database's index cannot fold case and diacritics itself)."""
+        return text
+
+    async def fulltext_is_consistent(self, conn: AsyncConnection) -> bool:
+        """Whether the full-text index is in step with the items (see
+        :attr:`fulltext_can_drift`)."""
+        return True
+
+    async def rebuild_fulltext(self, conn: AsyncConnection) -> None:
+        """Rebuild the full-text index from the items."""
+        return None
+
+    # -- JSON and patterns ---------------------------------------------------------------
+
+    @abstractmethod
+    def json_value(self, column: Any, path: JsonPath, kind: JsonKind) -> ColumnElement[Any]:
+        """The value at ``path`` in the JSON ``column``, to compare with a Python value
+        of ``kind`` (``number`` or ``string``); SQL NULL when missing. Only meaningful
+        where :meth:`json_is` holds for that kind."""
+
+    def json_operand(self, value: Any, kind: JsonKind) -> Any:
+        """``value`` (of ``kind``) as the operand :meth:`json_value` is compared with."""
+        return value
+
+    @abstractmethod
+    def json_order(self, column: Any, path: JsonPath) -> list[ColumnElement[Any]]:
+        """Expressions ordering items by the value at ``path``: numbers before strings,
+        strings by code point; the first is NULL when the path is missing."""
+
+    @abstractmethod
+    def json_is(self, column: Any, path: JsonPath, kind: JsonKind) -> ColumnElement[bool]:
+        """True when the value at ``path`` exists and is of JSON ``kind``."""
+
+    @abstractmethod
+    def json_is_bool(self, column: Any, path: JsonPath, value: bool) -> ColumnElement[bool]:
+        """True when the value at ``path`` is the JSON boolean ``value``."""
+
+    @abstractmethod
+    def array_has_any(
+        self, column: Any, path: JsonPath, kind: JsonKind, values: Sequence[Any]
+    ) -> ColumnElement[bool]:
+        """True when the array at ``path`` holds an element of ``kind`` equal to one of
+        ``values``."""
+
+    @abstractmethod
+    def like(self, expr: ColumnElement[Any], pattern: str, *, ignore_case: bool) -> Any:
+        """``expr`` matches the LIKE ``pattern`` (``%``, ``_``, backslash escapes);
+        ``ignore_case`` folds every cased letter, non-ASCII ones included."""
+
+    @abstractmethod
+    def json_merge(self, column: Any, patch: Mapping[str, Any]) -> ColumnElement[Any]:
+        """``column`` (a JSON object) with the keys of ``patch`` set, in one expression,
+        so that two writers merging different keys never lose each other's."""
+
+    def json_param(self, param: BindParameter[Any]) -> ColumnElement[Any]:
+        """A parameter holding JSON text, as a value of a JSON column."""
+        return param
+
+    @abstractmethod
+    def expression_index_ddl(self, name: str, table: str, column: str, path: JsonPath) -> str:
+        """DDL creating (if missing) an index on the expression :meth:`json_value` writes
+        for a string at ``path``."""
+
+    # -- lists and upserts ---------------------------------------------------------------
+
+    def in_values(self, column: Any, values: Sequence[str]) -> ColumnElement[bool]:
+        """``column IN values`` for a list of any length, bound as one parameter."""
+        return self.in_named_values(column, bindparam(None, self.values_param(values)))
+
+    @abstractmethod
+    def in_named_values(self, column: Any, param: BindParameter[Any]) -> ColumnElement[bool]:
+        """``column IN`` the list bound to ``param`` (its value from :meth:`values_param`),
+        for a statement built once and run with many lists."""
+
+    @abstractmethod
+    def values_param(self, values: Sequence[str]) -> Any:
+        """The value of a parameter :meth:`in_named_values` binds, for ``values``."""
+
+    @abstractmethod
+    def upsert(
+        self,
+        table: Table,
+        values: dict[str, Any],
+        conflict: Sequence[str],
+        update: Sequence[str],
+    ) -> Any:
+        """An INSERT of ``values`` (usually bind parameters, for executemany) that updates
+        the ``update`` columns instead when the ``conflict`` columns collide."""
+
+    def reset_id_sequences(self, connection: Connection, tables: Sequence[Table]) -> None:
+        """After rows were written with explicit ids: make new rows' ids follow them."""
+        return None
+
+    # -- limits --------------------------------------------------------------------------
+
+    @abstractmethod
+    def statement_time_limit(
+        self, conn: AsyncConnection, deadline: float
+    ) -> AbstractAsyncContextManager[StatementLimit]:
+        """A block whose statements on ``conn`` stop once ``time.monotonic()`` passes
+        ``deadline`` (call :meth:`StatementLimit.before_statement` before each)."""
+
+    @abstractmethod
+    def was_stopped(self, exc: BaseException, limit: StatementLimit) -> bool:
+        """Whether ``exc`` is a statement stopped by ``limit``."""
+
+
+class StatementLimit:
+    """A time limit on one connection's statements (see
+    :meth:`DatabaseEngine.statement_time_limit`)."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        #: Set when the limit stopped a statement.
+        self.interrupted = False
+
+    async def before_statement(self) -> None:
+        """Called before each statement of the block (a server limit is set per
+        statement)."""
+
+
+def iter_path_keys(path: JsonPath) -> Iterator[str]:
+    """The segments of ``path`` as text, keys checked (see :func:`checked_key`)."""
+    for seg in path:
+        yield str(seg) if isinstance(seg, int) else checked_key(seg)

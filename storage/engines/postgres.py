@@ -1,0 +1,330 @@
+"""PostgreSQL (12 or later, through asyncpg): JSONB, a generated ``tsvector``, advisory locks.
+
+Parsed data is JSONB. The full-text index is ``pubsub_items.search_vector``, a stored
+generated column (``to_tsvector('simple', search_text)``) with a GIN index: the database
+keeps it in step with every write, so there is nothing to check at start. The ``simple``
+configuration neither stems nor drops words, as SQLite's ``unicode61`` tokenizer does
+not; SQLite also drops diacritics, which :meth:`PostgresEngine.indexed_text` does here
+before the text is stored (and the search terms are folded the same way).
+
+Strings are compared and ordered by code point (``COLLATE "C"``) as on SQLite, whatever
+the database's own collation.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import unicodedata
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Numeric,
+    Table,
+    Text,
+    and_,
+    bindparam,
+    case,
+    cast,
+    func,
+    or_,
+    select,
+    table,
+)
+from sqlalchemy import text as sql_text
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import URL, Connection
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import create_async_engine as sa_create_async_engine
+from sqlalchemy.sql.expression import literal_column
+
+from roost.storage.engines.base import (
+    DatabaseEngine,
+    JsonKind,
+    JsonPath,
+    StatementLimit,
+    iter_path_keys,
+)
+from roost.storage.engines.like_patterns import like_to_regex
+
+if TYPE_CHECKING:
+    from roost.storage.reads import ReadRunner
+
+#: The column holding each item's full-text vector (generated; not in the ORM mapping).
+SEARCH_VECTOR = "search_vector"
+ITEMS_TABLE = "pubsub_items"
+#: The text search configuration: words as they are, lower-cased, no stemming.
+TS_CONFIG = "simple"
+#: The most characters of an item's text indexed: a ``tsvector`` holds at most 1 MB.
+MAX_INDEXED_CHARS = 200_000
+#: The lock every migration takes first, so that two daemons starting on one new
+#: database do not both create the schema (an arbitrary constant: "roost" in ASCII).
+MIGRATION_LOCK = 0x726F6F7374
+#: The SQLSTATE of a statement cancelled by ``statement_timeout``.
+QUERY_CANCELED = "57014"
+#: Connections per daemon: reads, writes and searches of every profile share them.
+POOL_SIZE = 10
+POOL_OVERFLOW = 10
+
+_JSONB_KINDS = {"number": "number", "string": "string", "boolean": "boolean", "array": "array"}
+
+
+def fold_text(text: str) -> str:
+    """``text`` without diacritics (``é`` → ``e``), as SQLite's tokenizer reads it."""
+    if text.isascii():
+        return text
+    decomposed = unicodedata.normalize("NFKD", text)
+    return unicodedata.normalize(
+        "NFC", "".join(c for c in decomposed if not unicodedata.combining(c))
+    )
+
+
+class _ServerLimit(StatementLimit):
+    def __init__(self, conn: AsyncConnection, deadline: float) -> None:
+        super().__init__(deadline)
+        self._conn = conn
+
+    async def before_statement(self) -> None:
+        """Set what is left of the time as the transaction's ``statement_timeout``."""
+        left_ms = max(1, math.ceil((self.deadline - time.monotonic()) * 1000))
+        await self._conn.execute(sql_text(f"SET LOCAL statement_timeout = {int(left_ms)}"))
+
+
+class PostgresEngine(DatabaseEngine):
+    """PostgreSQL: see the module documentation."""
+
+    name = "postgresql"
+    single_file = False
+    fulltext_can_drift = False
+    shares_database = True
+    render_as_batch = False
+
+    # -- connections ---------------------------------------------------------------------
+
+    def create_async_engine(self, url: URL, **kwargs: Any) -> AsyncEngine:
+        """See :meth:`DatabaseEngine.create_async_engine`: a pool of :data:`POOL_SIZE`
+        connections (plus :data:`POOL_OVERFLOW` at busy times), checked before use so
+        that a restarted server costs a reconnection, not an error."""
+        kwargs.setdefault("pool_size", POOL_SIZE)
+        kwargs.setdefault("max_overflow", POOL_OVERFLOW)
+        connect_args = kwargs.setdefault("connect_args", {})
+        connect_args.setdefault("server_settings", {"application_name": "roostd"})
+        return sa_create_async_engine(url, pool_pre_ping=True, **kwargs)
+
+    def read_runner(self, engine: AsyncEngine, url: URL) -> ReadRunner:
+        """See :meth:`DatabaseEngine.read_runner`: through the engine's pool."""
+        from roost.storage.reads import EngineReads
+
+        return EngineReads(engine)
+
+    # -- migrations ----------------------------------------------------------------------
+
+    @contextmanager
+    def migration_transaction(self, connection: Connection) -> Iterator[None]:
+        """See :meth:`DatabaseEngine.migration_transaction`: DDL is transactional here;
+        a session-level advisory lock makes a second daemon migrating the same database
+        wait, then find it at head."""
+        if connection.in_transaction():
+            connection.commit()
+        connection.exec_driver_sql(f"SELECT pg_advisory_lock({MIGRATION_LOCK})")
+        connection.commit()
+        try:
+            yield
+        finally:
+            if connection.in_transaction():
+                connection.rollback()
+            connection.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATION_LOCK})")
+            connection.commit()
+
+    # -- full text -----------------------------------------------------------------------
+
+    def indexed_text(self, text: str) -> str:
+        """See :meth:`DatabaseEngine.indexed_text`: diacritics dropped, and at most
+        :data:`MAX_INDEXED_CHARS` characters."""
+        return fold_text(text[:MAX_INDEXED_CHARS])
+
+    def _ts_query(self, terms: Sequence[str]) -> ColumnElement[Any]:
+        queries = [
+            func.phraseto_tsquery(literal_column(f"'{TS_CONFIG}'"), bindparam(None, fold_text(t)))
+            for t in terms
+        ]
+        combined: ColumnElement[Any] = queries[0]
+        for query in queries[1:]:
+            combined = combined.op("&&")(query)
+        return combined
+
+    def fulltext_match(
+        self, item_row_id: Any, terms: Sequence[str], *, broad: bool = False
+    ) -> ColumnElement[bool]:
+        """See :meth:`DatabaseEngine.fulltext_match`: the item's vector against
+        ``phraseto_tsquery`` of each term, all required (the planner picks between the
+        GIN index and the date order by itself, so ``broad`` changes nothing)."""
+        vector: ColumnElement[Any] = literal_column(f"{item_row_id.table.name}.{SEARCH_VECTOR}")
+        result: ColumnElement[bool] = vector.op("@@")(self._ts_query(terms))
+        return result
+
+    def fulltext_count(self, terms: Sequence[str]) -> Any:
+        """See :meth:`DatabaseEngine.fulltext_count`."""
+        vector: ColumnElement[Any] = literal_column(f"{ITEMS_TABLE}.{SEARCH_VECTOR}")
+        return (
+            select(func.count())
+            .select_from(table(ITEMS_TABLE))
+            .where(vector.op("@@")(self._ts_query(terms)))
+        )
+
+    # -- JSON and patterns ---------------------------------------------------------------
+
+    @staticmethod
+    def _path_literal(path: JsonPath) -> ColumnElement[Any]:
+        # Keys are checked against the plain-key grammar: no quote or brace can appear.
+        return literal_column("'{" + ",".join(iter_path_keys(path)) + "}'")
+
+    def _at(self, column: Any, path: JsonPath) -> ColumnElement[Any]:
+        found: ColumnElement[Any] = column.op("#>", return_type=JSONB)(self._path_literal(path))
+        return found
+
+    def _text_at(self, column: Any, path: JsonPath) -> ColumnElement[Any]:
+        found: ColumnElement[Any] = column.op("#>>", return_type=Text)(self._path_literal(path))
+        return found
+
+    def _string_at(self, column: Any, path: JsonPath) -> ColumnElement[Any]:
+        return self._text_at(column, path).collate("C")
+
+    def _number_at(self, column: Any, path: JsonPath) -> ColumnElement[Any]:
+        # The CASE keeps the cast from ever seeing a non-number.
+        return case(
+            (
+                func.jsonb_typeof(self._at(column, path)) == "number",
+                cast(self._text_at(column, path), Numeric),
+            ),
+        )
+
+    def json_value(self, column: Any, path: JsonPath, kind: JsonKind) -> ColumnElement[Any]:
+        """See :meth:`DatabaseEngine.json_value`: numbers as ``numeric``, strings as text
+        in code point order."""
+        return self._number_at(column, path) if kind == "number" else self._string_at(column, path)
+
+    def json_operand(self, value: Any, kind: JsonKind) -> Any:
+        """See :meth:`DatabaseEngine.json_operand`: numbers bound as ``numeric`` (exact
+        for integers of any size)."""
+        if kind == "number":
+            return bindparam(None, Decimal(repr(value)), type_=Numeric())
+        return value
+
+    def json_order(self, column: Any, path: JsonPath) -> list[ColumnElement[Any]]:
+        """See :meth:`DatabaseEngine.json_order`: the value's kind (numbers and booleans,
+        then strings, then the rest), then numbers, then strings by code point."""
+        kind = func.jsonb_typeof(self._at(column, path))
+        rank = case(
+            (kind.in_(["number", "boolean"]), 0),
+            (kind == "string", 1),
+            (kind == "null", None),
+            else_=2,
+        )
+        return [rank, self._number_at(column, path), self._string_at(column, path)]
+
+    def json_is(self, column: Any, path: JsonPath, kind: JsonKind) -> ColumnElement[bool]:
+        """See :meth:`DatabaseEngine.json_is`."""
+        return func.jsonb_typeof(self._at(column, path)) == _JSONB_KINDS[kind]
+
+    def json_is_bool(self, column: Any, path: JsonPath, value: bool) -> ColumnElement[bool]:
+        """See :meth:`DatabaseEngine.json_is_bool`."""
+        literal = "true" if value else "false"
+        return self._at(column, path) == literal_column(f"'{literal}'::jsonb")
+
+    def array_has_any(
+        self, column: Any, path: JsonPath, kind: JsonKind, values: Sequence[Any]
+    ) -> ColumnElement[bool]:
+        """See :meth:`DatabaseEngine.array_has_any`: JSONB containment of a one-element
+        array (a top-level element equal to the value, of the same kind; numbers compare
+        as numbers)."""
+        array = self._at(column, path)
+        held = [
+            array.op("@>")(cast(bindparam(None, json.dumps([v]), type_=Text()), JSONB))
+            for v in values
+        ]
+        return and_(self.json_is(column, path, "array"), or_(*held))
+
+    def like(self, expr: ColumnElement[Any], pattern: str, *, ignore_case: bool) -> Any:
+        """See :meth:`DatabaseEngine.like`: an anchored regular expression (see
+        :func:`~roost.storage.engines.like_patterns.like_to_regex`)."""
+        return expr.op("~")(bindparam(None, like_to_regex(pattern, ignore_case=ignore_case)))
+
+    def json_merge(self, column: Any, patch: Mapping[str, Any]) -> ColumnElement[Any]:
+        """See :meth:`DatabaseEngine.json_merge`: ``||`` of JSONB objects."""
+        merged: ColumnElement[Any] = func.coalesce(column, literal_column("'{}'::jsonb")).op("||")(
+            cast(bindparam(None, json.dumps(dict(patch))), JSONB)
+        )
+        return merged
+
+    def json_param(self, param: BindParameter[Any]) -> ColumnElement[Any]:
+        """See :meth:`DatabaseEngine.json_param`: cast to JSONB."""
+        return cast(param, JSONB)
+
+    def expression_index_ddl(self, name: str, table: str, column: str, path: JsonPath) -> str:
+        """See :meth:`DatabaseEngine.expression_index_ddl`."""
+        keys = ",".join(iter_path_keys(path))
+        return (
+            f"CREATE INDEX IF NOT EXISTS {name} ON {table} "
+            f"((({column} #>> '{{{keys}}}') COLLATE \"C\"))"
+        )
+
+    # -- lists and upserts ---------------------------------------------------------------
+
+    def in_named_values(self, column: Any, param: BindParameter[Any]) -> ColumnElement[bool]:
+        """See :meth:`DatabaseEngine.in_named_values`: a JSON array's elements."""
+        listed = func.jsonb_array_elements_text(cast(param, JSONB)).table_valued("value")
+        result: ColumnElement[bool] = column.in_(select(listed.c.value))
+        return result
+
+    def values_param(self, values: Sequence[str]) -> Any:
+        """See :meth:`DatabaseEngine.values_param`: the JSON array."""
+        return json.dumps(list(values))
+
+    def upsert(
+        self,
+        table: Table,
+        values: dict[str, Any],
+        conflict: Sequence[str],
+        update: Sequence[str],
+    ) -> Any:
+        """See :meth:`DatabaseEngine.upsert`."""
+        stmt = postgresql.insert(table).values(values)
+        return stmt.on_conflict_do_update(
+            index_elements=list(conflict), set_={c: stmt.excluded[c] for c in update}
+        )
+
+    def reset_id_sequences(self, connection: Connection, tables: Sequence[Table]) -> None:
+        """See :meth:`DatabaseEngine.reset_id_sequences`: each ``id`` column's sequence
+        set past the largest id."""
+        for each in tables:
+            if "id" not in each.c or not each.c.id.primary_key:
+                continue
+            connection.exec_driver_sql(
+                f"SELECT setval(pg_get_serial_sequence('{each.name}', 'id'), "
+                f"coalesce(max(id), 1), max(id) IS NOT NULL) FROM {each.name}"
+            )
+
+    # -- limits --------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def statement_time_limit(
+        self, conn: AsyncConnection, deadline: float
+    ) -> AsyncIterator[StatementLimit]:
+        """See :meth:`DatabaseEngine.statement_time_limit`: ``statement_timeout``, set
+        before each statement for the time left (``SET LOCAL``: it ends with the
+        transaction)."""
+        yield _ServerLimit(conn, deadline)
+
+    def was_stopped(self, exc: BaseException, limit: StatementLimit) -> bool:
+        """See :meth:`DatabaseEngine.was_stopped`: cancelled by the statement timeout."""
+        orig = getattr(exc, "orig", None)
+        return isinstance(exc, DBAPIError) and getattr(orig, "sqlstate", None) == QUERY_CANCELED
