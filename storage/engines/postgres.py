@@ -36,6 +36,7 @@ from sqlalchemy import (
     or_,
     select,
     table,
+    type_coerce,
 )
 from sqlalchemy import text as sql_text
 from sqlalchemy.dialects import postgresql
@@ -196,7 +197,9 @@ class PostgresEngine(DatabaseEngine):
         return found
 
     def _string_at(self, column: Any, path: JsonPath) -> ColumnElement[Any]:
-        return self._text_at(column, path).collate("C")
+        # type_coerce: a plain Text type, so that the collation is written once, here,
+        # and not also after each bound operand (PostgreSQL's BETWEEN takes none there).
+        return type_coerce(self._text_at(column, path).collate("C"), Text)
 
     def _number_at(self, column: Any, path: JsonPath) -> ColumnElement[Any]:
         # The CASE keeps the cast from ever seeing a non-number.
@@ -220,16 +223,21 @@ class PostgresEngine(DatabaseEngine):
         return value
 
     def json_order(self, column: Any, path: JsonPath) -> list[ColumnElement[Any]]:
-        """See :meth:`DatabaseEngine.json_order`: the value's kind (numbers and booleans,
-        then strings, then the rest), then numbers, then strings by code point."""
+        """See :meth:`DatabaseEngine.json_order`: as SQLite orders ``json_extract``'s
+        values: numbers (booleans as 0 and 1) before text (strings, and arrays and
+        objects as their JSON text), text by code point; a missing value or JSON null is
+        NULL."""
         kind = func.jsonb_typeof(self._at(column, path))
         rank = case(
             (kind.in_(["number", "boolean"]), 0),
-            (kind == "string", 1),
-            (kind == "null", None),
-            else_=2,
+            (kind.in_(["string", "array", "object"]), 1),
         )
-        return [rank, self._number_at(column, path), self._string_at(column, path)]
+        as_number = case(
+            (kind == "number", cast(self._text_at(column, path), Numeric)),
+            (self._at(column, path) == literal_column("'true'::jsonb"), 1),
+            (self._at(column, path) == literal_column("'false'::jsonb"), 0),
+        )
+        return [rank, as_number, self._string_at(column, path)]
 
     def json_is(self, column: Any, path: JsonPath, kind: JsonKind) -> ColumnElement[bool]:
         """See :meth:`DatabaseEngine.json_is`."""

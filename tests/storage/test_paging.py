@@ -11,7 +11,6 @@ import asyncio
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -77,9 +76,9 @@ def reference_page(
 class Harness:
     """One database for a whole property test, and an event loop to drive it."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, url: str) -> None:
         self.runner = asyncio.Runner()
-        self.db: Stores = self.runner.run(open_stores(f"sqlite:///{path}"))
+        self.db: Stores = self.runner.run(open_stores(url))
         self._node_numbers = itertools.count(100)
 
     def run(self, coro: Any) -> Any:
@@ -115,8 +114,8 @@ def _input(item_id: str) -> ItemInput:
 
 
 @pytest.fixture
-def harness(tmp_path: Path) -> Iterator[Harness]:
-    h = Harness(tmp_path / "roost.sqlite")
+def harness(database_url: str) -> Iterator[Harness]:
+    h = Harness(database_url)
     yield h
     h.close()
 

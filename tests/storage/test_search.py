@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,8 +24,8 @@ MISSING = object()
 
 
 @pytest.fixture
-def harness(tmp_path: Path) -> Iterator[Harness]:
-    h = Harness(tmp_path / "roost.sqlite")
+def harness(database_url: str) -> Iterator[Harness]:
+    h = Harness(database_url)
     yield h
     h.close()
 
