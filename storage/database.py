@@ -42,6 +42,9 @@ class Database:
         search: searches across the cached items.
         roster: each profile's roster and pending presence subscription requests.
         cache_subscriptions: the pubsub subscriptions the cache made for itself.
+        leases: the profile leases this daemon holds (see :mod:`roost.storage.leases`).
+        shares_database: other daemons may use the database at once, each serving its
+            own profiles: rows that belong to no profile may change under this one.
     """
 
     def __init__(
@@ -64,6 +67,8 @@ class Database:
         self.search = SearchStore(engine)
         self.roster = RosterStore(sessions)
         self.cache_subscriptions = CacheSubscriptionStore(sessions)
+        self.leases = engine_for(url).open_leases(engine, url)
+        self.shares_database = engine_for(url).shares_database
 
     @classmethod
     async def open(cls, url: str | URL | None = None, *, check_fulltext: bool = True) -> Database:
@@ -132,8 +137,10 @@ class Database:
             return None
 
     async def close(self) -> None:
-        """Let reads under way finish, then close every connection."""
+        """Let reads under way finish, then give the leases back and close every
+        connection."""
         await self.reads.close()
+        await self.leases.close()
         await self.engine.dispose()
 
     async def __aenter__(self) -> Database:

@@ -28,6 +28,7 @@ from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 if TYPE_CHECKING:
+    from roost.storage.leases import ProfileLeases
     from roost.storage.reads import ReadRunner
 
 PathSegment = str | int
@@ -89,6 +90,11 @@ class DatabaseEngine(ABC):
     @abstractmethod
     def read_runner(self, engine: AsyncEngine, url: URL) -> ReadRunner:
         """What runs the item store's reads on this database."""
+
+    @abstractmethod
+    def open_leases(self, engine: AsyncEngine, url: URL) -> ProfileLeases:
+        """The profile leases of a daemon on this database (see
+        :mod:`roost.storage.leases`); nothing is opened before the first lease."""
 
     # -- migrations ----------------------------------------------------------------------
 

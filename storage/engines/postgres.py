@@ -57,6 +57,7 @@ from roost.storage.engines.base import (
 from roost.storage.engines.like_patterns import like_to_regex
 
 if TYPE_CHECKING:
+    from roost.storage.leases import ProfileLeases
     from roost.storage.reads import ReadRunner
 
 #: The column holding each item's full-text vector (generated; not in the ORM mapping).
@@ -125,6 +126,13 @@ class PostgresEngine(DatabaseEngine):
         from roost.storage.reads import EngineReads
 
         return EngineReads(engine)
+
+    def open_leases(self, engine: AsyncEngine, url: URL) -> ProfileLeases:
+        """See :meth:`DatabaseEngine.open_leases`: advisory locks on a connection of
+        their own."""
+        from roost.storage.leases import AdvisoryLeases
+
+        return AdvisoryLeases(engine, url)
 
     # -- migrations ----------------------------------------------------------------------
 

@@ -49,6 +49,7 @@ from roost.storage.engines.like_patterns import like_to_glob
 from roost.storage.fulltext import FTS_TABLE
 
 if TYPE_CHECKING:
+    from roost.storage.leases import ProfileLeases
     from roost.storage.reads import ReadRunner
 
 #: How long a connection waits for another's write lock before "database is locked".
@@ -136,6 +137,14 @@ class SqliteEngine(DatabaseEngine):
 
         path = sqlite_url_file(url)
         return EngineReads(engine) if path is None else SqliteReads(path)
+
+    def open_leases(self, engine: AsyncEngine, url: URL) -> ProfileLeases:
+        """See :meth:`DatabaseEngine.open_leases`: locks on ``<database file>.leases``;
+        none needed for an in-memory database, which no other daemon can open."""
+        from roost.storage.leases import FileLeases, LocalLeases
+
+        path = sqlite_url_file(url)
+        return LocalLeases() if path is None else FileLeases(Path(f"{path}.leases"))
 
     # -- migrations ----------------------------------------------------------------------
 
