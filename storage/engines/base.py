@@ -240,6 +240,20 @@ class DatabaseEngine(ABC):
     def was_stopped(self, exc: BaseException, limit: StatementLimit) -> bool:
         """Whether ``exc`` is a statement stopped by ``limit``."""
 
+    # -- whole-database copies -----------------------------------------------------------
+
+    @abstractmethod
+    async def begin_snapshot(self, conn: AsyncConnection) -> None:
+        """Begin on ``conn`` (a fresh connection: nothing run on it yet) a read-only
+        transaction whose reads all see the database as one snapshot, while other
+        connections go on writing."""
+
+    @abstractmethod
+    async def database_identity(self, conn: AsyncConnection) -> str:
+        """What tells the database ``conn`` is on from every other one: two URLs naming
+        the same database (another spelling of a path, another host name for a server)
+        give the same identity."""
+
 
 class StatementLimit:
     """A time limit on one connection's statements (see

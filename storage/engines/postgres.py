@@ -344,3 +344,24 @@ class PostgresEngine(DatabaseEngine):
         """See :meth:`DatabaseEngine.was_stopped`: cancelled by the statement timeout."""
         orig = getattr(exc, "orig", None)
         return isinstance(exc, DBAPIError) and getattr(orig, "sqlstate", None) == QUERY_CANCELED
+
+    # -- whole-database copies -----------------------------------------------------------
+
+    async def begin_snapshot(self, conn: AsyncConnection) -> None:
+        """See :meth:`DatabaseEngine.begin_snapshot`: a ``REPEATABLE READ``, ``READ
+        ONLY`` transaction (its snapshot is taken at its first statement; the pool
+        resets both settings when the connection goes back)."""
+        await conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+
+    async def database_identity(self, conn: AsyncConnection) -> str:
+        """See :meth:`DatabaseEngine.database_identity`: the server's start time (no two
+        clusters share one), the database's oid and its name."""
+        row = (
+            await conn.execute(
+                sql_text(
+                    "SELECT pg_postmaster_start_time(), oid, datname FROM pg_database "
+                    "WHERE datname = current_database()"
+                )
+            )
+        ).one()
+        return f"postgresql:{row[0].isoformat()}:{row[1]}:{row[2]}"

@@ -8,6 +8,7 @@ so it is checked at start (:meth:`SqliteEngine.fulltext_is_consistent`).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
@@ -385,3 +386,26 @@ class SqliteEngine(DatabaseEngine):
     def was_stopped(self, exc: BaseException, limit: StatementLimit) -> bool:
         """See :meth:`DatabaseEngine.was_stopped`."""
         return isinstance(exc, DBAPIError) and limit.interrupted
+
+    # -- whole-database copies -----------------------------------------------------------
+
+    async def begin_snapshot(self, conn: AsyncConnection) -> None:
+        """See :meth:`DatabaseEngine.begin_snapshot`: an explicit ``BEGIN``, since the
+        driver opens a transaction only before a write (each read would otherwise see
+        the file as it was then); in WAL mode the snapshot is taken at the first read,
+        and writers go on beside it."""
+        await conn.exec_driver_sql("BEGIN")
+
+    async def database_identity(self, conn: AsyncConnection) -> str:
+        """See :meth:`DatabaseEngine.database_identity`: the file's device and inode (a
+        link or another spelling of its path is the same file); an in-memory database
+        is its connection's own."""
+        result = await conn.execute(
+            sql_text("SELECT file FROM pragma_database_list WHERE name = 'main'")
+        )
+        path = str(result.scalar() or "")
+        if not path:
+            raw = await conn.get_raw_connection()
+            return f"sqlite-memory:{id(raw.driver_connection)}"
+        found = await asyncio.to_thread(Path(path).stat)
+        return f"sqlite:{found.st_dev}:{found.st_ino}"
