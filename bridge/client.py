@@ -229,6 +229,13 @@ class RoostClient(PubsubCalls):
         """``DeleteValue``."""
         await self.call(STORAGE_INTERFACE, "DeleteValue", "sss", [profile, namespace, key])
 
+    async def copy_database(self, url: str, *, replace: bool = False) -> list[dict[str, Any]]:
+        """``CopyDatabase``: copy the daemon's whole database to ``url`` and check it; each
+        table as a plain dictionary (``table``, ``rows``, ``checksum``, ``seconds``)."""
+        options = {"replace": Variant("b", replace)}
+        body = await self.call(STORAGE_INTERFACE, "CopyDatabase", "sa{sv}", [url, options])
+        return list(plain(body[0]))
+
     # org.roost.Backend1.Contacts
 
     async def list_contacts(self, profile: str = "") -> list[dict[str, Any]]:

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from roost.service.cache.analysers import AnalyserRegistry
 from roost.service.config import Config
 from roost.service.contacts import ContactsService
+from roost.service.database_copy import DatabaseCopies
 from roost.service.errors import NotConnected
 from roost.service.events import EventHub
 from roost.service.heap_trim import HeapTrimmer
@@ -62,6 +63,7 @@ class Backend:
         events: where services announce what happened; bridges subscribe here.
         profiles: accounts and the default profile.
         settings: parameters and the key/value store.
+        database_copies: copies of the whole database to another one.
         sessions: the XMPP session manager (None only for a backend built without XMPP).
         pubsub: pubsub operations and the cache, as frontends call them.
         contacts: each profile's roster and presence subscription requests.
@@ -80,6 +82,7 @@ class Backend:
         self.events = events or EventHub()
         self.profiles = ProfileService(db, self.events)
         self.settings = SettingsService(db, self.events, self.profiles)
+        self.database_copies = DatabaseCopies(db)
         manager = SessionManager(self._credentials, self.events)
         self.sessions = sessions if sessions is not None else manager
         self.contacts = ContactsService(db, self.events, self.profiles, manager)

@@ -1,4 +1,5 @@
-"""``org.roost.Backend1.Storage``: parameters and the namespaced key/value store."""
+"""``org.roost.Backend1.Storage``: parameters, the namespaced key/value store, and copies
+of the whole database."""
 
 from typing import Annotated
 
@@ -15,11 +16,13 @@ from roost.bridge.interfaces.base import (
     roost_method,
 )
 from roost.bridge.marshal import MarshalError, json_to_variant, variant_to_json
+from roost.bridge.variants import plain
 from roost.service.backend import Backend
 from roost.service.errors import Internal, InvalidArgument
 from roost.service.events import Event, ParamChanged
 
 _FourStr = Annotated[tuple[str, str, str, str], DBusSignature("ssss")]
+DBusRecords = Annotated[list[DBusDict], DBusSignature("aa{sv}")]
 
 
 class StorageInterface(RoostInterface):
@@ -88,6 +91,22 @@ class StorageInterface(RoostInterface):
         """Remove a stored value; NotFound when there is none."""
         await self.backend.settings.delete_value(profile, namespace, key)
 
+    @dbus_method()
+    @roost_method
+    async def CopyDatabase(self, url: DBusStr, options: DBusDict) -> DBusRecords:
+        """Copy the whole database to ``url`` (empty unless ``replace``), in one read
+        snapshot, and check each table's row count and checksum; one record per table."""
+        copied = await self.backend.database_copies.copy(url, plain(options))
+        return [
+            {
+                "table": Variant("s", table.table),
+                "rows": Variant("t", table.rows),
+                "checksum": Variant("s", table.checksum),
+                "seconds": Variant("d", table.seconds),
+            }
+            for table in copied
+        ]
+
     @dbus_signal()
     def ParamChanged(self, profile: str, category: str, name: str, value: str) -> _FourStr:
         """A parameter was set (``profile`` is ``@global@`` for a global one)."""
@@ -97,4 +116,5 @@ class StorageInterface(RoostInterface):
 name_args(StorageInterface.GetParam, "value")
 name_args(StorageInterface.ListParams, "params")
 name_args(StorageInterface.GetValues, "values")
+name_args(StorageInterface.CopyDatabase, "tables")
 name_args(StorageInterface.ParamChanged, "profile", "category", "name", "value")

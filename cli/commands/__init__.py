@@ -18,7 +18,7 @@ def all_commands() -> list[click.Command]:
         watch.watch,
         install.install_user_services,
     ]
-    from roost.cli.commands import blog, cache, pubsub
+    from roost.cli.commands import blog, cache, db, pubsub
 
-    commands += [pubsub.pubsub, cache.cache, blog.blog]
+    commands += [pubsub.pubsub, cache.cache, blog.blog, db.db_group]
     return commands
