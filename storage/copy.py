@@ -37,7 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from roost.storage.database import Database
 from roost.storage.engine import create_engine, resolve_database_url
-from roost.storage.engines import DatabaseEngine, engine_for
+from roost.storage.engines import DatabaseEngine, UnsupportedDatabase, engine_for
 from roost.storage.errors import StorageError
 from roost.storage.item_records import parsed_text
 from roost.storage.migrate import HEAD_REVISION, VERSION_TABLE, prepare_database
@@ -192,7 +192,8 @@ def target_url(raw: str) -> URL:
         url = resolve_database_url(raw)
         dialect = engine_for(url)
     except (SQLAlchemyError, ValueError) as err:
-        detail = str(err) if isinstance(err, ValueError) else "it is not a database URL"
+        # Only the engines' own message: a parser's could quote the URL, password and all.
+        detail = str(err) if isinstance(err, UnsupportedDatabase) else "not a database URL"
         raise InvalidTarget(
             f"cannot copy to that URL: {detail} (write sqlite:////path/to/roost.sqlite or "
             "postgresql://user@host/dbname)"

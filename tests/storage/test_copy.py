@@ -353,6 +353,7 @@ async def open_populated_small(url: str) -> Database:
     [
         ("", "give the URL"),
         ("not a url", "not a database URL"),
+        ("postgresql://me:pw@localhost:port/roost", "not a database URL"),
         ("mysql://me:pw@localhost/roost", "SQLite and PostgreSQL"),
         ("sqlite://", "in-memory"),
         ("sqlite:///relative/roost.sqlite", "absolute path"),
