@@ -697,7 +697,8 @@ class ItemStore:
             parsed_key_index_name(path), _items.name, _items.c.parsed.name, segments
         )
         async with self._transaction("ensure_parsed_key_index", write=True) as conn:
-            await conn.exec_driver_sql(ddl)
+            for statement in ddl:
+                await conn.exec_driver_sql(statement)
 
     @completes_by_itself
     async def get_item_batch(

@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from roost.storage.engine import database_file
 from roost.storage.engines import engine_for
-from roost.storage.engines.postgres import SEARCH_VECTOR
+from roost.storage.engines.postgres import PARSED_DOC, SEARCH_VECTOR
 from roost.storage.errors import DatabaseTooNew, StorageError
 from roost.storage.fulltext import FTS_TABLE
 
@@ -98,16 +98,16 @@ def include_object(
     """Tell autogenerate which database objects the mapping describes.
 
     The full-text index (SQLite's FTS5 table and its shadow tables, PostgreSQL's
-    ``search_vector`` column and its index) is dialect DDL written out in the
-    migrations, and ``ix_parsed_*`` expression indexes are created at run time for
-    parsed keys: none of them is in the mapping, so comparing them would report a false
-    drift.
+    ``search_vector`` column and its index) and PostgreSQL's JSONB copy of the parsed
+    data (``parsed_doc``) are dialect DDL written out in the migrations, and
+    ``ix_parsed_*`` expression indexes are created at run time for parsed keys: none of
+    them is in the mapping, so comparing them would report a false drift.
     """
     if name is None:
         return True
     if type_ == "table" and name.startswith(FTS_TABLE):
         return False
-    if type_ == "column" and name == SEARCH_VECTOR:
+    if type_ == "column" and name in (SEARCH_VECTOR, PARSED_DOC):
         return False
     return not (type_ == "index" and name.startswith(("ix_parsed_", "ix_pubsub_items_search")))
 

@@ -28,6 +28,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 #: JSON data: JSONB on PostgreSQL (indexable, compared by value), JSON text on SQLite.
+#: An item's ``parsed`` is plain JSON on both: its text is given back exactly as written
+#: (PostgreSQL keeps a JSONB copy beside it for searches, see roost.storage.engines).
 JsonData = JSON().with_variant(JSONB(), "postgresql")
 
 # Stable constraint names, so that migrations can refer to them on every dialect.
@@ -191,7 +193,7 @@ class PubsubItem(Base):
     publisher: Mapped[str] = mapped_column(String(3071), default="")
     position: Mapped[int] = mapped_column(BigInteger)
     data: Mapped[str] = mapped_column(Text)
-    parsed: Mapped[Any | None] = mapped_column(JsonData, nullable=True)
+    parsed: Mapped[Any | None] = mapped_column(JSON, nullable=True)
     search_text: Mapped[str] = mapped_column(Text, default="")
     created: Mapped[float] = mapped_column(Float)
     updated: Mapped[float] = mapped_column(Float)

@@ -193,9 +193,11 @@ class DatabaseEngine(ABC):
         return param
 
     @abstractmethod
-    def expression_index_ddl(self, name: str, table: str, column: str, path: JsonPath) -> str:
-        """DDL creating (if missing) an index on the expression :meth:`json_value` writes
-        for a string at ``path``."""
+    def expression_index_ddl(
+        self, name: str, table: str, column: str, path: JsonPath
+    ) -> Sequence[str]:
+        """The statements creating (if missing) an index on the expression
+        :meth:`json_value` writes for a string at ``path``, run in one transaction."""
 
     # -- lists and upserts ---------------------------------------------------------------
 

@@ -1,11 +1,14 @@
 """PostgreSQL (12 or later, through asyncpg): JSONB, a generated ``tsvector``, advisory locks.
 
-Parsed data is JSONB. The full-text index is ``pubsub_items.search_vector``, a stored
-generated column (``to_tsvector('simple', search_text)``) with a GIN index: the database
-keeps it in step with every write, so there is nothing to check at start. The ``simple``
-configuration neither stems nor drops words, as SQLite's ``unicode61`` tokenizer does
-not; SQLite also drops diacritics, which :meth:`PostgresEngine.indexed_text` does here
-before the text is stored (and the search terms are folded the same way).
+Parsed data is kept as written (``json``, so that a read gives back exactly the text
+the parser's output was stored as) with a generated JSONB copy, ``parsed_doc``, that
+searches read; other JSON columns are JSONB. The full-text index is
+``pubsub_items.search_vector``, a stored generated column
+(``to_tsvector('simple', search_text)``) with a GIN index: the database keeps it in step
+with every write, so there is nothing to check at start. The ``simple`` configuration
+neither stems nor drops words, as SQLite's ``unicode61`` tokenizer does not; SQLite also
+drops diacritics, which :meth:`PostgresEngine.indexed_text` does here before the text is
+stored (and the search terms are folded the same way).
 
 Strings are compared and ordered by code point (``COLLATE "C"``) as on SQLite, whatever
 the database's own collation.
@@ -23,6 +26,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
+    JSON,
     BindParameter,
     ColumnElement,
     Numeric,
@@ -62,6 +66,9 @@ if TYPE_CHECKING:
 
 #: The column holding each item's full-text vector (generated; not in the ORM mapping).
 SEARCH_VECTOR = "search_vector"
+#: The JSONB copy of an item's parsed data that searches read (generated from ``parsed``,
+#: which keeps the exact JSON text given back to callers; not in the ORM mapping).
+PARSED_DOC = "parsed_doc"
 ITEMS_TABLE = "pubsub_items"
 #: The text search configuration: words as they are, lower-cased, no stemming.
 TS_CONFIG = "simple"
@@ -196,12 +203,22 @@ class PostgresEngine(DatabaseEngine):
         # Keys are checked against the plain-key grammar: no quote or brace can appear.
         return literal_column("'{" + ",".join(iter_path_keys(path)) + "}'")
 
+    @staticmethod
+    def _document(column: Any) -> ColumnElement[Any]:
+        """The JSONB form of the items' ``parsed`` column: its generated copy."""
+        doc: ColumnElement[Any] = literal_column(f"{column.table.name}.{PARSED_DOC}", JSONB)
+        return doc
+
     def _at(self, column: Any, path: JsonPath) -> ColumnElement[Any]:
-        found: ColumnElement[Any] = column.op("#>", return_type=JSONB)(self._path_literal(path))
+        found: ColumnElement[Any] = self._document(column).op("#>", return_type=JSONB)(
+            self._path_literal(path)
+        )
         return found
 
     def _text_at(self, column: Any, path: JsonPath) -> ColumnElement[Any]:
-        found: ColumnElement[Any] = column.op("#>>", return_type=Text)(self._path_literal(path))
+        found: ColumnElement[Any] = self._document(column).op("#>>", return_type=Text)(
+            self._path_literal(path)
+        )
         return found
 
     def _string_at(self, column: Any, path: JsonPath) -> ColumnElement[Any]:
@@ -282,15 +299,22 @@ class PostgresEngine(DatabaseEngine):
         return merged
 
     def json_param(self, param: BindParameter[Any]) -> ColumnElement[Any]:
-        """See :meth:`DatabaseEngine.json_param`: cast to JSONB."""
-        return cast(param, JSONB)
+        """See :meth:`DatabaseEngine.json_param`: cast to ``json`` (the items' ``parsed``
+        keeps its text)."""
+        return cast(param, JSON)
 
-    def expression_index_ddl(self, name: str, table: str, column: str, path: JsonPath) -> str:
-        """See :meth:`DatabaseEngine.expression_index_ddl`."""
+    def expression_index_ddl(
+        self, name: str, table: str, column: str, path: JsonPath
+    ) -> Sequence[str]:
+        """See :meth:`DatabaseEngine.expression_index_ddl`: on the JSONB copy. IF NOT
+        EXISTS does not keep two sessions from creating the same index at once (the
+        second fails on the catalog's unique index): a transaction lock named after the
+        index makes the second wait, then find it."""
         keys = ",".join(iter_path_keys(path))
         return (
+            f"SELECT pg_advisory_xact_lock(hashtext('{name}'))",
             f"CREATE INDEX IF NOT EXISTS {name} ON {table} "
-            f"((({column} #>> '{{{keys}}}') COLLATE \"C\"))"
+            f"((({PARSED_DOC} #>> '{{{keys}}}') COLLATE \"C\"))",
         )
 
     # -- lists and upserts ---------------------------------------------------------------

@@ -330,11 +330,13 @@ class SqliteEngine(DatabaseEngine):
             args.append(func.json(bindparam(None, json.dumps(value))))
         return func.json_set(*args)
 
-    def expression_index_ddl(self, name: str, table: str, column: str, path: JsonPath) -> str:
+    def expression_index_ddl(
+        self, name: str, table: str, column: str, path: JsonPath
+    ) -> Sequence[str]:
         """See :meth:`DatabaseEngine.expression_index_ddl`."""
         return (
             f"CREATE INDEX IF NOT EXISTS {name} ON {table} "
-            f"(json_extract({column}, '{self.json_path(path)}'))"
+            f"(json_extract({column}, '{self.json_path(path)}'))",
         )
 
     # -- lists and upserts ---------------------------------------------------------------

@@ -16,11 +16,11 @@ from roost.storage import Database
 
 
 @pytest.fixture
-async def cache(sqlite_url: str) -> AsyncIterator[PubsubCache]:
+async def cache(database_url: str) -> AsyncIterator[PubsubCache]:
     async def no_profiles(name: str) -> tuple[str, str, dict[str, Any]]:
         raise AssertionError(f"no session is opened here ({name})")
 
-    db = await Database.open(sqlite_url)
+    db = await Database.open(database_url)
     hub = EventHub()
     sessions = SessionManager(no_profiles, hub)
     stack = build_pubsub_stack(db, sessions, hub)

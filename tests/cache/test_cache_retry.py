@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -80,8 +79,8 @@ class FlakySource:
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await Database.open(f"sqlite:///{tmp_path / 'roost.sqlite'}")
+async def db(database_url: str) -> AsyncIterator[Database]:
+    database = await Database.open(database_url)
     await database.profiles.create_profile("me", "me@example.org", "pw", {})
     yield database
     await database.close()

@@ -11,8 +11,6 @@ Prosody only: the component lives there.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from roost.service.events import SyncStateChanged
@@ -87,14 +85,14 @@ CASES = {
 
 @pytest.mark.parametrize("case", list(CASES))
 async def test_only_an_active_subscription_keeps_a_node_current(
-    prosody_server: ProsodyServer, tmp_path: Path, case: str
+    prosody_server: ProsodyServer, database_url: str, case: str
 ) -> None:
     granted, listed, outcome, reason = CASES[case]
     server = prosody_server
     (me,) = unique_names("approval", 1)
     await server.register_many([me])
     async with (
-        running_backend(tmp_path / "roost.sqlite", server, [me], None) as (backend, log),
+        running_backend(database_url, server, [me], None) as (backend, log),
         HostileService(server) as evil,
     ):
         await backend.connect(me)

@@ -6,7 +6,6 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -123,9 +122,9 @@ async def cached_reply(
 
 @pytest.fixture
 async def roost(
-    tmp_path: Path, sessions: SessionManager, hub: EventHub, xmpp_server: XmppServer
+    database_url: str, sessions: SessionManager, hub: EventHub, xmpp_server: XmppServer
 ) -> AsyncIterator[Roost]:
-    db = await Database.open(f"sqlite:///{tmp_path / 'roost.sqlite'}")
+    db = await Database.open(database_url)
     for user in ("alice", "bob"):
         jid, password, options = xmpp_server.credentials(user)
         await db.profiles.create_profile(user, jid, password, dict(options))

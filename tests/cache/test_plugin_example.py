@@ -93,7 +93,7 @@ async def test_a_daemon_runs_the_example_on_a_calendar_node(
     installed_example: Path,
     monkeypatch: pytest.MonkeyPatch,
     xmpp_server: XmppServer,
-    tmp_path: Path,
+    database_url: str,
 ) -> None:
     monkeypatch.syspath_prepend(str(installed_example))
     server = xmpp_server
@@ -108,7 +108,7 @@ async def test_a_daemon_runs_the_example_on_a_calendar_node(
     async with XmppPeer(server, "alice") as peer:  # may create component nodes on both
         await peer.create_node(node, {"pubsub#access_model": "open"}, service=service)
         await peer.publish(node, "tea", event, service=service)
-    async with running_backend(tmp_path / "roost.sqlite", server, [me]) as (backend, log):
+    async with running_backend(database_url, server, [me]) as (backend, log):
         await backend.connect(me)
         await backend.pubsub.get_items(me, service, node, {})
         await log.wait_state(service, node, "completed")

@@ -18,7 +18,6 @@ import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -127,7 +126,7 @@ class Paths:
 
 
 @asynccontextmanager
-async def blog_paths(server: XmppServer, tmp_path: Path, count: int) -> AsyncIterator[Paths]:
+async def blog_paths(server: XmppServer, database: str, count: int) -> AsyncIterator[Paths]:
     """A fresh account whose blog holds ``count`` posts, written by another client of the
     account before Roost starts; the blog synchronised in Roost's cache."""
     (me,) = unique_names("paths", 1)
@@ -135,7 +134,7 @@ async def blog_paths(server: XmppServer, tmp_path: Path, count: int) -> AsyncIte
     async with XmppPeer(server, me) as peer:
         await write_blog(peer, server, posts(me, count))
     owner = server.jid(me)
-    async with running_backend(tmp_path / "roost.sqlite", server, [me]) as (backend, log):
+    async with running_backend(database, server, [me]) as (backend, log):
         await backend.connect(me)
         # The first read finds the node on the server and starts its sync (unless the
         # notification sent at login started it already).
@@ -180,9 +179,9 @@ async def walk(paths: Paths, direction: str, max_items: int | None) -> None:
 
 @pytest.mark.slow
 async def test_every_request_shape_has_one_answer_on_both_paths(
-    xmpp_server: XmppServer, tmp_path: Path
+    xmpp_server: XmppServer, database_url: str
 ) -> None:
-    async with blog_paths(xmpp_server, tmp_path, POSTS) as paths:
+    async with blog_paths(xmpp_server, database_url, POSTS) as paths:
         order = paths.order
         whole, _ = await paths.both("no options")
         assert whole.complete and whole.first_index == 0 and whole.rsm_count == POSTS
@@ -232,8 +231,8 @@ async def test_every_request_shape_has_one_answer_on_both_paths(
         paths.parsed_is_the_same()
 
 
-async def test_by_id_answers_come_in_node_order(xmpp_server: XmppServer, tmp_path: Path) -> None:
-    async with blog_paths(xmpp_server, tmp_path, 60) as paths:
+async def test_by_id_answers_come_in_node_order(xmpp_server: XmppServer, database_url: str) -> None:
+    async with blog_paths(xmpp_server, database_url, 60) as paths:
         chooser = random.Random()
         for round_ in range(BY_ID_ROUNDS):
             asked = [*chooser.sample(paths.order, chooser.randint(2, 12)), "no-such-post"]
@@ -250,9 +249,9 @@ async def test_by_id_answers_come_in_node_order(xmpp_server: XmppServer, tmp_pat
 
 @pytest.mark.parametrize("bound", ["items", "bytes"])
 async def test_a_reply_past_the_size_bound_is_cut_at_the_same_item_on_both_paths(
-    xmpp_server: XmppServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bound: str
+    xmpp_server: XmppServer, database_url: str, monkeypatch: pytest.MonkeyPatch, bound: str
 ) -> None:
-    async with blog_paths(xmpp_server, tmp_path, 60) as paths:
+    async with blog_paths(xmpp_server, database_url, 60) as paths:
         every = await paths.server(after="", max_items=MAX_PAGE_ITEMS)
         sizes = [len(item.xml.encode()) for item in every.items]
         if bound == "items":

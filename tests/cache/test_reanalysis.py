@@ -90,14 +90,14 @@ async def server_subscriptions(backend: Backend, me: str, service: str, node: st
 
 
 async def test_a_config_rule_added_then_edited_between_runs(
-    xmpp_server: XmppServer, tmp_path: Path
+    xmpp_server: XmppServer, database_url: str
 ) -> None:
     server = xmpp_server
     service = server.pubsub_service
     (me,) = unique_names("rules", 1)
     await server.register_many([me])
     node = await component_node(server, "notes", [(f"n{n}", note(n)) for n in range(5)])
-    db = tmp_path / "roost.sqlite"
+    db = database_url
     rule = {"name": "notes", "node_prefix": "notes-", "namespace": NOTE, "type": "note"}
 
     # First run, no rule: the node is read, analysed, and nothing keeps it.
@@ -216,7 +216,7 @@ def event(n: int) -> str:
 
 
 async def test_a_plugin_installed_upgraded_and_removed_between_runs(
-    xmpp_server: XmppServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    xmpp_server: XmppServer, tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server = xmpp_server
     service = server.pubsub_service
@@ -224,7 +224,7 @@ async def test_a_plugin_installed_upgraded_and_removed_between_runs(
     await server.register_many([me])
     plugin = Plugin(tmp_path / "site", monkeypatch, uuid.uuid4().hex[:8])
     node = await component_node(server, "agenda", [(f"e{n}", event(n)) for n in range(4)])
-    db = tmp_path / "roost.sqlite"
+    db = database_url
 
     # Without the plugin: read, analysed, nothing keeps it.
     async with running_backend(db, server, [me]) as (backend, _log):
@@ -278,7 +278,7 @@ async def test_a_plugin_installed_upgraded_and_removed_between_runs(
 
 
 async def test_sync_analyses_a_node_never_seen_first(
-    xmpp_server: XmppServer, tmp_path: Path
+    xmpp_server: XmppServer, database_url: str
 ) -> None:
     server = xmpp_server
     (me,) = unique_names("syncfirst", 1)
@@ -287,7 +287,7 @@ async def test_sync_analyses_a_node_never_seen_first(
         await write_blog(peer, server, posts(me, 3))
     # No prefetch: nothing but Cache.Sync makes the blog known to the cache.
     config = Config(prefetch=False)
-    async with running_backend(tmp_path / "roost.sqlite", server, [me], config) as (backend, log):
+    async with running_backend(database_url, server, [me], config) as (backend, log):
         owner = server.jid(me)
         await backend.connect(me)
         assert (await backend.pubsub.get_node_state(me, owner, MICROBLOG))["state"] == "none"
@@ -302,7 +302,7 @@ async def test_sync_analyses_a_node_never_seen_first(
 
 
 async def test_a_node_recognised_by_its_pubsub_type(
-    xmpp_server: XmppServer, tmp_path: Path
+    xmpp_server: XmppServer, database_url: str
 ) -> None:
     """Both test servers put ``pubsub#type`` in a component node's meta-data form."""
     server = xmpp_server
@@ -319,7 +319,7 @@ async def test_a_node_recognised_by_its_pubsub_type(
     # The rule names a namespace only: the payloads do not carry it, the type does.
     rule = {"name": "by-type", "namespace": CALENDAR, "type": "agenda", "to_sync": True}
     config = Config(cache_rules=[rule])
-    async with running_backend(tmp_path / "roost.sqlite", server, [me], config) as (backend, log):
+    async with running_backend(database_url, server, [me], config) as (backend, log):
         await backend.connect(me)
         await read(backend, me, service, node)
         await log.wait_state(service, node, "completed")

@@ -6,9 +6,11 @@ Create Date: 2026-11-25 13:01:41
 
 The SQLite full-text index is written out here rather than taken from
 roost.storage.fulltext: this revision must keep creating what it created when it was
-written, whatever that module becomes. On PostgreSQL, JSON columns are JSONB and the
-full-text index is a generated ``tsvector`` column with a GIN index (added with the
-PostgreSQL support: before it, a PostgreSQL database could be created but not used).
+written, whatever that module becomes. On PostgreSQL, JSON columns are JSONB but for
+an item's ``parsed``, kept as JSON text (given back exactly as written) with a generated
+JSONB copy (``parsed_doc``) for searches, and the full-text index is a generated
+``tsvector`` column with a GIN index (added with the PostgreSQL support: before it, a
+PostgreSQL database could be created but not used).
 """
 
 from __future__ import annotations
@@ -44,10 +46,13 @@ SQLITE_FTS = (
     END""",
 )
 
-POSTGRESQL_FTS = (
+POSTGRESQL_DERIVED = (
     """ALTER TABLE pubsub_items ADD COLUMN search_vector tsvector
         GENERATED ALWAYS AS (to_tsvector('simple'::regconfig, search_text)) STORED""",
     "CREATE INDEX ix_pubsub_items_search_vector ON pubsub_items USING gin (search_vector)",
+    # The parsed data as JSONB for searches; ``parsed`` itself keeps the exact text.
+    """ALTER TABLE pubsub_items ADD COLUMN parsed_doc jsonb
+        GENERATED ALWAYS AS (parsed::jsonb) STORED""",
 )
 
 SQLITE_FTS_DROP = (
@@ -158,7 +163,7 @@ def upgrade() -> None:
         sa.Column("publisher", sa.String(length=3071), nullable=False),
         sa.Column("position", sa.BigInteger(), nullable=False),
         sa.Column("data", sa.Text(), nullable=False),
-        sa.Column("parsed", _json(), nullable=True),
+        sa.Column("parsed", sa.JSON(), nullable=True),
         sa.Column("search_text", sa.Text(), nullable=False),
         sa.Column("created", sa.Float(), nullable=False),
         sa.Column("updated", sa.Float(), nullable=False),
@@ -174,7 +179,7 @@ def upgrade() -> None:
     op.create_index("ix_pubsub_items_created", "pubsub_items", ["created"])
     op.create_index("ix_pubsub_items_node_position", "pubsub_items", ["node_id", "position"])
     dialect = op.get_bind().dialect.name
-    for statement in {"sqlite": SQLITE_FTS, "postgresql": POSTGRESQL_FTS}.get(dialect, ()):
+    for statement in {"sqlite": SQLITE_FTS, "postgresql": POSTGRESQL_DERIVED}.get(dialect, ()):
         op.execute(statement)
 
 
