@@ -106,6 +106,9 @@ class Backend:
         self.cache = self.stack.cache
         self.profiles.on_deleted.append(self.cache.forget_profile)
         self.profiles.on_deleted.append(self.contacts.forget_profile)
+        self.profiles.on_leased.append(self.contacts.reload_profile)
+        self.profiles.on_leased.append(self.cache.take_profile)
+        self.profiles.on_lease_lost.append(self._lease_lost)
         self.pubsub = PubsubAccess(self.profiles, self.stack.service, self.cache)
         self._background: set[asyncio.Task[Any]] = set()
         self._autoconnect: list[str] = []
@@ -187,9 +190,23 @@ class Backend:
 
     async def _autoconnect_profile(self, name: str) -> None:
         try:
-            await self._sessions().connect(name)
+            await self._sessions().connect(await self.profiles.resolve(name))
         except Exception as exc:  # logged: nobody awaits this
             log.warning("autoconnect of profile %r failed: %s", name, exc)
+
+    def _lease_lost(self, name: str) -> None:
+        """Another daemon took the profile's lease (this one's database connection was
+        down): it serves the profile now, so this one lets go of its session."""
+        self.cache.forget_profile(name)
+        self.contacts.forget_profile(name)
+        if self.sessions is not None and self.sessions.is_connected(name):
+            self._spawn(self._disconnect_lost(name))
+
+    async def _disconnect_lost(self, name: str) -> None:
+        try:
+            await self._sessions().disconnect(name)
+        except Exception:  # logged: nobody awaits this
+            log.exception("closing the session of %r, whose lease was lost, failed", name)
 
     async def close(self) -> None:
         """Stop the cache's syncs, close every session, then the database."""
@@ -222,13 +239,15 @@ class Backend:
         return await self._sessions().connect(name)
 
     async def disconnect(self, name: str) -> None:
-        """Disconnect the profile (``""``: default)."""
-        name = await self.profiles.resolve(name)
+        """Disconnect the profile (``""``: default); nothing happens for a profile this
+        daemon does not serve."""
+        name = await self.profiles.find(name)
         await self._sessions().disconnect(name)
 
     async def is_connected(self, name: str) -> bool:
-        """True when the profile (``""``: default) has its session up."""
-        name = await self.profiles.resolve(name)
+        """True when the profile (``""``: default) has its session up in this daemon
+        (false for a profile another daemon serves)."""
+        name = await self.profiles.find(name)
         return self._sessions().is_connected(name)
 
     async def delete_profile(self, name: str) -> None:

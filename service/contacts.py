@@ -116,6 +116,16 @@ class ContactsService:
             if requests:
                 self._roster(name).requests = {request.jid for request in requests}
 
+    async def reload_profile(self, profile: str) -> None:
+        """Read one profile's roster and pending requests again (its lease was just
+        taken: the daemon that served it before may have changed them since :meth:`load`)."""
+        version, entries = await self._db.roster.get_roster(profile)
+        requests = await self._db.roster.list_subscription_requests(profile)
+        roster = self._roster(profile)
+        roster.version = version
+        roster.entries = {entry.jid: entry for entry in entries}
+        roster.requests = {request.jid for request in requests}
+
     def forget_profile(self, profile: str) -> None:
         """Drop a deleted profile's roster from memory (the database cascades)."""
         self._rosters.pop(profile, None)

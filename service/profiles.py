@@ -4,6 +4,15 @@ A profile has a name (how frontends refer to it), a bare JID, a password and con
 options. The password is written to the database and handed to the XMPP session layer
 through :meth:`ProfileService.credentials`; nothing else returns it and nothing logs it.
 
+A daemon serves a profile under its lease (:mod:`roost.storage.leases`), so that
+several daemons can share one database, each serving its own profiles: the lease is
+taken the first time the daemon acts for the profile (:meth:`ProfileService.resolve`,
+which every such call goes through), or when it creates it, and kept until the profile
+is deleted or the daemon stops. A profile another daemon serves is refused with
+:class:`~roost.service.errors.Conflict`, naming that daemon. The profile list and the
+default profile belong to the whole database: on a database shared by several daemons
+they are read again where another daemon may have changed them.
+
 Limits, checked before anything is stored:
 
 - name: 1 to 64 characters of ``A-Z a-z 0-9 . _ -``, starting with a letter or digit
@@ -17,9 +26,10 @@ Limits, checked before anything is stored:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +40,7 @@ from roost.service.errors import Conflict, InvalidArgument, NotFound
 from roost.service.events import DefaultProfileChanged, EventHub
 from roost.storage.database import Database
 from roost.storage.errors import AlreadyExists, RowNotFound
+from roost.storage.leases import LeaseHeld
 from roost.storage.records import ProfileRecord
 
 log = logging.getLogger(__name__)
@@ -128,29 +139,42 @@ def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class ProfileService:
-    """Creates, lists and deletes profiles and keeps track of the default one.
+    """Creates, lists and deletes profiles, keeps track of the default one, and holds
+    the leases of the profiles this daemon serves.
 
     The default profile is read from the database by :meth:`load` and cached, so that
-    reading it (a D-Bus property) needs no database round trip.
+    reading it (a D-Bus property) needs no database round trip; on a database shared by
+    several daemons, a call naming the default profile reads it again.
     """
 
     def __init__(self, db: Database, events: EventHub) -> None:
         self._db = db
         self._events = events
         self._default = ""
-        # Names of existing profiles, so that resolving the profile argument of every
-        # call (GetItems on the hot path included) costs no database round trip. This
-        # daemon is the only writer of the profiles table.
+        # Names of existing profiles, so that checking a name costs no database round
+        # trip. On a shared database another daemon may add profiles: a miss reads the
+        # table again.
         self._names: set[str] | None = None
+        # The profiles this daemon serves, by name, with their ids: resolving the
+        # profile argument of every call (GetItems and GetValues on the hot path
+        # included) is one look-up here once the lease is held.
+        self._leased: dict[str, int] = {}
+        self._leasing = asyncio.Lock()
         self.on_deleted: list[Callable[[str], None]] = []
         """Called with a profile's name once it is deleted (caches drop what they hold)."""
+        self.on_leased: list[Callable[[str], Awaitable[None]]] = []
+        """Awaited with a profile's name once its lease is taken, before the call that
+        took it goes on: what was read of the profile before (at start) may have been
+        changed since by the daemon that served it then."""
+        self.on_lease_lost: list[Callable[[str], None]] = []
+        """Called with a profile's name when its lease was lost to another daemon (see
+        :class:`~roost.storage.leases.ProfileLeases`): this daemon stops serving it."""
+        db.leases.on_lost.append(self._lease_lost)
 
     async def load(self) -> None:
         """Read the stored default profile; forget it if that profile is gone."""
-        stored = await self._db.params.get_param(
-            None, DEFAULT_PROFILE_CATEGORY, DEFAULT_PROFILE_PARAM
-        )
-        self._default = stored or ""
+        stored = await self._stored_default()
+        self._default = stored
         if self._default and not await self._exists(self._default):
             log.warning("the default profile %r no longer exists; no default now", stored)
             await self._store_default("")
@@ -160,11 +184,27 @@ class ProfileService:
         """The default profile's name, empty when there is none."""
         return self._default
 
+    async def _stored_default(self) -> str:
+        stored = await self._db.params.get_param(
+            None, DEFAULT_PROFILE_CATEGORY, DEFAULT_PROFILE_PARAM
+        )
+        return stored or ""
+
+    async def _current_default(self) -> str:
+        """The default profile, read again on a shared database (another daemon may
+        have changed it); a change is announced as if made here."""
+        if self._db.shares_database:
+            stored = await self._stored_default()
+            if stored != self._default:
+                self._default = stored
+                self._events.publish(DefaultProfileChanged(stored))
+        return self._default
+
     async def set_default(self, name: str) -> None:
         """Make ``name`` the default profile (empty: none); announces the change."""
         if name:
             await self.require(name)
-        if name != self._default:
+        if name != await self._current_default():
             await self._store_default(name)
 
     async def _store_default(self, name: str) -> None:
@@ -176,7 +216,8 @@ class ProfileService:
     async def create(
         self, name: str, jid: str, password: str, options: Mapping[str, Any]
     ) -> ProfileInfo:
-        """Validate and store a new profile; the first one becomes the default.
+        """Validate and store a new profile, and take its lease; the first one becomes
+        the default.
 
         Raises:
             InvalidArgument: a malformed name, JID, password or option.
@@ -193,7 +234,10 @@ class ProfileService:
         if self._names is not None:
             self._names.add(name)
         log.info("created profile %r for %s", name, bare)
-        if not self._default:
+        async with self._leasing:
+            await self._acquire(record.id, name)
+            self._leased[name] = record.id
+        if not await self._current_default():
             await self._store_default(name)
         return ProfileInfo(record.name, record.jid, dict(record.options), record.created)
 
@@ -202,23 +246,29 @@ class ProfileService:
 
         Raises:
             NotFound: no such profile.
+            Conflict: another daemon serves it.
         """
-        check_profile_name(name)
+        await self._lease(name)
         try:
             await self._db.profiles.delete_profile(name)
         except RowNotFound:
             raise NotFound(f"no profile named {name!r}") from None
+        finally:
+            profile_id = self._leased.pop(name)
+            await self._db.leases.release(profile_id)
         if self._names is not None:
             self._names.discard(name)
         log.info("deleted profile %r", name)
         for forget in self.on_deleted:
             forget(name)
-        if self._default == name:
+        if await self._current_default() == name:
             await self._store_default("")
 
     async def list(self) -> list[str]:
-        """Every profile's name, sorted."""
-        return sorted(record.name for record in await self._db.profiles.list_profiles())
+        """Every profile's name, sorted (also those other daemons serve)."""
+        names = sorted(record.name for record in await self._db.profiles.list_profiles())
+        self._names = set(names)
+        return names
 
     async def get(self, name: str) -> ProfileInfo:
         """The profile ``name`` without its password (``""``: the default profile)."""
@@ -237,12 +287,15 @@ class ProfileService:
             raise not_found(name) from None
 
     async def _exists(self, name: str) -> bool:
-        if self._names is None:
+        if self._names is None or (self._db.shares_database and name not in self._names):
             self._names = {r.name for r in await self._db.profiles.list_profiles()}
         return name in self._names
 
     async def require(self, name: str) -> str:
-        """Return ``name`` if such a profile exists, else raise NotFound/InvalidArgument."""
+        """Return ``name`` if such a profile exists, else raise NotFound/InvalidArgument.
+
+        Whether this daemon may serve it is not asked: see :meth:`resolve`.
+        """
         check_profile_name(name)
         if not await self._exists(name):
             raise not_found(name)
@@ -256,13 +309,94 @@ class ProfileService:
         """
         if name == "":
             if not self._default:
-                raise NotFound("no default profile is set: name a profile or set Default")
+                raise _no_default()
             return self._default
         return check_profile_name(name)
 
+    async def find(self, name: str) -> str:
+        """Map ``""`` to the default profile and check that the profile exists, without
+        taking its lease (for calls that act for no profile, such as IsConnected)."""
+        return await self.require(await self._named(name))
+
     async def resolve(self, name: str) -> str:
-        """Map ``""`` to the default profile and check that the profile exists."""
-        return await self.require(self.resolve_name(name))
+        """Map ``""`` to the default profile, check that the profile exists, and take
+        its lease if this daemon does not hold it yet: every call that acts for a
+        profile goes through here.
+
+        Raises:
+            NotFound: no such profile, or no default profile.
+            InvalidArgument: a malformed name.
+            Conflict: another daemon serves the profile.
+        """
+        if name in self._leased:
+            return name
+        return await self._lease(await self._named(name))
+
+    async def _named(self, name: str) -> str:
+        if name:
+            return check_profile_name(name)
+        default = await self._current_default()
+        if not default:
+            raise _no_default()
+        return default
+
+    async def _lease(self, name: str) -> str:
+        """Take the lease of ``name`` (a profile's name), once."""
+        check_profile_name(name)
+        async with self._leasing:
+            if name in self._leased:
+                return name
+            record = await self._record(name)
+            await self._acquire(record.id, name)
+            # Between the read and the lease, the daemon that held the lease may have
+            # deleted the profile (and another made one of that name): the lease must be
+            # that of the profile the name means now.
+            try:
+                now = await self._db.profiles.get_profile(name)
+            except RowNotFound:
+                now = None
+            if now is None or now.id != record.id:
+                await self._db.leases.release(record.id)
+                if self._names is not None:
+                    self._names.discard(name)
+                raise not_found(name)
+            self._leased[name] = record.id
+            if self._names is not None:
+                self._names.add(name)
+            log.info("serving profile %r", name)
+            for taken in self.on_leased:
+                await taken(name)
+        return name
+
+    async def _acquire(self, profile_id: int, name: str) -> None:
+        try:
+            await self._db.leases.acquire(profile_id, name)
+        except LeaseHeld as held:
+            raise Conflict(
+                f"profile {name!r} is served by another Roost daemon on this database"
+                f" ({held.holder}); use that daemon, or stop it first"
+            ) from None
+
+    def _lease_lost(self, _profile_id: int, name: str) -> None:
+        if self._leased.pop(name, None) is None:
+            return
+        log.error("profile %r is no longer served here: another daemon took its lease", name)
+        for lost in self.on_lease_lost:
+            lost(name)
+
+    @property
+    def leased(self) -> frozenset[str]:
+        """The names of the profiles this daemon serves (holds the lease of)."""
+        return frozenset(self._leased)
+
+    @property
+    def shares_database(self) -> bool:
+        """Whether other daemons may use the database, each serving its own profiles."""
+        return self._db.shares_database
+
+
+def _no_default() -> NotFound:
+    return NotFound("no default profile is set: name a profile or set Default")
 
 
 def not_found(name: str) -> NotFound:

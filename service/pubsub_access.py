@@ -14,7 +14,7 @@ from slixmpp import JID
 from slixmpp.jid import InvalidJID
 
 from roost.service.cache.cache import PubsubCache
-from roost.service.errors import InvalidArgument
+from roost.service.errors import Conflict, InvalidArgument
 from roost.service.profiles import ProfileService
 from roost.service.pubsub.model import ItemsReply, ItemsRequest
 from roost.service.pubsub.operations import PubsubService
@@ -207,11 +207,32 @@ class PubsubAccess:
         await self.cache.sync(name, service, node)
 
     async def purge_cache(self, filters: Mapping[str, Any]) -> int:
-        """Remove cached items matching ``filters``; returns how many went."""
+        """Remove cached items matching ``filters``; returns how many went.
+
+        On a database other daemons share, only from the profiles this daemon serves:
+        the others' copies are theirs (a profile named in ``profiles`` is served here
+        first, or refused with Conflict).
+        """
+        if self._profiles.shares_database:
+            named = filters.get("profiles")
+            if named is None:
+                filters = {**filters, "profiles": sorted(self._profiles.leased)}
+            elif isinstance(named, list | tuple) and all(isinstance(p, str) for p in named):
+                filters = {**filters, "profiles": [await self._profiles.resolve(p) for p in named]}
         return await self.cache.purge(filters)
 
     async def reset_cache(self) -> None:
-        """Empty the cache."""
+        """Empty the cache.
+
+        Raises:
+            Conflict: the database is shared with other daemons, whose caches it would
+                empty under them.
+        """
+        if self._profiles.shares_database:
+            raise Conflict(
+                "Reset would empty the cache of every Roost daemon on this shared database;"
+                " use Purge, which acts on this daemon's profiles"
+            )
         await self.cache.reset()
 
     def list_analysers(self) -> list[dict[str, Any]]:

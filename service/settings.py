@@ -88,16 +88,20 @@ class SettingsService:
         self._cache = ValueCache()
         self._values_lock = asyncio.Lock()
         profiles.on_deleted.append(self._cache.forget_owner)
+        profiles.on_lease_lost.append(self._cache.forget_owner)
 
-    def _owner(self, profile: str) -> str | None:
-        """The storage owner of ``profile``: a profile name, or None for global.
-
-        Whether the profile exists is left to the store (``RowNotFound``), which looks
-        it up anyway: one round trip instead of two.
-        """
+    async def _owner(self, profile: str) -> str | None:
+        """The storage owner of ``profile``: a profile name (its lease held, see
+        :meth:`ProfileService.resolve`), or None for global."""
         if profile == GLOBAL:
             return None
-        return self._profiles.resolve_name(profile)
+        return await self._profiles.resolve(profile)
+
+    def _cached(self, owner: str | None) -> bool:
+        """Whether ``owner``'s namespaces are kept in memory: a profile's are (its lease
+        keeps other daemons from writing them); global ones only when no other daemon
+        can write them."""
+        return owner is not None or not self._db.shares_database
 
     async def get_param(self, profile: str, category: str, name: str) -> str:
         """The parameter's value.
@@ -107,7 +111,7 @@ class SettingsService:
         """
         check_name("category", category)
         check_name("parameter name", name)
-        owner = self._owner(profile)
+        owner = await self._owner(profile)
         with _known_profile(owner):
             value = await self._db.params.get_param(owner, category, name)
         if value is None:
@@ -119,7 +123,7 @@ class SettingsService:
         check_name("category", category, reserved_prefix=True)
         check_name("parameter name", name)
         _check_text("parameter value", value, MAX_PARAM_LENGTH)
-        owner = self._owner(profile)
+        owner = await self._owner(profile)
         with _known_profile(owner):
             await self._db.params.set_param(owner, category, name, value)
         self._events.publish(ParamChanged(owner or GLOBAL, category, name, value))
@@ -127,7 +131,7 @@ class SettingsService:
     async def list_params(self, profile: str, category: str) -> dict[str, str]:
         """Every parameter of ``category``, name to value (empty when there is none)."""
         check_name("category", category)
-        owner = self._owner(profile)
+        owner = await self._owner(profile)
         with _known_profile(owner):
             return dict(await self._db.params.list_params(owner, category))
 
@@ -144,8 +148,8 @@ class SettingsService:
             raise InvalidArgument(f"at most {MAX_KEYS_PER_NAMESPACE} keys may be asked for at once")
         for key in keys:
             check_name("key", key)
-        owner = self._owner(profile)
-        entry = self._cache.get(owner, namespace)
+        owner = await self._owner(profile)
+        entry = self._cache.get(owner, namespace) if self._cached(owner) else None
         if entry is None:
             entry = await self._load(owner, namespace)
         if not keys:
@@ -153,20 +157,28 @@ class SettingsService:
         return {key: entry[key] for key in keys if key in entry}
 
     async def _load(self, owner: str | None, namespace: str) -> dict[str, tuple[str, Any]]:
+        if not self._cached(owner):
+            return await self._read(owner, namespace)
         # Under the lock, so that a write cannot land between this read and the cache
         # fill (it would be lost from the copy).
         async with self._values_lock:
             return await self._held(owner, namespace)
 
     async def _held(self, owner: str | None, namespace: str) -> dict[str, tuple[str, Any]]:
-        """The namespace from the cache, else read and cached; the lock must be held."""
+        """The namespace from the cache, else read (and cached where :meth:`_cached`);
+        the lock must be held."""
+        if not self._cached(owner):
+            return await self._read(owner, namespace)
         entry = self._cache.get(owner, namespace)
         if entry is None:
-            with _known_profile(owner):
-                found = await self._db.values.get_values(owner, namespace, [])
-            entry = {key: (typed.value_type, typed.value) for key, typed in found.items()}
+            entry = await self._read(owner, namespace)
             self._cache.put(owner, namespace, entry)
         return entry
+
+    async def _read(self, owner: str | None, namespace: str) -> dict[str, tuple[str, Any]]:
+        with _known_profile(owner):
+            found = await self._db.values.get_values(owner, namespace, [])
+        return {key: (typed.value_type, typed.value) for key, typed in found.items()}
 
     async def set_value(
         self, profile: str, namespace: str, key: str, value_type: str, value: Any
@@ -185,7 +197,7 @@ class SettingsService:
                 f"the value takes {len(encoded)} bytes encoded, more than the "
                 f"{MAX_VALUE_BYTES} allowed; store large data elsewhere"
             )
-        owner = self._owner(profile)
+        owner = await self._owner(profile)
         async with self._values_lock:
             existing = await self._held(owner, namespace)
             if key not in existing and len(existing) >= MAX_KEYS_PER_NAMESPACE:
@@ -205,7 +217,7 @@ class SettingsService:
         """
         check_name("namespace", namespace)
         check_name("key", key)
-        owner = self._owner(profile)
+        owner = await self._owner(profile)
         async with self._values_lock:
             with _known_profile(owner):
                 deleted = await self._db.values.delete_value(owner, namespace, key)

@@ -3,9 +3,11 @@
 ``GetValues`` is the call frontends make most (settings read at every start, often one
 key at a time); answering it from memory instead of a database round trip is what makes
 it as cheap as a bare D-Bus call. Whole namespaces are cached, so "every key" requests
-are answered too. The daemon is the database's only writer, and every write goes through
-:class:`~roost.service.settings.SettingsService`, which updates this cache after the
-database: the copy cannot go stale.
+are answered too. Only this daemon writes a profile's values while it serves the
+profile (it holds the profile's lease, see :mod:`roost.storage.leases`), and every write
+goes through :class:`~roost.service.settings.SettingsService`, which updates this cache
+after the database: the copy cannot go stale. Global values (``@global@``) belong to no
+profile: on a database other daemons share, they are not kept here at all.
 
 Bounded by total size (the JSON encoding of the values), least recently used first out.
 """

@@ -31,14 +31,13 @@ def resolve_database_url(configured: str | None = None) -> URL:
 
     Plain ``sqlite:///`` and ``postgresql://`` URLs are given their async drivers
     (aiosqlite, asyncpg), so users can write the URL they know.
+
+    Raises:
+        UnsupportedDatabase: the URL names a database other than SQLite and PostgreSQL.
     """
     raw = configured or os.environ.get(DATABASE_URL_ENV) or ""
     url = make_url(raw) if raw else make_url(f"sqlite:///{default_database_path()}")
-    if url.drivername in ("sqlite", "sqlite+pysqlite"):
-        url = url.set(drivername="sqlite+aiosqlite")
-    elif url.drivername in ("postgresql", "postgres", "postgresql+psycopg2"):
-        url = url.set(drivername="postgresql+asyncpg")
-    return url
+    return engine_for(url).async_url(url)
 
 
 def database_file(url: URL) -> Path | None:

@@ -169,13 +169,35 @@ class PubsubCache:
         """Recover from the previous run: a node left ``in_progress`` was interrupted.
         Learn which nodes the profiles are subscribed to (whose events are heard).
         Known nodes analysed by other analysers than this run's are analysed again in
-        the background (:mod:`roost.service.cache.reanalysis`), not before returning."""
-        for record in await self._db.nodes.list_nodes():
+        the background (:mod:`roost.service.cache.reanalysis`), not before returning.
+
+        On a database other daemons share, a node ``in_progress`` may be another
+        daemon's sync under way: interrupted syncs are recovered profile by profile,
+        when this daemon takes the profile's lease (:meth:`take_profile`)."""
+        await self._learn_subscriptions(None)
+        if not self._db.shares_database:
+            await self._recover_interrupted(None)
+        self.reanalysis.start()
+
+    async def take_profile(self, profile: str) -> None:
+        """This daemon now serves ``profile`` (it took its lease): learn again which of
+        its nodes are subscribed to and recover its interrupted syncs, since the daemon
+        that served it before may have changed both since :meth:`start`."""
+        self._subscribed -= {key for key in self._subscribed if key[0] == profile}
+        await self._learn_subscriptions(profile)
+        await self._recover_interrupted(profile)
+
+    async def _learn_subscriptions(self, profile: str | None) -> None:
+        for record in await self._db.nodes.list_nodes(profile=profile):
             if record.extra.get("user_subscribed") or record.extra.get("kept_by") == "subscription":
                 self._subscribed.add(node_key(record))
-        for sub in await self._db.cache_subscriptions.list_subscriptions():
+        for sub in await self._db.cache_subscriptions.list_subscriptions(profile=profile):
             self._subscribed.add((sub.profile, sub.service, sub.node))
-        for node in await self._db.nodes.list_nodes(states=["in_progress"]):
+
+    async def _recover_interrupted(self, profile: str | None) -> None:
+        for node in await self._db.nodes.list_nodes(profile=profile, states=["in_progress"]):
+            if self.scheduler.is_syncing(node.id):
+                continue  # this run's own sync
             log.warning(
                 "%s/%s: its sync was interrupted (crash or kill); it will be resynchronised",
                 node.service,
@@ -184,7 +206,6 @@ class PubsubCache:
             await self._db.nodes.set_sync_state(
                 node.id, "none", extra={"reason": "sync interrupted; resync pending"}
             )
-        self.reanalysis.start()
 
     async def close(self) -> None:
         """Stop every sync and timer; nodes being synchronised are left to the next start.

@@ -14,6 +14,7 @@ from sqlalchemy.engine import URL
 from roost.storage.engines.base import DatabaseEngine, JsonKind, JsonPath, path_label
 from roost.storage.engines.postgres import PostgresEngine
 from roost.storage.engines.sqlite import SqliteEngine
+from roost.storage.errors import StorageError
 
 __all__ = [
     "DatabaseEngine",
@@ -26,10 +27,16 @@ __all__ = [
     "path_label",
 ]
 
-_ENGINES: dict[str, DatabaseEngine] = {"sqlite": SqliteEngine(), "postgresql": PostgresEngine()}
+_POSTGRESQL = PostgresEngine()
+# "postgres" is the scheme many tools write (libpq takes both).
+_ENGINES: dict[str, DatabaseEngine] = {
+    "sqlite": SqliteEngine(),
+    "postgresql": _POSTGRESQL,
+    "postgres": _POSTGRESQL,
+}
 
 
-class UnsupportedDatabase(ValueError):
+class UnsupportedDatabase(StorageError, ValueError):
     """A database URL names a database Roost does not run on."""
 
 
@@ -40,7 +47,7 @@ def engine_for(bind: Any) -> DatabaseEngine:
     Raises:
         UnsupportedDatabase: for a database other than SQLite and PostgreSQL.
     """
-    name = bind.get_backend_name() if isinstance(bind, URL) else bind.dialect.name
+    name = bind.drivername.partition("+")[0] if isinstance(bind, URL) else bind.dialect.name
     try:
         return _ENGINES[name]
     except KeyError:

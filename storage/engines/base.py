@@ -73,11 +73,21 @@ class DatabaseEngine(ABC):
     """
 
     name: str = ""
+    #: The async driver Roost runs this database with, and the plain or synchronous
+    #: driver names a user may write instead.
+    async_driver: str = ""
+    other_drivers: tuple[str, ...] = ()
     single_file: bool = False
     fulltext_can_drift: bool = False
     shares_database: bool = False
 
     # -- connections ---------------------------------------------------------------------
+
+    def async_url(self, url: URL) -> URL:
+        """``url`` with Roost's async driver, when it names a plain or synchronous one."""
+        if url.drivername in self.other_drivers:
+            return url.set(drivername=self.async_driver)
+        return url
 
     @abstractmethod
     def create_async_engine(self, url: URL, **kwargs: Any) -> AsyncEngine:

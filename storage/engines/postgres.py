@@ -111,6 +111,8 @@ class PostgresEngine(DatabaseEngine):
     """PostgreSQL: see the module documentation."""
 
     name = "postgresql"
+    async_driver = "postgresql+asyncpg"
+    other_drivers = ("postgresql", "postgres", "postgresql+psycopg2", "postgresql+psycopg")
     single_file = False
     fulltext_can_drift = False
     shares_database = True
@@ -137,7 +139,7 @@ class PostgresEngine(DatabaseEngine):
     def open_leases(self, engine: AsyncEngine, url: URL) -> ProfileLeases:
         """See :meth:`DatabaseEngine.open_leases`: advisory locks on a connection of
         their own."""
-        from roost.storage.leases import AdvisoryLeases
+        from roost.storage.advisory_leases import AdvisoryLeases
 
         return AdvisoryLeases(engine, url)
 

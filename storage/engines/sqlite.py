@@ -111,6 +111,8 @@ class SqliteEngine(DatabaseEngine):
     """SQLite: see the module documentation."""
 
     name = "sqlite"
+    async_driver = "sqlite+aiosqlite"
+    other_drivers = ("sqlite", "sqlite+pysqlite")
     single_file = True
     fulltext_can_drift = True
     shares_database = False

@@ -8,11 +8,21 @@ from pathlib import Path
 import pytest
 
 from roost.storage.engine import create_engine, resolve_database_url
+from roost.storage.engines import UnsupportedDatabase
 
 
 def test_plain_urls_get_async_drivers() -> None:
     assert resolve_database_url("sqlite:///x.db").drivername == "sqlite+aiosqlite"
     assert resolve_database_url("postgresql://u@h/db").drivername == "postgresql+asyncpg"
+    assert resolve_database_url("postgres://u@h/db").drivername == "postgresql+asyncpg"
+    assert resolve_database_url("postgresql+psycopg2://u@h/db").drivername == (
+        "postgresql+asyncpg"
+    )
+
+
+def test_other_databases_are_refused_by_name() -> None:
+    with pytest.raises(UnsupportedDatabase, match=r"SQLite and PostgreSQL.*'mysql'"):
+        resolve_database_url("mysql://u@h/db")
 
 
 def test_environment_url_is_used(monkeypatch: pytest.MonkeyPatch) -> None:

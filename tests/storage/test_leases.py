@@ -16,8 +16,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from roost.storage import Database
+from roost.storage.advisory_leases import LEASE_LOCK_CLASS
 from roost.storage.engine import create_engine
-from roost.storage.leases import LEASE_LOCK_CLASS, LeaseHeld
+from roost.storage.leases import LeaseHeld
 from tests.fixtures.postgres import PostgresServer
 
 # Generous on a loaded two-core machine; each wait ends at its event, long before.
