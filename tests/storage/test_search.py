@@ -283,6 +283,15 @@ def test_fulltext_phrases_and_operators_are_plain_words(harness: Harness) -> Non
     assert fts_terms('a "b c') == ("a", "b c")
 
 
+def test_fulltext_ignores_case_and_diacritics_on_both_sides(harness: Harness) -> None:
+    store(harness, [None, None, None], ["Crème Brûlée recipe", "plain creme", "Ærøskøbing ferry"])
+    assert {h.item_id for h in search(harness, {"fts": "creme BRULEE"})} == {"i0"}
+    assert {h.item_id for h in search(harness, {"fts": "CRÈME"})} == {"i0", "i1"}
+    assert {h.item_id for h in search(harness, {"fts": '"brulee recipe"'})} == {"i0"}
+    assert {h.item_id for h in search(harness, {"fts": '"recipe brulee"'})} == set()
+    assert {h.item_id for h in search(harness, {"fts": "ferry"})} == {"i2"}
+
+
 def test_list_filters_select_nodes_and_items(harness: Harness) -> None:
     db = harness.db
     for key in db.nodes:
