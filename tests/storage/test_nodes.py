@@ -1,4 +1,4 @@
-"""NodeStore on a real SQLite file."""
+"""NodeStore on a real database (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -140,6 +140,32 @@ async def test_set_subscribed_and_update_extra(db: Database) -> None:
         await db.nodes.update_extra(node.id + 100, {})
     with pytest.raises(RowNotFound):
         await db.nodes.set_subscribed(node.id + 100, True)
+
+
+async def test_extra_merges_from_two_writers_never_lose_each_other(
+    db: Database, database_url: str
+) -> None:
+    # Two engines on one database, as two daemons (or two tasks) would be: each merges
+    # keys of its own into the same node, interleaved. A read-modify-write in Python
+    # would lose some of the other's keys; the merge is one UPDATE.
+    node = await db.nodes.get_or_create_node("p", SERVICE, "shared")
+    other = await Database.open(database_url)
+    try:
+
+        async def merge(store: Database, prefix: str) -> None:
+            for n in range(25):
+                await store.nodes.update_extra(node.id, {f"{prefix}{n}": n})
+                await store.nodes.set_sync_state(node.id, "in_progress", extra={f"{prefix}s": n})
+
+        await asyncio.gather(merge(db, "a"), merge(other, "b"))
+    finally:
+        await other.close()
+    extra = (await db.nodes.get_node_by_id(node.id)).extra
+    assert {k: v for k, v in extra.items() if not k.endswith("s")} == {
+        **{f"a{n}": n for n in range(25)},
+        **{f"b{n}": n for n in range(25)},
+    }
+    assert (extra["as"], extra["bs"]) == (24, 24)
 
 
 async def test_list_nodes_filters(db: Database) -> None:
