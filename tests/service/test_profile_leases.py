@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from collections.abc import AsyncIterator
@@ -14,6 +15,8 @@ from roost.service.errors import Conflict, NotFound
 from roost.service.events import DefaultProfileChanged, Event
 from roost.service.settings import GLOBAL
 from roost.storage import ItemInput, RosterEntry
+from tests.fixtures.postgres import PostgresServer
+from tests.storage.test_leases import EVENT_TIMEOUT, holder_cut_off
 
 HOLDER = f"roostd pid {os.getpid()} on {socket.gethostname()}"
 
@@ -147,6 +150,34 @@ async def test_purge_and_reset_leave_other_daemons_caches_alone(postgresql_url: 
         # Without a profiles filter, only this daemon's profiles are purged.
         assert await second.pubsub.purge_cache({}) == 1
         assert await first.pubsub.purge_cache({"profiles": ["alice"]}) == 1
+    finally:
+        await second.close()
+        await first.close()
+
+
+@pytest.mark.postgresql
+async def test_a_lease_lost_to_another_daemon_is_served_there_only(
+    postgresql_url: str, postgres_server: PostgresServer
+) -> None:
+    first = await Backend.open(Config(), postgresql_url)
+    second = await Backend.open(Config(), postgresql_url)
+    try:
+        await first.profiles.create("alice", "alice@example.org", "pw", {})
+        await first.settings.set_value("alice", "ui", "theme", "s", "dark")
+        lost = asyncio.Event()
+        first.profiles.on_lease_lost.append(lambda _name: lost.set())
+        alice = await first.db.profiles.get_profile("alice")
+        # The second's lease connection is up before no new one may start.
+        await second.profiles.create("bob", "bob@example.org", "pw", {})
+        # The first's lease connection drops, and the second asks for alice before the
+        # first is back: the second serves her from now on.
+        async with holder_cut_off(postgres_server, postgresql_url, alice.id):
+            await second.settings.set_value("alice", "ui", "theme", "s", "light")
+        await asyncio.wait_for(lost.wait(), EVENT_TIMEOUT)
+        assert first.profiles.leased == frozenset()
+        with pytest.raises(Conflict, match="is served by another Roost daemon"):
+            await first.settings.get_values("alice", "ui", [])
+        assert await second.settings.get_values("alice", "ui", []) == {"theme": ("s", "light")}
     finally:
         await second.close()
         await first.close()

@@ -154,6 +154,25 @@ async def _terminate(server: PostgresServer, pid: int) -> None:
     await asyncio.to_thread(server.psql, f"SELECT pg_terminate_backend({pid})")
 
 
+@asynccontextmanager
+async def holder_cut_off(server: PostgresServer, url: str, profile_id: int) -> AsyncIterator[None]:
+    """End the session holding a profile's lease and, for the ``with`` block, keep its
+    daemon from connecting again (no new session may start on the database), so that
+    another can take the lease first; the block starts once the lease is free."""
+    database = make_url(url).database
+    pid = await _lease_backend_pid(url, profile_id)
+    async with _watcher(url) as watcher:
+        await asyncio.to_thread(server.psql, f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+        try:
+            await _terminate(server, pid)
+            await asyncio.wait_for(_until_unlocked(watcher, profile_id), EVENT_TIMEOUT)
+            yield
+        finally:
+            await asyncio.to_thread(
+                server.psql, f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true'
+            )
+
+
 async def test_an_ended_session_frees_its_leases_and_they_are_taken_again(
     postgresql_url: str, postgres_server: PostgresServer
 ) -> None:
@@ -179,7 +198,6 @@ async def test_an_ended_session_frees_its_leases_and_they_are_taken_again(
 async def test_a_lease_taken_while_its_holder_was_cut_off_is_lost(
     postgresql_url: str, postgres_server: PostgresServer
 ) -> None:
-    database = make_url(postgresql_url).database
     async with (
         await Database.open(postgresql_url) as first,
         await Database.open(postgresql_url) as second,
@@ -196,21 +214,8 @@ async def test_a_lease_taken_while_its_holder_was_cut_off_is_lost(
         first.leases.on_lost.append(on_lost)
         await first.leases.acquire(alice.id, "alice")
         await second.leases.acquire(bob.id, "bob")  # the second's connection is up
-        pid = await _lease_backend_pid(postgresql_url, alice.id)
-        async with _watcher(postgresql_url) as watcher:
-            # No new session may start: the first cannot take its lease again at once.
-            await asyncio.to_thread(
-                postgres_server.psql, f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false'
-            )
-            try:
-                await _terminate(postgres_server, pid)
-                await asyncio.wait_for(_until_unlocked(watcher, alice.id), EVENT_TIMEOUT)
-                await second.leases.acquire(alice.id, "alice")
-            finally:
-                await asyncio.to_thread(
-                    postgres_server.psql, f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true'
-                )
-
+        async with holder_cut_off(postgres_server, postgresql_url, alice.id):
+            await second.leases.acquire(alice.id, "alice")
         await asyncio.wait_for(lost_event.wait(), EVENT_TIMEOUT)
         assert lost == [(alice.id, "alice")]
         assert first.leases.held == set()
