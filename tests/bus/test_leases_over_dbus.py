@@ -89,14 +89,21 @@ async def serve(daemon: Roostd, server: XmppServer, name: str) -> RoostClient:
     return client
 
 
-async def synced_blog(client: RoostClient, server: XmppServer, profile: str) -> str:
-    """A microblog comments node of ``profile``'s, filled, read once through the daemon,
-    and synchronised by its cache; its name."""
+async def filled_blog(client: RoostClient, server: XmppServer, profile: str) -> str:
+    """A microblog comments node of ``profile``'s, made and filled through the daemon;
+    its name."""
     service = server.pubsub_service
     node = f"{MICROBLOG}:comments/{profile}"
     await client.create_node(profile, service, node, {"pubsub#max_items": "max"})
     for n in range(ITEMS):
         await client.publish(profile, service, node, f"i{n:03d}", entry(n))
+    return node
+
+
+async def synced(client: RoostClient, server: XmppServer, profile: str, node: str) -> None:
+    """Read ``node`` once through the daemon, and wait until its cache has synchronised
+    it."""
+    service = server.pubsub_service
     completed = asyncio.Event()
 
     def on_state(p: str, _service: str, changed: str, state: str) -> None:
@@ -111,7 +118,6 @@ async def synced_blog(client: RoostClient, server: XmppServer, profile: str) -> 
         await asyncio.wait_for(completed.wait(), SYNC_TIMEOUT)
     state = await client.get_node_state(profile, service, node)
     assert state["state"] == "completed" and state["item_count"] == ITEMS
-    return node
 
 
 def holder(daemon: Roostd) -> str:
@@ -135,8 +141,14 @@ async def test_two_daemons_serve_their_own_profiles_and_a_third_is_refused(
         # Both serve values and sync a node, side by side.
         await one.set_value(first_name, "ui", "theme", Variant("s", "dark"))
         await two.set_value(second_name, "ui", "theme", Variant("s", "light"))
-        nodes = await asyncio.gather(
-            synced_blog(one, server, first_name), synced_blog(two, server, second_name)
+        # One after the other: ejabberd may fail two node creations at once ("Database
+        # failure").
+        nodes = [
+            await filled_blog(one, server, first_name),
+            await filled_blog(two, server, second_name),
+        ]
+        await asyncio.gather(
+            synced(one, server, first_name, nodes[0]), synced(two, server, second_name, nodes[1])
         )
         assert (await one.get_values(first_name, "ui"))["theme"].value == "dark"
         assert (await two.get_values(second_name, "ui"))["theme"].value == "light"
