@@ -35,6 +35,12 @@ def test_install_maps_the_folders_into_the_roost_namespace(tmp_path: Path) -> No
     assert top - {"bin"} == {"roost"}
     packaged = target / "roost"
     assert {p.name for p in packaged.iterdir()} >= {"storage", "service", "bridge", "cli"}
+    # Every package of the source folders is installed (a package missing from setup.cfg
+    # would install without its modules).
+    for folder in ("storage", "service", "bridge", "cli"):
+        for init in (ROOT / folder).rglob("__init__.py"):
+            relative = init.relative_to(ROOT)
+            assert (packaged / relative).exists(), f"{relative.parent} is not packaged"
     assert (packaged / "storage" / "migrations" / "alembic.ini").exists()
     assert (packaged / "storage" / "migrations" / "versions" / "0001_initial.py").exists()
     imported = subprocess.run(
