@@ -43,7 +43,7 @@ typecheck: $(STAMP)
 		-p roost.storage -p roost.service -p roost.bridge -p roost.cli
 
 # bench/*.py are benchmarks, but for the report and the benches' own tooling.
-BENCHES := $(filter-out bench/report.py bench/figures.py bench/ejabberd_fill.py bench/loopback.py,$(wildcard bench/*.py))
+BENCHES := $(filter-out bench/report.py bench/figures.py bench/ejabberd_fill.py bench/loopback.py bench/postgres_cluster.py,$(wildcard bench/*.py))
 
 ## bench: every benchmark in bench/, then a table of their JSON lines
 bench: deps-test $(STAMP)

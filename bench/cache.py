@@ -7,7 +7,9 @@ for what each figure means. ``ROOST_BENCH_SMALL=1`` lowers every size for a quic
 Everything runs on loopback in one run: a private dbus-daemon, Prosody and ejabberd, and
 ``roostd`` as a real process. The client is this process (or, for the throughput, a few
 processes of it started with ``multiprocessing``); the bare service is this script run
-with ``--bare ADDRESS FILE``.
+with ``--bare ADDRESS FILE``. The searches at growing sizes run on SQLite and on
+PostgreSQL (a throwaway cluster, ``bench/postgres_cluster.py``), the same rows in both,
+each figure named for its database; PostgreSQL's carry SQLite's as their baseline.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from dbus_fast.annotations import DBusDict, DBusSignature, DBusStr
 from dbus_fast.service import ServiceInterface, dbus_method
 
 from bench.ejabberd_fill import fill_ejabberd_node
+from bench.postgres_cluster import analyse, bench_cluster, copy_items, settings_text
 from roost.bridge.client import RoostClient
 from roost.bridge.constants import BUS_NAME, OBJECT_PATH, PUBSUB_INTERFACE
 from roost.service.cache.microblog import parse_microblog_entry
@@ -54,6 +57,7 @@ from roost.storage import Database
 from roost.storage.fulltext import FTS_TABLE, SQLITE_FTS_DDL, SQLITE_FTS_DROP
 from tests.fixtures import dbus as dbus_fixtures
 from tests.fixtures.dbus import Roostd, RoostdLauncher, start_bus, stop_bus, wait_for_name
+from tests.fixtures.postgres import PostgresServer
 from tests.fixtures.xmpp import EjabberdServer, ProsodyServer, XmppServer, free_port
 
 SMALL = bool(os.environ.get("ROOST_BENCH_SMALL"))
@@ -139,9 +143,16 @@ async def fill(
     return node, done
 
 
-def start_roostd(launcher: RoostdLauncher, config: Path, database: Path | None = None) -> Roostd:
-    """A daemon on the bench's bus, quiet (debug logging would slow every call)."""
-    daemon = launcher.spawn("--log-level", "warning", "--config", str(config), database=database)
+def start_roostd(
+    launcher: RoostdLauncher, config: Path, database: Path | None = None, url: str | None = None
+) -> Roostd:
+    """A daemon on the bench's bus, quiet (debug logging would slow every call), on the
+    SQLite file ``database`` or the database at ``url``."""
+    # The launcher names an SQLite file first; a --database given after it wins.
+    extra = ("--database", url) if url is not None else ()
+    daemon = launcher.spawn(
+        "--log-level", "warning", "--config", str(config), *extra, database=database
+    )
     wait_for_name(launcher.bus_address, timeout=600)
     if daemon.process.poll() is not None:
         raise RuntimeError(f"roostd exited at start:\n{daemon.log_text()}")
@@ -589,9 +600,9 @@ class SearchCorpus:
             )
 
 
-async def search_database(path: Path) -> list[int]:
+async def search_database(url: str) -> list[int]:
     """A new database at the current schema: 10 profiles of 10 nodes; the node ids."""
-    db = await Database.open(f"sqlite+aiosqlite:///{path}")
+    db = await Database.open(url)
     ids = []
     for p in range(10):
         await db.profiles.create_profile(f"p{p}", f"p{p}@localhost", "", {})
@@ -603,7 +614,8 @@ async def search_database(path: Path) -> list[int]:
 
 
 def grow(path: Path, corpus: SearchCorpus, node_ids: list[int], start: int, stop: int) -> None:
-    """Bulk-load rows without the FTS triggers, then put the index back and rebuild it."""
+    """SQLite: bulk-load rows without the FTS triggers, then put the index back and
+    rebuild it."""
     began = time.perf_counter()
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
@@ -623,15 +635,29 @@ def grow(path: Path, corpus: SearchCorpus, node_ids: list[int], start: int, stop
     progress(f"search database at {stop} items in {time.perf_counter() - began:.0f} s")
 
 
-async def index_author(path: Path) -> None:
+async def grow_postgres(
+    url: str, corpus: SearchCorpus, node_ids: list[int], start: int, stop: int
+) -> None:
+    """PostgreSQL: COPY the same rows (the server keeps the full-text vector and its GIN
+    index as they arrive)."""
+    began = time.perf_counter()
+    # The rows' text is ASCII: PostgreSQL's indexed form of it (no diacritics) is itself.
+    await copy_items(url, corpus.rows(start, stop, node_ids))
+    progress(f"PostgreSQL search database at {stop} items in {time.perf_counter() - began:.0f} s")
+
+
+async def index_author(url: str) -> None:
     """The expression index the microblog analyser asks for, as after a real sync."""
-    db = await Database.open(f"sqlite+aiosqlite:///{path}", check_fulltext=False)
+    db = await Database.open(url, check_fulltext=False)
     await db.items.ensure_parsed_key_index("author_jid")
     await db.close()
 
 
-async def search_latency(address: str, size: int) -> None:
-    """Median and p99 of an FTS term and an indexed equality through the bus."""
+async def search_latency(
+    address: str, size: int, database: str, baseline: dict[str, float] | None = None
+) -> dict[str, float]:
+    """Median and p99 of an FTS term and an indexed equality through the bus, named for
+    ``database``; returns them by metric. ``baseline``: SQLite's, shown beside them."""
     client = await RoostClient.connect(address)
     label = f"{size // 1_000_000}M" if size >= 1_000_000 else f"{size // 1000}k"
     queries: dict[str, Callable[[int], dict[str, Any]]] = {
@@ -641,6 +667,7 @@ async def search_latency(address: str, size: int) -> None:
             "limit": 20,
         },
     }
+    found: dict[str, float] = {}
     for name, query in queries.items():
         times = []
         for n in range(SEARCH_ROUNDS + 2):
@@ -649,24 +676,65 @@ async def search_latency(address: str, size: int) -> None:
             if n >= 2:
                 times.append((time.perf_counter() - started) * 1000)
             assert len(hits) == 20 or (name == "parsed_eq" and hits), (name, len(hits))
-        emit(f"search_{name}_{label}_median", statistics.median(times), "ms")
-        emit(f"search_{name}_{label}_p99", percentile(times, 0.99), "ms")
+        found[f"{name}_median"] = statistics.median(times)
+        found[f"{name}_p99"] = percentile(times, 0.99)
     client.close()
+    for key, value in found.items():
+        name, _sep, stat = key.rpartition("_")
+        figure(f"search_{name}_{label}_{database}_{stat}", value, "ms", baseline, key)
+    return found
 
 
-def searches(launcher: RoostdLauncher, config: Path, workdir: Path) -> None:
-    """Grow one database through SEARCH_SIZES; at each, a fresh roostd answers searches."""
+def figure(
+    metric: str, value: float, unit: str, baseline: dict[str, float] | None, key: str
+) -> None:
+    """Print a figure, beside ``baseline[key]`` when there is a baseline."""
+    if baseline is None:
+        emit(metric, value, unit)
+    else:
+        compare(metric, value, unit, baseline[key])
+
+
+def searches_on(
+    launcher: RoostdLauncher,
+    config: Path,
+    size: int,
+    database: str,
+    where: dict[str, Any],
+    baseline: dict[str, float] | None,
+) -> dict[str, float]:
+    """Start a fresh roostd on one database (``where``: start_roostd's ``database`` or
+    ``url``), time its start and its searches; the figures by metric."""
+    started = time.perf_counter()
+    daemon = start_roostd(launcher, config, **where)
+    found = {"start": time.perf_counter() - started}
+    figure(f"roostd_start_{size // 1000}k_items_{database}", found["start"], "s", baseline, "start")
+    found.update(asyncio.run(search_latency(launcher.bus_address, size, database, baseline)))
+    stop_roostd(daemon)
+    return found
+
+
+def searches(
+    launcher: RoostdLauncher, config: Path, workdir: Path, cluster: PostgresServer
+) -> None:
+    """Grow an SQLite and a PostgreSQL database through SEARCH_SIZES, the same rows in
+    both; at each size, a fresh roostd on each answers searches."""
     path, corpus, loaded = workdir / "search.sqlite", SearchCorpus(), 0
-    node_ids = asyncio.run(search_database(path))
-    for size in SEARCH_SIZES:
-        grow(path, corpus, node_ids, loaded, size)
-        loaded = size
-        asyncio.run(index_author(path))
-        started = time.perf_counter()
-        daemon = start_roostd(launcher, config, database=path)
-        emit(f"roostd_start_{size // 1000}k_items", time.perf_counter() - started, "s")
-        asyncio.run(search_latency(launcher.bus_address, size))
-        stop_roostd(daemon)
+    sqlite_url = f"sqlite+aiosqlite:///{path}"
+    node_ids = asyncio.run(search_database(sqlite_url))
+    with cluster.database() as pg_url:
+        assert asyncio.run(search_database(pg_url)) == node_ids, "the databases' nodes differ"
+        for size in SEARCH_SIZES:
+            grow(path, corpus, node_ids, loaded, size)
+            asyncio.run(grow_postgres(pg_url, corpus, node_ids, loaded, size))
+            loaded = size
+            asyncio.run(index_author(sqlite_url))
+            asyncio.run(index_author(pg_url))
+            # As autovacuum would after such a write: statistics (the new expression
+            # index's included) and the visibility map.
+            asyncio.run(analyse(pg_url))
+            on_sqlite = searches_on(launcher, config, size, "sqlite", {"database": path}, None)
+            searches_on(launcher, config, size, "postgresql", {"url": pg_url}, on_sqlite)
 
 
 # -- the run ----------------------------------------------------------------------------
@@ -721,7 +789,9 @@ def main() -> None:
             for server in servers:
                 server.stop()
             servers.clear()
-            searches(launcher, config, workdir)
+            with bench_cluster() as cluster:
+                progress(f"PostgreSQL cluster up ({settings_text()})")
+                searches(launcher, config, workdir, cluster)
         finally:
             launcher.stop_all()
             for server in servers:

@@ -1,16 +1,24 @@
-"""Storage benchmark: item upsert rate and search latency.
+"""Storage benchmark: item upsert rate and search latency, on SQLite and on PostgreSQL.
 
 Prints one JSON object a line (bench, metric, value, unit, and where it compares:
 baseline, ratio); progress goes to stderr. See docs/performance.md for what each figure
 means. Sizes can be lowered for a quick run: ``ROOST_BENCH_SMALL=1``.
 
+Both databases get the same items and the same operations in the same run; each
+figure's name says its database (``sqlite``, ``postgresql``). PostgreSQL is a throwaway
+cluster set up as a deployment would be (``bench/postgres_cluster.py``).
+
 1. Upsert rate: the same 100k items (2 KB Atom-like XML, 0.5 KB parsed JSON, full-text
    indexed text) written through ``ItemStore.upsert_items`` in batches of 1,000, and by
-   plain ``sqlite3`` ``executemany`` in one transaction, each into a fresh database with
-   the same schema and FTS triggers.
-2. Search latency (median, p95) at 100k items (the store-written database) and at 1M (a
-   database bulk-loaded with plain sqlite3, then its FTS index rebuilt), through
-   ``SearchStore`` and ``ItemStore`` as the service calls them.
+   the plain driver's ``executemany`` in one transaction (``sqlite3``, ``asyncpg``),
+   each into a fresh database with the same schema: the FTS5 table and its triggers on
+   SQLite, the generated ``tsvector`` and its GIN index on PostgreSQL.
+2. Search latency (median, p95) at 100k items (the store-written databases) and at 1M
+   (bulk-loaded: with plain sqlite3, then the FTS index rebuilt; with COPY on
+   PostgreSQL, the index kept as rows arrive), through ``SearchStore`` and ``ItemStore``
+   as the service calls them. A PostgreSQL database is vacuumed and analysed first, as
+   autovacuum does after a large write. PostgreSQL's figures carry SQLite's as their
+   baseline.
 """
 
 from __future__ import annotations
@@ -29,10 +37,13 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import insert, text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.figures import emit, spread, upper
+from bench.postgres_cluster import analyse, bench_cluster, copy_items, insert_items, settings_text
+from roost.storage import Database
 from roost.storage.engine import create_engine
 from roost.storage.fulltext import FTS_TABLE, SQLITE_FTS_DDL
 from roost.storage.item_records import ItemInput
@@ -55,6 +66,7 @@ SEARCH_TARGET_MS = {"fts_selective": 50.0, "parsed_eq": 50.0}
 SELECTIVE_EVERY = 250  # "zanzibar" in 0.4% of items
 COMMON_EVERY = 2  # "harbour" in half of the items
 BASE_TIME = 1_600_000_000.0
+SQLITE, POSTGRESQL = "sqlite", "postgresql"
 
 ITEM_SQL = (
     "INSERT INTO pubsub_items (node_id, item_id, publisher, position, data, parsed, "
@@ -138,13 +150,35 @@ class Corpus:
             )
 
 
+def sqlite_url(path: Path) -> str:
+    """The URL of the SQLite file at ``path``."""
+    return f"sqlite+aiosqlite:///{path}"
+
+
 async def create_schema(path: Path, *, fts: bool = True) -> None:
-    """A database at ``path`` with the mapped schema, profiles and nodes."""
-    engine = create_engine(f"sqlite+aiosqlite:///{path}")
+    """An SQLite database at ``path`` with the mapped schema, profiles and nodes."""
+    engine = create_engine(sqlite_url(path))
     async with engine.begin() as conn:
         await conn.run_sync(Base.metadata.create_all)
         for ddl in SQLITE_FTS_DDL if fts else ():
             await conn.execute(text(ddl))
+    await add_profiles_and_nodes(engine)
+    await engine.dispose()
+
+
+async def create_postgres_schema(url: str) -> None:
+    """The PostgreSQL database at ``url`` given Roost's schema (by the migrations, which
+    create its generated columns and GIN index), profiles and nodes."""
+    db = await Database.open(url)
+    try:
+        await add_profiles_and_nodes(db.engine)
+    finally:
+        await db.close()
+
+
+async def add_profiles_and_nodes(engine: AsyncEngine) -> None:
+    """The profiles and the nodes the items are spread over."""
+    async with engine.begin() as conn:
         for p in range(1, PROFILES + 1):
             await conn.execute(
                 insert(Profile).values(
@@ -162,7 +196,6 @@ async def create_schema(path: Path, *, fts: bool = True) -> None:
                     extra={},
                 )
             )
-    await engine.dispose()
 
 
 def plain_connection(path: Path) -> sqlite3.Connection:
@@ -186,9 +219,9 @@ def plain_load(path: Path, rows: list[tuple[Any, ...]] | Iterator[tuple[Any, ...
     return elapsed
 
 
-async def store_load(path: Path, rows: list[tuple[Any, ...]]) -> float:
+async def store_load(url: str, rows: list[tuple[Any, ...]]) -> float:
     """Write the same rows through ItemStore.upsert_items, a batch per call."""
-    engine = create_engine(f"sqlite+aiosqlite:///{path}")
+    engine = create_engine(url)
     store = ItemStore(engine)
     batches = []
     for start in range(0, len(rows), BATCH):
@@ -197,10 +230,10 @@ async def store_load(path: Path, rows: list[tuple[Any, ...]]) -> float:
             ItemInput(r[1], r[2], r[4], json.loads(r[5]), r[6], r[7]) for r in chunk
         ]  # parsed as the caller holds it: a dict the store serialises
         batches.append((chunk[0][0], items))
-    start = time.perf_counter()
+    started = time.perf_counter()
     for node_id, items in batches:
         await store.upsert_items(node_id, items)
-    elapsed = time.perf_counter() - start
+    elapsed = time.perf_counter() - started
     await engine.dispose()
     return elapsed
 
@@ -223,9 +256,12 @@ async def items_count(engine: Any) -> int:
         return int(await conn.scalar(text("SELECT count(*) FROM pubsub_items")) or 0)
 
 
-async def search_latency(path: Path, label: str) -> None:
-    """Median and p95 of the searched queries against the database at ``path``."""
-    engine = create_engine(f"sqlite+aiosqlite:///{path}")
+async def search_latency(
+    url: str, label: str, database: str, baseline: dict[str, float] | None = None
+) -> dict[str, float]:
+    """Median and p95 of the searched queries against the database at ``url``; returns
+    the medians by query. ``baseline``: another database's medians, shown beside these."""
+    engine = create_engine(url)
     items, search = ItemStore(engine), SearchStore(engine)
     await items.ensure_parsed_key_index("author.name")
     sizes: dict[str, int] = {}
@@ -253,26 +289,33 @@ async def search_latency(path: Path, label: str) -> None:
         ("node_newest_20", newest_20, RUNS),
         ("fts_common", fts_common, RUNS // 4),
     ]
+    medians: dict[str, float] = {}
     for name, run, runs in cases:
         times = await timed(run, runs)
         found = spread(times)
         high, value = upper(times)
-        progress(f"{label} {name}: median {found['median']:.2f} ms, {high} {value:.2f} ms")
+        medians[name] = found["median"]
+        progress(
+            f"{label} {database} {name}: median {found['median']:.2f} ms, {high} {value:.2f} ms"
+        )
         emit(
             "storage",
-            f"search_{name}_{label}_median",
+            f"search_{name}_{label}_{database}_median",
             found["median"],
             "ms",
+            baseline=baseline[name] if baseline else None,
             at_most=SEARCH_TARGET_MS.get(name) if label == "1M" else None,
             hits=sizes[name],
             samples=len(times),
         )
-        emit("storage", f"search_{name}_{label}_{high}", value, "ms", samples=len(times))
+        emit("storage", f"search_{name}_{label}_{database}_{high}", value, "ms", samples=len(times))
     await engine.dispose()
+    return medians
 
 
 def build_large(path: Path, corpus: Corpus) -> None:
-    """Bulk-load LARGE_ITEMS rows without FTS triggers, then create and rebuild the index."""
+    """SQLite: bulk-load LARGE_ITEMS rows without FTS triggers, then create and rebuild
+    the index."""
     asyncio.run(create_schema(path, fts=False))
     start = time.perf_counter()
     plain_load(path, corpus.rows(LARGE_ITEMS))
@@ -286,40 +329,104 @@ def build_large(path: Path, corpus: Corpus) -> None:
     progress(f"rebuilt the FTS index in {time.perf_counter() - start:.0f} s")
 
 
+async def build_large_postgres(url: str, corpus: Corpus) -> None:
+    """PostgreSQL: COPY the same LARGE_ITEMS rows into a migrated database (the server
+    keeps the full-text vector and its index as rows arrive), then vacuum and analyse."""
+    await create_postgres_schema(url)
+    start = time.perf_counter()
+    # The text is ASCII: PostgreSQL's indexed form of it (diacritics dropped) is itself.
+    copied = await copy_items(url, corpus.rows(LARGE_ITEMS))
+    progress(f"copied {copied} rows into PostgreSQL in {time.perf_counter() - start:.0f} s")
+    await index_and_analyse(url)
+
+
+async def index_and_analyse(url: str) -> None:
+    """PostgreSQL: the searched key's index (as :func:`search_latency` makes it), then
+    vacuum and analyse, as autovacuum would after such a write: the planner's statistics,
+    the new expression index's included, and the visibility map."""
+    start = time.perf_counter()
+    db = await Database.open(url)
+    try:
+        await db.items.ensure_parsed_key_index("author.name")
+    finally:
+        await db.close()
+    await analyse(url)
+    progress(f"indexed, vacuumed and analysed in {time.perf_counter() - start:.0f} s")
+
+
+def upsert_rates(workdir: Path, rows: list[tuple[Any, ...]], pg_store: str, pg_plain: str) -> Path:
+    """Upsert rates into fresh databases of both kinds; returns the SQLite store database."""
+    plain_db, store_db = workdir / "plain.sqlite", workdir / "store.sqlite"
+    asyncio.run(create_schema(plain_db))
+    asyncio.run(create_schema(store_db))
+    plain = len(rows) / plain_load(plain_db, rows)
+    progress(f"plain sqlite3: {plain:.0f} items/s")
+    store = len(rows) / asyncio.run(store_load(sqlite_url(store_db), rows))
+    progress(f"ItemStore on SQLite: {store:.0f} items/s")
+    plain_db.unlink()
+    asyncio.run(create_postgres_schema(pg_plain))
+    asyncio.run(create_postgres_schema(pg_store))
+    pg_plain_rate = len(rows) / asyncio.run(insert_items(pg_plain, rows))
+    progress(f"plain asyncpg: {pg_plain_rate:.0f} items/s")
+    pg_rate = len(rows) / asyncio.run(store_load(pg_store, rows))
+    progress(f"ItemStore on PostgreSQL: {pg_rate:.0f} items/s")
+
+    emit("storage", "upsert_rate_plain_sqlite3", plain, "items/s")
+    emit(
+        "storage",
+        "upsert_rate_item_store_sqlite",
+        store,
+        "items/s",
+        baseline=plain,
+        ratio_at_least=UPSERT_TARGET_RATIO,
+    )
+    emit("storage", "upsert_rate_plain_asyncpg", pg_plain_rate, "items/s")
+    emit(
+        "storage",
+        "upsert_rate_item_store_postgresql",
+        pg_rate,
+        "items/s",
+        baseline=pg_plain_rate,
+        ratio_at_least=UPSERT_TARGET_RATIO,
+    )
+    emit(
+        "storage", "upsert_rate_item_store_postgresql_vs_sqlite", pg_rate, "items/s", baseline=store
+    )
+    return store_db
+
+
 def main() -> None:
     """Run every measurement and print the result lines."""
     workdir = Path(tempfile.mkdtemp(prefix="roost-bench-"))
     try:
-        corpus = Corpus()
-        progress(f"generating {UPSERT_ITEMS} items")
-        rows = list(corpus.rows(UPSERT_ITEMS))
-        size = sum(len(r[4]) for r in rows) / len(rows), sum(len(r[5]) for r in rows) / len(rows)
-        progress(f"average XML {size[0]:.0f} B, parsed JSON {size[1]:.0f} B")
+        with bench_cluster() as cluster:
+            progress(f"PostgreSQL cluster up ({settings_text()})")
+            corpus = Corpus()
+            progress(f"generating {UPSERT_ITEMS} items")
+            rows = list(corpus.rows(UPSERT_ITEMS))
+            size = (
+                sum(len(r[4]) for r in rows) / len(rows),
+                sum(len(r[5]) for r in rows) / len(rows),
+            )
+            progress(f"average XML {size[0]:.0f} B, parsed JSON {size[1]:.0f} B")
+            with cluster.database() as pg_store:
+                with cluster.database() as pg_plain:
+                    store_db = upsert_rates(workdir, rows, pg_store, pg_plain)
+                del rows
+                label = f"{UPSERT_ITEMS // 1000}k"
+                medians = asyncio.run(search_latency(sqlite_url(store_db), label, SQLITE))
+                asyncio.run(index_and_analyse(pg_store))
+                asyncio.run(search_latency(pg_store, label, POSTGRESQL, medians))
+            store_db.unlink()
 
-        plain_db, store_db = workdir / "plain.sqlite", workdir / "store.sqlite"
-        asyncio.run(create_schema(plain_db))
-        asyncio.run(create_schema(store_db))
-        plain = len(rows) / plain_load(plain_db, rows)
-        progress(f"plain sqlite3: {plain:.0f} items/s")
-        store = len(rows) / asyncio.run(store_load(store_db, rows))
-        progress(f"ItemStore: {store:.0f} items/s")
-        emit("storage", "upsert_rate_plain_sqlite3", plain, "items/s")
-        emit(
-            "storage",
-            "upsert_rate_item_store",
-            store,
-            "items/s",
-            baseline=plain,
-            ratio_at_least=UPSERT_TARGET_RATIO,
-        )
-        del rows
-        plain_db.unlink()
-
-        asyncio.run(search_latency(store_db, f"{UPSERT_ITEMS // 1000}k"))
-        large_db = workdir / "large.sqlite"
-        build_large(large_db, Corpus(seed=11))
-        label = f"{LARGE_ITEMS // 1_000_000}M" if LARGE_ITEMS >= 1_000_000 else "large"
-        asyncio.run(search_latency(large_db, label))
+            label = f"{LARGE_ITEMS // 1_000_000}M" if LARGE_ITEMS >= 1_000_000 else "large"
+            large_db = workdir / "large.sqlite"
+            build_large(large_db, Corpus(seed=11))
+            medians = asyncio.run(search_latency(sqlite_url(large_db), label, SQLITE))
+            large_db.unlink()
+            with cluster.database() as pg_large:
+                asyncio.run(build_large_postgres(pg_large, Corpus(seed=11)))
+                asyncio.run(search_latency(pg_large, label, POSTGRESQL, medians))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
