@@ -646,6 +646,9 @@ class ItemStore:
     ) -> int:
         """Delete cached items matching every filter given (no filter: every item).
 
+        A node that loses items and was ``completed`` (or ``error``) is set to ``none``
+        in the same transaction: its stored copy is no longer whole.
+
         Args:
             profiles: profile names.
             services: pubsub service JIDs.
@@ -665,18 +668,28 @@ class ItemStore:
         ):
             if values is not None:
                 node_filter.append(self._dialect.in_values(column, values))
-        stmt = delete(_items)
+        item_filter = []
         if node_filter:
             matching_nodes = (
                 select(_nodes.c.id)
                 .join(_profiles, _profiles.c.id == _nodes.c.profile_id)
                 .where(*node_filter)
             )
-            stmt = stmt.where(_items.c.node_id.in_(matching_nodes))
+            item_filter.append(_items.c.node_id.in_(matching_nodes))
         if older_than is not None:
-            stmt = stmt.where(_items.c.updated < older_than)
+            item_filter.append(_items.c.updated < older_than)
+        losing = select(_items.c.node_id).where(*item_filter).distinct()
+        # A node that loses items is no longer a whole copy: it says so in the same
+        # transaction, or a crash before the caller marks it would leave it "completed"
+        # with items missing, and served as complete after the restart.
+        unmark = (
+            update(_nodes)
+            .where(_nodes.c.id.in_(losing), _nodes.c.sync_state.in_(("completed", "error")))
+            .values(sync_state="none", sync_state_updated=time.time())
+        )
         async with self._transaction("purge_items", write=True) as conn:
-            result = await conn.execute(stmt)
+            await conn.execute(unmark)
+            result = await conn.execute(delete(_items).where(*item_filter))
         return int(result.rowcount)
 
     async def ensure_parsed_key_index(self, path: str) -> None:

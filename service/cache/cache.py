@@ -487,6 +487,8 @@ class PubsubCache:
             isinstance(older_than, bool) or not isinstance(older_than, int | float)
         ):
             raise InvalidArgument("Purge filter older_than must be a timestamp (a number)")
+        # Read before the purge, which sets the nodes losing items to "none" itself.
+        records = await self._db.nodes.list_nodes()
         removed = await self._db.items.purge_items(
             profiles=lists["profiles"],
             services=lists["services"],
@@ -494,7 +496,7 @@ class PubsubCache:
             types=lists["types"],
             older_than=None if older_than is None else float(older_than),
         )
-        for record in await self._db.nodes.list_nodes():
+        for record in records:
             if not _purge_covers(record, lists):
                 continue
             if older_than is None:
