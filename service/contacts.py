@@ -32,6 +32,7 @@ from roost.service.events import ContactChanged, EventHub, SubscriptionRequested
 from roost.service.profiles import ProfileService
 from roost.service.pubsub.protocol import send_iq
 from roost.service.records import ContactRecord, SubscriptionRequestRecord
+from roost.service.safe_xml import check_xml_text
 from roost.service.xmpp.client import RoostClient
 from roost.service.xmpp.sessions import SessionManager
 from roost.storage import Database, RosterEntry
@@ -185,6 +186,7 @@ class ContactsService:
         nickname = options.get("name", "")
         if not isinstance(nickname, str) or len(nickname) > MAX_NAME_LENGTH:
             raise InvalidArgument(f"the name option must be a string of at most {MAX_NAME_LENGTH}")
+        check_xml_text(nickname, "the name option")
         groups = _check_groups(options.get("groups", []))
         subscribe = options.get("subscribe", True)
         if not isinstance(subscribe, bool):
@@ -451,6 +453,7 @@ def _check_groups(groups: Any) -> list[str]:
             raise InvalidArgument(
                 f"a group name must have 1 to {MAX_GROUP_LENGTH} characters, not {group!r}"
             )
+        check_xml_text(group, "a group name")
     return sorted(set(groups))
 
 

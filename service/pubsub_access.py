@@ -19,6 +19,7 @@ from roost.service.profiles import ProfileService
 from roost.service.pubsub.model import ItemsReply, ItemsRequest
 from roost.service.pubsub.operations import PubsubService
 from roost.service.records import NodeState, SearchHit
+from roost.service.safe_xml import check_xml_text
 
 MAX_NODE_NAME = 1024
 MAX_ITEM_ID = 1024
@@ -101,6 +102,11 @@ class PubsubAccess:
         """Publish; returns the item id (the server's when ``item_id`` is empty)."""
         if item_id:
             check_item_ids([item_id])
+        for key, value in options.items():
+            # Booleans and integers are allowed too (sent as digits): only text is checked.
+            for text in [key, *(value if isinstance(value, list | tuple) else [value])]:
+                if isinstance(text, str):
+                    check_xml_text(text, f"publish option {key!r}")
         name, service, node = await self._target(profile, service, node)
         return await self.pubsub.publish(name, service, node, item_id, payload_xml, options)
 
@@ -174,6 +180,7 @@ class PubsubAccess:
             )
         if not isinstance(options.get("subid", ""), str):
             raise InvalidArgument("the subid option must be a string")
+        check_xml_text(options.get("subid", ""), "the subid option")
         target = await self._target(profile, service, node)
         await self.pubsub.unsubscribe(*target, options)
 
@@ -251,10 +258,11 @@ def _form(values: Mapping[str, Any]) -> dict[str, str | list[str]]:
     for key, value in values.items():
         if not isinstance(key, str) or not key:
             raise InvalidArgument("form field names must be non-empty strings")
+        check_xml_text(key, "a form field name")
         if isinstance(value, str):
-            form[key] = value
+            form[key] = check_xml_text(value, f"form field {key!r}")
         elif isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
-            form[key] = list(value)
+            form[key] = [check_xml_text(v, f"form field {key!r}") for v in value]
         else:
             raise InvalidArgument(
                 f"form field {key!r} must be a string or a list of strings, "

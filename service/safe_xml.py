@@ -8,6 +8,7 @@ recursion (ElementTree's own serialiser and many a parser do) and fail there.
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 
 from defusedxml import DefusedXmlException
@@ -23,6 +24,25 @@ MAX_PAYLOAD_BYTES = 256 * 1024
 # payloads stay far from it (an Atom entry with XHTML content is about ten levels); it
 # keeps any recursive walk over a payload well inside the interpreter's recursion limit.
 MAX_XML_DEPTH = 256
+
+# What XML 1.0 forbids in text and attributes, of what a D-Bus string can carry (no NUL,
+# no surrogate): control characters but tab, newline and carriage return, and U+FFFE,
+# U+FFFF. A server closes the stream on a stanza holding one, ending the profile's session.
+_NOT_XML_CHAR = re.compile("[\x01-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def check_xml_text(text: str, what: str) -> str:
+    """``text``, to be sent in a stanza as text or an attribute.
+
+    Raises:
+        InvalidArgument: ``text`` holds a character XML does not allow; ``what`` names it.
+    """
+    bad = _NOT_XML_CHAR.search(text)
+    if bad is not None:
+        raise InvalidArgument(
+            f"{what} holds the character U+{ord(bad.group()):04X}, which XML does not allow"
+        )
+    return text
 
 
 def xml_depth(element: ET.Element, stop_after: int | None = None) -> int:
