@@ -188,12 +188,28 @@ def _copy_private(path: Path, name: str) -> Path:
     while target.exists():  # two upgrades within a second: keep both copies
         target = path.with_name(f"{name}.{counter}")
         counter += 1
-    fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    # Written under a temporary name and renamed once whole: a crash while copying must
+    # not leave a file named as a backup that is not one. A leftover from such a crash
+    # is overwritten by the next copy.
+    partial = path.with_name(f".{path.name}.bak-partial")
+    fd = os.open(partial, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
+    os.fchmod(fd, 0o600)
     with os.fdopen(fd, "wb") as out, path.open("rb") as src:
         shutil.copyfileobj(src, out, 1 << 20)
         out.flush()
         os.fsync(out.fileno())
+    os.replace(partial, target)
+    _fsync_directory(path.parent)
     return target
+
+
+def _fsync_directory(folder: Path) -> None:
+    """Make a rename in ``folder`` durable."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 async def repair_fulltext(engine: AsyncEngine) -> bool:
