@@ -198,7 +198,7 @@ def _copy_private(path: Path, name: str) -> Path:
         shutil.copyfileobj(src, out, 1 << 20)
         out.flush()
         os.fsync(out.fileno())
-    os.replace(partial, target)
+    partial.replace(target)
     _fsync_directory(path.parent)
     return target
 
