@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import (
     BigInteger,
+    ColumnElement,
     Float,
     Integer,
     String,
@@ -668,7 +669,7 @@ class ItemStore:
         ):
             if values is not None:
                 node_filter.append(self._dialect.in_values(column, values))
-        item_filter = []
+        item_filter: list[ColumnElement[bool]] = []
         if node_filter:
             matching_nodes = (
                 select(_nodes.c.id)
