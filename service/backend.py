@@ -83,7 +83,9 @@ class Backend:
         self.profiles = ProfileService(db, self.events)
         self.settings = SettingsService(db, self.events, self.profiles)
         self.database_copies = DatabaseCopies(db)
-        manager = SessionManager(self._credentials, self.events)
+        manager = SessionManager(
+            self._credentials, self.events, request_timeout=self.config.request_timeout
+        )
         self.sessions = sessions if sessions is not None else manager
         self.contacts = ContactsService(db, self.events, self.profiles, manager)
         registry = AnalyserRegistry()

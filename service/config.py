@@ -41,6 +41,7 @@ APP_NAME = "roost"
 DEFAULT_MAX_ITEMS_PER_NODE = 5000
 DEFAULT_PREFETCH_MAX_NODES = 200
 DEFAULT_MIN_FREE_DISK_MB = 200
+DEFAULT_REQUEST_TIMEOUT = 60.0
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
@@ -64,6 +65,8 @@ class Config:
     prefetch_max_nodes: int = DEFAULT_PREFETCH_MAX_NODES
     min_free_disk_mb: int = DEFAULT_MIN_FREE_DISK_MB
     cache_rules: list[dict[str, Any]] = field(default_factory=list)
+    # Seconds a request to the XMPP server may go unanswered ([xmpp] request_timeout).
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT
 
     @property
     def logging_level(self) -> int:
@@ -114,7 +117,7 @@ def _check_keys(path: Path, section: str, table: dict[str, Any], known: set[str]
 
 
 def _parse(path: Path, data: dict[str, Any]) -> Config:
-    unknown = sorted(set(data) - {"database", "logging", "cache"})
+    unknown = sorted(set(data) - {"database", "logging", "cache", "xmpp"})
     if unknown:
         raise ConfigError(f"{path}: unknown section [{unknown[0]}]")
 
@@ -158,6 +161,18 @@ def _parse(path: Path, data: dict[str, Any]) -> Config:
     except InvalidArgument as err:
         raise ConfigError(f"{path}: [[cache.rules]]: {err.message}") from None
 
+    xmpp = _table(path, data, "xmpp")
+    _check_keys(path, "xmpp", xmpp, {"request_timeout"})
+    request_timeout = xmpp.get("request_timeout", DEFAULT_REQUEST_TIMEOUT)
+    if (
+        isinstance(request_timeout, bool)
+        or not isinstance(request_timeout, int | float)
+        or not 0 < request_timeout <= 3600
+    ):
+        raise ConfigError(
+            f"{path}: [xmpp] request_timeout must be seconds, above 0 and at most 3600"
+        )
+
     return Config(
         path=path,
         database_url=url,
@@ -167,4 +182,5 @@ def _parse(path: Path, data: dict[str, Any]) -> Config:
         prefetch_max_nodes=prefetch_max,
         min_free_disk_mb=min_free,
         cache_rules=[dict(rule) for rule in rules],
+        request_timeout=float(request_timeout),
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 from xml.sax.saxutils import escape
 
 from slixmpp.exceptions import IqError, IqTimeout
@@ -28,7 +29,6 @@ XML_NS = "http://www.w3.org/XML/1998/namespace"
 NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 NODE_CONFIG_FORM = "http://jabber.org/protocol/pubsub#node_config"
 SUBSCRIBE_OPTIONS_FORM = "http://jabber.org/protocol/pubsub#subscribe_options"
-IQ_TIMEOUT = 60.0
 # Items serialised per trip to a worker thread by parse_items_off_loop (a trip of 500
 # small items takes about 10 ms).
 ITEMS_PER_TRIP = 500
@@ -42,20 +42,36 @@ def element(tag: str, namespace: str, **attrs: str) -> ET.Element:
 
 
 async def send_iq(
-    client: RoostClient, kind: str, to: str, payload: ET.Element, wait: float = IQ_TIMEOUT
+    client: RoostClient, kind: str, to: str, payload: ET.Element, wait: float | None = None
 ) -> ET.Element:
     """Send an iq of ``kind`` (get/set) with ``payload`` to ``to``; returns the result iq.
 
+    ``wait`` (default: the client's ``request_timeout``) bounds the wait for the answer.
+
     Raises:
-        XmppError: the server answered an error, or did not answer in time.
-        NotConnected: the session went down before the answer.
+        XmppError: the server answered an error, or did not answer in time
+            (``remote-server-timeout``).
+        NotConnected: the session was down, or its connection was lost before the answer
+            (said at once: that answer can no longer come).
     """
     if not client.is_connected():
         raise NotConnected("the profile's XMPP session is down")
+    wait = client.request_timeout if wait is None else wait
     iq = client.make_iq_get(ito=to) if kind == "get" else client.make_iq_set(ito=to)
     iq.append(payload)
+    ended = client.connection_ended()
+    answer: asyncio.Future[Any] = iq.send(timeout=wait)  # type: ignore[no-untyped-call]
     try:
-        result = await iq.send(timeout=wait)  # type: ignore[no-untyped-call]
+        await asyncio.wait({answer, ended}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not answer.done():
+            # Given up (the connection ended, or the caller was cancelled): the
+            # timeout slixmpp armed finds the future done and raises nothing.
+            answer.cancel()
+    if answer.cancelled():
+        raise NotConnected(f"the connection to the server was lost before {to or 'it'} answered")
+    try:
+        result = answer.result()
     except IqError as exc:
         error = exc.iq["error"]
         raise XmppError(
@@ -63,7 +79,9 @@ async def send_iq(
         ) from None
     except IqTimeout:
         raise XmppError(
-            "remote-server-timeout", f"{to} did not answer within {wait:g} s", "wait"
+            "remote-server-timeout",
+            f"{to or 'the server'} did not answer within {wait:g} s",
+            "wait",
         ) from None
     reply: ET.Element = result.xml
     return reply

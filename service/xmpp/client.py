@@ -40,6 +40,9 @@ DEFAULT_NOTIFY = ("urn:xmpp:microblog:0",)
 # disco#info query for the new capabilities and the answer, and two round trips. Generous
 # for a loaded machine; past it, the node is not taken for current.
 NOTIFY_BARRIER_TIMEOUT = 30.0
+# How long a request to the server may go unanswered before the caller is told
+# (``Xmpp.RemoteServerTimeout``); ``[xmpp] request_timeout`` in the config file.
+DEFAULT_REQUEST_TIMEOUT = 60.0
 
 _NS_CLIENT = "jabber:client"
 _NS_CAPS = "http://jabber.org/protocol/caps"
@@ -124,11 +127,20 @@ class RoostClient(ClientXMPP):
     pubsub items or disco#items listing stay plain XML (see :meth:`_build_stanza`).
     """
 
-    def __init__(self, jid: str, password: str, options: ConnectionOptions) -> None:
+    def __init__(
+        self,
+        jid: str,
+        password: str,
+        options: ConnectionOptions,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+    ) -> None:
         # Before anything is sent: the SASL exchange must never reach the stream log.
         stream_log.install()
         super().__init__(jid, password)
         self.options = options
+        self.request_timeout = request_timeout
+        # Resolved when the current connection ends (see connection_ended).
+        self._ended: asyncio.Future[None] | None = None
         unencrypted = options.tls == "none"
         self.enable_direct_tls = options.tls == "required"
         self.enable_starttls = options.tls == "starttls"
@@ -163,8 +175,27 @@ class RoostClient(ClientXMPP):
         self.add_filter("in", self._watch_caps_query)
         self.add_filter("out_sync", self._watch_caps_sent)
         self.add_event_handler("session_start", self._on_session_start)
+        self.add_event_handler("disconnected", self._end_connection)
         for namespace in DEFAULT_NOTIFY:
             self.add_notify(namespace)
+
+    def connection_ended(self) -> asyncio.Future[None]:
+        """A future resolved when the current connection ends (at once when there is
+        none), for a caller waiting on an answer to race against.
+
+        slixmpp leaves a request whose connection was lost waiting for its full timeout:
+        its answer can no longer come, and the caller should hear so at once.
+        """
+        if self._ended is None or self._ended.done():
+            self._ended = asyncio.get_running_loop().create_future()
+            if not self.is_connected():
+                self._ended.set_result(None)
+        return self._ended
+
+    def _end_connection(self, _reason: Any) -> None:
+        if self._ended is not None and not self._ended.done():
+            self._ended.set_result(None)
+        self._ended = None
 
     def init_parser(self) -> None:
         """Start parsing a new stream with a parser that refuses DTDs (entity bombs)."""

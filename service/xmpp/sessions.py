@@ -17,7 +17,12 @@ from typing import Any
 
 from roost.service.errors import ConnectionFailed, NotConnected
 from roost.service.events import EventHub, ProfileConnected, ProfileDisconnected
-from roost.service.xmpp.client import SESSION_READY, ConnectionOptions, RoostClient
+from roost.service.xmpp.client import (
+    DEFAULT_REQUEST_TIMEOUT,
+    SESSION_READY,
+    ConnectionOptions,
+    RoostClient,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +47,8 @@ class SessionManager:
     """Opens, watches and closes the XMPP sessions of profiles.
 
     ``retry_initial`` and ``retry_max`` bound the backoff (seconds, doubling) between
-    attempts to bring back a lost session.
+    attempts to bring back a lost session; ``request_timeout`` how long a request to
+    the server may go unanswered (each client's ``request_timeout``).
     """
 
     def __init__(
@@ -53,6 +59,7 @@ class SessionManager:
         retry_initial: float = 1.0,
         retry_max: float = 60.0,
         connect_timeout: float = CONNECT_TIMEOUT,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
     ) -> None:
         self._credentials = credentials
         self._hub = hub
@@ -62,6 +69,7 @@ class SessionManager:
         self._retry_initial = retry_initial
         self._retry_max = retry_max
         self._connect_timeout = connect_timeout
+        self._request_timeout = request_timeout
 
     def on_client(self, listener: ClientListener) -> Callable[[], None]:
         """Call ``listener(profile, client)`` for every client: those of the sessions
@@ -93,7 +101,7 @@ class SessionManager:
             await self._drop(session, announce=False)
         jid, password, raw_options = await self._credentials(profile)
         options = ConnectionOptions.from_dict(raw_options)
-        client = RoostClient(jid, password, options)
+        client = RoostClient(jid, password, options, self._request_timeout)
         session = _Session(profile, client)
         self._sessions[profile] = session
         for listener in self._listeners:

@@ -34,6 +34,8 @@ url = "sqlite:///x.sqlite"
 level = "DEBUG"
 [cache]
 max_items_per_node = 20
+[xmpp]
+request_timeout = 7.5
 [[cache.rules]]
 name = "blog"
 node = "urn:xmpp:microblog:0"
@@ -45,6 +47,7 @@ to_sync = true
     assert config.log_level == "debug"
     assert config.logging_level == logging.DEBUG
     assert config.max_items_per_node == 20
+    assert config.request_timeout == 7.5
     assert config.cache_rules == [{"name": "blog", "node": "urn:xmpp:microblog:0", "to_sync": True}]
 
 
@@ -65,6 +68,9 @@ def test_the_example_file_loads(tmp_path: Path) -> None:
         ("[cache]\nmax_items_per_node=0", "positive integer"),
         ("[cache]\nmax_items_per_node=true", "positive integer"),
         ("[cache]\nrules=[1]", "array of tables"),
+        ("[xmpp]\nrequest_timeout=0", "request_timeout must be seconds"),
+        ("[xmpp]\nrequest_timeout='5'", "request_timeout must be seconds"),
+        ("[xmpp]\ntimeout=5", "unknown key 'timeout' in [xmpp]"),
         ("database = 3", "[database] must be a table"),
     ],
 )
