@@ -37,7 +37,7 @@ from roost.service.cache.analysers import Analyser, AnalyserRegistry
 from roost.service.cache.analysis import NodeAnalysis
 from roost.service.cache.applier import EventApplier
 from roost.service.cache.currency import NodeCurrency, NodeKey, node_key
-from roost.service.cache.offline import answer_offline, record_current_until
+from roost.service.cache.offline import answer_offline, is_complete, record_current_until
 from roost.service.cache.parsers import ParserContext
 from roost.service.cache.prefetch import Prefetcher
 from roost.service.cache.reads import answer_from_store, item_from_record
@@ -509,7 +509,8 @@ class PubsubCache:
                 if record.extra.get("user_subscribed") and not released:
                     # The person's own subscription stays: so do its events.
                     await self._remember_user_subscription(node_key(record))
-            elif removed and record.sync_state == "completed":
+            elif removed and (record.sync_state == "completed" or is_complete(record)):
+                # A failed sync's intact copy (served offline) is no longer whole either.
                 self.currency.drop(node_key(record))
                 await self.scheduler.set_state(record, "none", reason="items purged from the cache")
         return removed

@@ -5,8 +5,12 @@ nothing is current, yet a frontend still wants what it saw last: a node whose co
 complete is served with ``cache_age``, how old the copy may be.
 
 A copy is complete when the node's last sync completed and no sync has touched its rows
-since: a sync in progress, interrupted (``none``, "sync interrupted") or failed
-(``error``) leaves the node in another state, and such a node is never served here.
+since: a sync in progress or interrupted (``none``, "sync interrupted") leaves the node in
+another state, and such a node is never served here. A sync that failed (``error``) is
+the one exception: when it failed before writing anything (a resync cut short by a
+disconnection while it listed or fetched), the copy is still the whole node as of the
+last moment it was current, and the node's ``extra`` says so (``copy_intact``). A failed
+sync that had begun to write leaves a mixture, never served.
 
 Its age counts from the last moment it was known current. That moment is stored in the
 node's ``extra`` as ``current_until`` when the profile's session goes down and when the
@@ -30,11 +34,17 @@ from roost.storage.items import ItemStore
 from roost.storage.nodes import NodeStore
 
 CURRENT_UNTIL = "current_until"
+# Set on a node whose sync failed: whether its stored copy is still its last complete one.
+COPY_INTACT = "copy_intact"
 
 
 def is_complete(record: NodeRecord) -> bool:
     """Whether the node's stored items are a whole copy of the node, as of some moment."""
-    return record.sync_state == "completed" and bool(record.extra.get("synced_once"))
+    if not record.extra.get("synced_once"):
+        return False
+    if record.sync_state == "error":
+        return record.extra.get(COPY_INTACT) is True
+    return record.sync_state == "completed"
 
 
 def known_current_at(record: NodeRecord) -> float:

@@ -18,6 +18,7 @@ from typing import Any
 from roost.service.cache.analysers import AnalyserRegistry
 from roost.service.cache.applier import EventApplier
 from roost.service.cache.currency import NodeCurrency, NodeKey, node_key
+from roost.service.cache.offline import COPY_INTACT, is_complete
 from roost.service.cache.source import SyncSource
 from roost.service.cache.sync import NodeSynchroniser, SyncResult
 from roost.service.events import EventHub, ItemsEvent, SyncProgress, SyncStateChanged
@@ -193,6 +194,8 @@ class SyncScheduler:
         self._buffered[node_id] = []
         self._syncing[node_id] = node_key(record)
         self._syncing_keys.add(node_key(record))
+        # A complete copy stays one (for offline reads) if this sync fails before writing.
+        was_complete = is_complete(record)
         record = await self.set_state(record, "in_progress", reason="")
 
         def progress(done: int, total: int) -> None:
@@ -248,8 +251,13 @@ class SyncScheduler:
             delay = RETRY_DELAYS[min(attempts, len(RETRY_DELAYS)) - 1]
             delay *= random.uniform(0.9, 1.1)  # spread retries of many nodes
             log.warning("%s: sync failed (%s); retry %d in %.0f s", where, exc, attempts, delay)
+            intact = was_complete and not self._sync.touched(node_id)
             await self.set_state(
-                record, "error", reason=str(exc) or type(exc).__name__, attempts=attempts
+                record,
+                "error",
+                reason=str(exc) or type(exc).__name__,
+                attempts=attempts,
+                **{COPY_INTACT: intact},
             )
             if self._source.is_connected(record.profile):
                 self._later(node_id, delay)

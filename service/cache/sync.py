@@ -33,6 +33,17 @@ STORE_BATCH = 500
 DEFAULT_MIN_FREE_BYTES = 200 * 1024 * 1024
 
 
+def _with_ids(page: list[PubsubItem], where: str) -> list[PubsubItem]:
+    """The page's items that have an id: an item without one cannot be stored, asked for
+    again or retracted (a server's fault, logged), and is left out of the copy."""
+    kept = [item for item in page if item.id]
+    if len(kept) < len(page):
+        log.warning(
+            "%s: the server sent %d item(s) with no id; not stored", where, len(page) - len(kept)
+        )
+    return kept
+
+
 class DiskSpaceLow(RoostError):
     """The database's disk is nearly full: syncs pause."""
 
@@ -83,6 +94,16 @@ class NodeSynchroniser:
         self._source = source
         self._limit = max_items_per_node
         self._min_free = min_free_bytes
+        # Nodes whose stored items the running (or last) sync has begun to change.
+        self._touched: set[int] = set()
+
+    def touched(self, node_id: int) -> bool:
+        """Whether the node's last sync (running or ended) wrote to its stored items: a
+        sync that failed before that left the previous copy as it was."""
+        return node_id in self._touched
+
+    def _writing(self, node: NodeRecord) -> None:
+        self._touched.add(node.id)
 
     def check_disk(self) -> None:
         """Refuse to write when the database's disk is nearly full.
@@ -121,6 +142,7 @@ class NodeSynchroniser:
             The result; when the node cannot be kept current and that is not allowed,
             nothing is fetched.
         """
+        self._touched.discard(node.id)
         currency = await self._source.keep_current(node.profile, node.service, node.name)
         if currency.created_subid is not None:
             # Recorded even when left pending: Roost asked for it, Roost removes it.
@@ -170,6 +192,7 @@ class NodeSynchroniser:
         writing: asyncio.Task[int] | None = None
         try:
             while (page := await queue.get()) is not None:
+                page = _with_ids(page, where)
                 # A server without RSM answers with the whole node at once: store it in
                 # batches all the same, so each transaction stays short and progress shows.
                 for start in range(0, len(page), STORE_BATCH):
@@ -181,6 +204,7 @@ class NodeSynchroniser:
                     if writing is not None:
                         stored += await writing
                         progress(stored, 0)
+                    self._writing(node)
                     writing = asyncio.create_task(self._db.items.upsert_items(node.id, rows))
                     seen.extend(item.id for item in batch)
             if writing is not None:
@@ -195,6 +219,7 @@ class NodeSynchroniser:
                 # Cancelled or failed meanwhile: no write may outlive the sync.
                 writing.cancel()
                 await asyncio.gather(writing, return_exceptions=True)
+        self._writing(node)
         removed = await self._db.items.delete_items_not_in(node.id, seen)
         total = self._source.walked_total(node.profile, node.service, node.name)
         total = len(seen) if total is None else max(total, len(seen))
@@ -274,6 +299,7 @@ class NodeSynchroniser:
         # Stored in the listing's order, whatever order the server answered in.
         place = {item_id: n for n, item_id in enumerate(wanted)}
         fetched = sorted(fetched, key=lambda item: place[item.id])
+        self._writing(node)
         removed = await self._db.items.delete_items(node.id, gone)
         dropped = await self._db.items.delete_items(node.id, trimmed)
         rows = await stored_forms(
@@ -313,5 +339,6 @@ class NodeSynchroniser:
         """Keep only the newest ``max_items_per_node`` items."""
         if result.total <= self._limit:
             return result
+        self._writing(node)
         trimmed = await self._db.items.trim_node(node.id, self._limit)
         return replace(result, trimmed=result.trimmed + trimmed, truncated=True)
