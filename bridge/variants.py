@@ -24,6 +24,8 @@ RECORD_SIGNATURES: dict[str, str] = {
     "node": "s",
     "created": "d",
     "updated": "d",
+    # Search: on the last hit of an answer cut at the reply bound
+    "next_offset": "u",
     # GetItems metadata
     "from_cache": "b",
     "complete": "b",

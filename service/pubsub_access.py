@@ -18,8 +18,10 @@ from roost.service.errors import Conflict, InvalidArgument
 from roost.service.profiles import ProfileService
 from roost.service.pubsub.model import ItemsReply, ItemsRequest
 from roost.service.pubsub.operations import PubsubService
+from roost.service.pubsub.rsm import MAX_REPLY_BYTES, RECORD_OVERHEAD
 from roost.service.records import NodeState, SearchHit
 from roost.service.safe_xml import check_xml_text
+from roost.storage.paging import bounded_length
 
 MAX_NODE_NAME = 1024
 MAX_ITEM_ID = 1024
@@ -196,8 +198,11 @@ class PubsubAccess:
     # -- Cache ----------------------------------------------------------------------------
 
     async def search(self, query: Mapping[str, Any]) -> list[SearchHit]:
-        """Search the cache (profile names in ``profiles`` are taken as given)."""
-        return await self.cache.search(query)
+        """Search the cache (profile names in ``profiles`` are taken as given); an
+        answer is cut at the reply bound (see :func:`bounded_hits`)."""
+        hits = await self.cache.search(query)
+        # The query is valid by now (the search checked it): its offset is a count.
+        return bounded_hits(hits, int(query.get("offset", 0)))
 
     async def get_node_state(self, profile: str, service: str, node: str) -> NodeState:
         """A node's cache state."""
@@ -250,6 +255,30 @@ class PubsubAccess:
         """The profile's own PEP service: its bare JID."""
         jid, _password = await self._profiles.credentials(profile)
         return str(JID(jid).bare)
+
+
+def hit_bytes(hit: SearchHit) -> int:
+    """What a search hit's record takes on the bus: its strings in UTF-8 bytes, its two
+    timestamps, and the overhead of its keys and variants."""
+    strings = (hit["id"], hit["publisher"], hit["xml"], hit.get("parsed") or "")
+    where = (hit["profile"], hit["service"], hit["node"])
+    return 2 * RECORD_OVERHEAD + sum(len(text.encode()) for text in (*strings, *where))
+
+
+def bounded_hits(hits: list[SearchHit], offset: int) -> list[SearchHit]:
+    """``hits`` (those of a query at ``offset``) cut to the reply bound,
+    :data:`~roost.service.pubsub.rsm.MAX_REPLY_BYTES`, as a GetItems page is.
+
+    Search answers ``aa{sv}``, with no room for paging metadata: a cut answer keeps at
+    least one hit, and its last hit carries ``next_offset``, the ``offset`` that asks the
+    same query for the hits after it. An answer that is not cut has no ``next_offset``.
+    """
+    fit = bounded_length(map(hit_bytes, hits), len(hits), MAX_REPLY_BYTES)
+    if fit == len(hits):
+        return hits
+    kept = hits[:fit]
+    kept[-1] = {**kept[-1], "next_offset": offset + fit}
+    return kept
 
 
 def _form(values: Mapping[str, Any]) -> dict[str, str | list[str]]:

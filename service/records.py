@@ -34,13 +34,18 @@ class ItemsMetadata(TypedDict):
 
 
 class SearchHit(ItemRecord):
-    """An item found by Cache.Search, with where it is cached and when it was stored."""
+    """An item found by Cache.Search, with where it is cached and when it was stored.
+
+    ``next_offset`` is on the last hit of an answer cut at the reply bound only: the
+    ``offset`` that asks for the hits after it.
+    """
 
     profile: str
     service: str
     node: str
     created: float
     updated: float
+    next_offset: NotRequired[int]
 
 
 class NodeState(TypedDict):

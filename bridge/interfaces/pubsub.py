@@ -8,7 +8,7 @@ from dbus_fast.service import dbus_method, dbus_signal
 
 from roost.bridge.constants import PUBSUB_INTERFACE
 from roost.bridge.interfaces.base import DBusStrList, RoostInterface, name_args, roost_method
-from roost.bridge.item_bounds import bounded_event_items, item_records
+from roost.bridge.item_bounds import event_batches, item_records
 from roost.bridge.variants import form_values, plain, to_record, to_records
 from roost.service.backend import Backend
 from roost.service.events import Event, ItemsEvent
@@ -40,8 +40,10 @@ class PubsubInterface(RoostInterface):
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, ItemsEvent):
-            items = to_records(bounded_event_items(event.items))
-            self.ItemsEvent(event.profile, event.service, event.node, event.kind, items)
+            # A large notification is several signals, each under the signal bound.
+            for batch in event_batches(event.items):
+                items = to_records(batch)
+                self.ItemsEvent(event.profile, event.service, event.node, event.kind, items)
 
     @dbus_method()
     @roost_method

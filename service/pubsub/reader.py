@@ -16,6 +16,7 @@ from slixmpp import JID
 from roost.service.errors import NotConnected
 from roost.service.pubsub.cache_seam import PubsubCache
 from roost.service.pubsub.model import ItemsReply, ItemsRequest
+from roost.service.pubsub.rsm import bounded_reply
 from roost.service.pubsub.server import PubsubServer
 from roost.service.xmpp.sessions import SessionManager
 
@@ -72,6 +73,13 @@ class ItemsReader:
                 the node that answers the request.
             XmppError: the server refused.
         """
+        # Every answer is cut to the reply bound here, once its items carry ``parsed``:
+        # the bound counts everything a reply holds, alike on every path.
+        return bounded_reply(await self._answer(profile, service, node, request), request)
+
+    async def _answer(
+        self, profile: str, service: str, node: str, request: ItemsRequest
+    ) -> ItemsReply:
         source = self.source_for(profile, request)
         cache = self._cache
         if source is ReadSource.OFFLINE_COPY and cache is not None:

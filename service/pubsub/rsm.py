@@ -20,6 +20,7 @@ import binascii
 import json
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 
 from roost.service.errors import InvalidArgument, XmppError
 from roost.service.pubsub.model import ItemsReply, ItemsRequest, PubsubItem
@@ -30,7 +31,15 @@ DEFAULT_PAGE_SIZE = 100
 # A reply without max_items holds every item unless it passes one of these bounds (far
 # under the bus's 64 MiB array limit); then it is the first page, complete false.
 MAX_REPLY_ITEMS = 1_000
+# Every reply, whatever its paging, carries at most this many bytes of items (as
+# :func:`item_bytes` counts them): a page past it is cut, complete false, and goes on
+# from its token. An eighth of the bus's 64 MiB array limit, a quarter of dbus-daemon's
+# default 32 MiB message limit: a frontend unmarshals a reply whole, and several replies
+# may be queued on one connection at once (docs/reliability.md, "Bounded replies").
 MAX_REPLY_BYTES = 8 * 1024 * 1024
+# What an item record costs on the bus besides its strings: four keys, each variant's
+# signature, the strings' lengths and terminators, and 8-byte alignment (about 90 bytes).
+RECORD_OVERHEAD = 128
 
 _PREFIX = "r1."
 # Ids that JSON writes as they are: printable ASCII but for the quote and the backslash.
@@ -80,8 +89,62 @@ def _position(ids: Sequence[str], token: str) -> int:
 
 
 def xml_size(item: PubsubItem) -> int:
-    """An item's size for the reply bound: its XML's length in UTF-8 bytes."""
+    """An item's XML's length in UTF-8 bytes: what a server answer is cut by before
+    its items are parsed (no more is read than could fit the reply)."""
     return len(item.xml.encode())
+
+
+def _utf8_length(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode())
+
+
+def item_bytes(item: PubsubItem) -> int:
+    """What an item's record takes on the bus, for the reply bound: its id, publisher,
+    xml and parsed in UTF-8 bytes, and :data:`RECORD_OVERHEAD`."""
+    size = RECORD_OVERHEAD + _utf8_length(item.id) + _utf8_length(item.publisher)
+    size += _utf8_length(item.xml)
+    return size if item.parsed is None else size + _utf8_length(item.parsed)
+
+
+def _walks_backward(request: ItemsRequest) -> bool:
+    """Whether a request's page ends at a fixed place and reaches back from it (before,
+    or the newest N) rather than starting at one."""
+    return request.before is not None or (request.max_items is not None and not request.is_paging)
+
+
+def bounded_reply(reply: ItemsReply, request: ItemsRequest) -> ItemsReply:
+    """``reply`` cut to :data:`MAX_REPLY_BYTES`, the same way whichever path answered.
+
+    A page that passes it keeps the items nearest where the request starts (the oldest
+    of a forward page, the newest of a backward one: ``before``, or the newest N), at
+    least one, and says ``complete`` false; its token on the cut side names the item it
+    stops at, so that ``after`` ``rsm_last`` (forward) or ``before`` ``rsm_first``
+    (backward) goes on with the next. Cutting only shortens the page the request asked
+    for, so every other field keeps its meaning. A reply within the bound is returned as
+    it is (the same object: the bridge marshals a reply once).
+    """
+    items = reply.items
+    # Four bytes a character at most: a reply this short in characters fits for sure.
+    chars = sum(len(i.id) + len(i.publisher) + len(i.xml) + len(i.parsed or "") for i in items)
+    if RECORD_OVERHEAD * len(items) + 4 * chars <= MAX_REPLY_BYTES:
+        return reply
+    backward = _walks_backward(request)
+    ordered = reversed(items) if backward else iter(items)
+    fit = bounded_length(map(item_bytes, ordered), len(items), MAX_REPLY_BYTES)
+    if fit == len(items):
+        return reply
+    start = reply.first_index or 0
+    if backward:
+        kept = items[len(items) - fit :]
+        return replace(
+            reply,
+            items=kept,
+            rsm_first=encode_token(kept[0].id),
+            first_index=start + len(items) - fit,
+            complete=False,
+        )
+    kept = items[:fit]
+    return replace(reply, items=kept, rsm_last=encode_token(kept[-1].id), complete=False)
 
 
 def window_reply(

@@ -1,14 +1,15 @@
 """Item records stay within what the bus carries: a large item travels without its
-content, a large notification by ids only."""
+content, a large notification as several signals, each within the signal bound."""
 
 from __future__ import annotations
 
 from roost.bridge.item_bounds import (
     MAX_ITEM_BYTES,
     MAX_SIGNAL_ITEMS_BYTES,
-    bounded_event_items,
     bounded_items,
+    event_batches,
     item_records,
+    record_bytes,
 )
 from roost.bridge.variants import to_records
 from roost.service.pubsub.model import PubsubItem
@@ -23,7 +24,8 @@ def record(item_id: str, size: int) -> dict[str, object]:
 def test_small_items_are_left_whole() -> None:
     items = [record("a", 1000), record("b", 2000)]
     assert bounded_items(items) == items
-    assert bounded_event_items(items) == items
+    assert event_batches(items) == [items]
+    assert event_batches([]) == [[]]
 
 
 def test_an_item_too_large_for_the_bus_travels_without_its_content() -> None:
@@ -41,13 +43,23 @@ def test_an_item_too_large_for_the_bus_travels_without_its_content() -> None:
     assert marshalled[1]["size"].signature == "u"
 
 
-def test_a_large_notification_is_announced_by_ids() -> None:
+def test_a_large_notification_is_split_into_signals_within_the_bound() -> None:
     count = 40
-    items = [record(f"i{n}", MAX_SIGNAL_ITEMS_BYTES // count + 100) for n in range(count)]
-    announced = bounded_event_items(items)
-    assert [r["id"] for r in announced] == [f"i{n}" for n in range(count)]
-    assert all(r["omitted"] and "xml" not in r and "parsed" not in r for r in announced)
-    assert sum(len(str(r)) for r in announced) < 10_000
+    items = [record(f"i{n}", MAX_SIGNAL_ITEMS_BYTES // 12) for n in range(count)]
+    batches = event_batches(items)
+    assert len(batches) == 4, [len(b) for b in batches]
+    assert [r["id"] for b in batches for r in b] == [f"i{n}" for n in range(count)]
+    assert all(sum(map(record_bytes, b)) <= MAX_SIGNAL_ITEMS_BYTES for b in batches)
+    assert all("xml" in r and "omitted" not in r for b in batches for r in b)
+
+
+def test_an_item_over_the_signal_bound_is_announced_by_id() -> None:
+    small, big = record("small", 100), record("big", MAX_SIGNAL_ITEMS_BYTES + 1)
+    (batch,) = event_batches([small, big, small])
+    assert [r["id"] for r in batch] == ["small", "big", "small"]
+    assert batch[0] == small and batch[2] == small
+    assert batch[1]["omitted"] is True and "xml" not in batch[1]
+    assert batch[1]["size"] == len(str(big["xml"]))
 
 
 def test_item_records_marshal_as_the_bounded_records_do() -> None:

@@ -1,9 +1,10 @@
 """Large notifications from a hostile service, through a real roostd on a private bus.
 
 dbus-daemon drops a connection that sends a message over its limit, so one oversized
-ItemsEvent would take roostd off the bus (bridge/item_bounds.py). Notifications whose
-items pass 1 MiB together are announced by ids and sizes; GetItems with ``item_ids``
-gives the content, or for an item over 16 MiB says it is ``omitted``. The daemon's log
+ItemsEvent would take roostd off the bus (bridge/item_bounds.py). A notification whose
+items pass 1 MiB together comes as several signals, each within 1 MiB; an item over 1 MiB
+is announced by id and size, and GetItems with ``item_ids`` gives its content, or for an
+item over the 8 MiB reply bound says it is ``omitted``. The daemon's log
 names items, never their payloads.
 
 The sender is ``evil.localhost``, an external component of the test Prosody
@@ -19,7 +20,7 @@ from typing import Any
 import pytest
 
 from roost.bridge.client import RoostClient
-from roost.bridge.item_bounds import MAX_ITEM_BYTES, MAX_SIGNAL_ITEMS_BYTES
+from roost.bridge.item_bounds import MAX_ITEM_BYTES, MAX_SIGNAL_ITEMS_BYTES, record_bytes
 from tests.fixtures.dbus import RoostdLauncher
 from tests.fixtures.hostile import NS_PUBSUB, HostileService
 from tests.fixtures.world import unique_names
@@ -102,9 +103,18 @@ async def test_large_notifications_are_announced_by_ids_and_read_with_get_items(
 
             many = [(f"many-{n}", marked(40 * KIB)) for n in range(40)]
             assert sum(len(p) for _i, p in many) > MAX_SIGNAL_ITEMS_BYTES
+            evil.send_event(full, NODE, many)
+            # Signals arrive in order: the last item's is the last of the notification.
+            await signals.naming(many[-1][0])
+            batches = [b for b in signals.events if b and b[0]["id"].startswith("many-")]
+            assert len(batches) >= 2, [len(b) for b in batches]
+            assert [item["id"] for b in batches for item in b] == [i for i, _p in many]
+            for batch in batches:
+                assert sum(map(record_bytes, batch)) <= MAX_SIGNAL_ITEMS_BYTES
+                assert all(not item.get("omitted") and "xml" in item for item in batch)
             big = ("big", marked(4 * MIB))
             huge = ("huge", marked(MAX_ITEM_BYTES + MIB))
-            for items in (many, [big], [huge]):
+            for items in ([big], [huge]):
                 evil.send_event(full, NODE, items)
                 announced = await signals.naming(items[0][0])
                 assert [item["id"] for item in announced] == [i for i, _p in items]

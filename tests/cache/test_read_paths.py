@@ -253,7 +253,7 @@ async def test_a_reply_past_the_size_bound_is_cut_at_the_same_item_on_both_paths
 ) -> None:
     async with blog_paths(xmpp_server, database_url, 60) as paths:
         every = await paths.server(after="", max_items=MAX_PAGE_ITEMS)
-        sizes = [len(item.xml.encode()) for item in every.items]
+        sizes = [rsm.item_bytes(item) for item in every.items]
         if bound == "items":
             monkeypatch.setattr(rsm, "MAX_REPLY_ITEMS", 25)
         else:
@@ -263,10 +263,15 @@ async def test_a_reply_past_the_size_bound_is_cut_at_the_same_item_on_both_paths
         cached, server = await paths.both(f"no options, bounded by {bound}")
         assert [i.id for i in cached.items] == paths.order[:held]
         assert not cached.complete and cached.rsm_count == 60 and cached.first_index == 0
-        # Either path goes on from either page's last item to the end.
+        # Either path goes on from either page's last item to the end (pages with
+        # before/after are cut at the byte bound too).
         for token in (cached.rsm_last, server.rsm_last):
             rest, _ = await paths.both(f"after a page cut by {bound}", after=token)
-            assert [i.id for i in rest.items] == paths.order[held:] and rest.complete
+            ids = [i.id for i in rest.items]
+            while not rest.complete and rest.rsm_last is not None:
+                rest, _ = await paths.both(f"on after a cut by {bound}", after=rest.rsm_last)
+                ids += [i.id for i in rest.items]
+            assert ids == paths.order[held:] and rest.complete
         # item_ids without max_items are bounded alike.
         asked = paths.order[10:50]
         cut, _ = await paths.both(f"item_ids, bounded by {bound}", item_ids=asked)
