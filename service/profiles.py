@@ -230,7 +230,9 @@ class ProfileService:
         try:
             record = await self._db.profiles.create_profile(name, bare, password, checked)
         except AlreadyExists:
-            raise Conflict(f"a profile named {name!r} exists already") from None
+            raise Conflict(
+                f"a profile named {name!r} exists already; choose another name, or Delete it first"
+            ) from None
         if self._names is not None:
             self._names.add(name)
         log.info("created profile %r for %s", name, bare)

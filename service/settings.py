@@ -6,13 +6,17 @@ A ``profile`` argument is a profile name, ``""`` for the default profile, or
 Limits, checked before anything is stored (a refused call changes nothing):
 
 - category, parameter name, namespace and key: 1 to :data:`MAX_NAME_LENGTH` (255)
-  printable characters; a category or namespace may not start with ``@`` (reserved);
+  printable characters; a category or namespace written may not start with ``@``
+  (Roost's own: ``Forbidden``);
 - parameter value: at most :data:`MAX_PARAM_LENGTH` (65536) characters;
 - stored value: its JSON encoding at most :data:`MAX_VALUE_BYTES` (65536) bytes, its
   type tag at most 255 characters; NaN and infinities are refused (JSON has none);
 - at most :data:`MAX_KEYS_PER_NAMESPACE` (1024) keys per namespace and profile, and at
-  most as many keys asked for in one :meth:`SettingsService.get_values` call, so that
-  a whole namespace always fits in one reply.
+  most as many keys asked for in one :meth:`SettingsService.get_values` call;
+- at most :data:`MAX_NAMESPACE_BYTES` (2 MiB) of stored values (their JSON) per
+  namespace and profile, and :data:`MAX_CATEGORY_BYTES` (4 MiB) of parameter names and
+  values (UTF-8) per category and profile, so that a whole namespace or category always
+  fits in one reply under the bus bound (docs/dbus-api.md, "Reply size bounds").
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from roost.service.errors import InvalidArgument, NotFound
+from roost.service.errors import Forbidden, InvalidArgument, NotFound
 from roost.service.events import EventHub, ParamChanged
 from roost.service.profiles import ProfileService, not_found
 from roost.service.value_cache import ValueCache
@@ -39,6 +43,12 @@ MAX_PARAM_LENGTH = 65536
 MAX_VALUE_BYTES = 65536
 MAX_TYPE_LENGTH = 255
 MAX_KEYS_PER_NAMESPACE = 1024
+# GetValues answers a whole namespace at once. D-Bus marshals a value in less than three
+# times its JSON (the densest is an array of 64-bit integers: 8 bytes for each "0, "), so
+# 2 MiB stored is under 6 MiB on the bus, within the 8 MiB bound of every Roost reply.
+MAX_NAMESPACE_BYTES = 2 * 1024 * 1024
+# ListParams answers a whole category at once: names and values go as they are.
+MAX_CATEGORY_BYTES = 4 * 1024 * 1024
 
 
 def check_name(kind: str, value: str, *, reserved_prefix: bool = False) -> str:
@@ -50,7 +60,11 @@ def check_name(kind: str, value: str, *, reserved_prefix: bool = False) -> str:
     if not value.isprintable():
         raise InvalidArgument(f"the {kind} {value!r} contains non-printable characters")
     if reserved_prefix and value.startswith("@"):
-        raise InvalidArgument(f"the {kind} {value!r} starts with '@', which Roost reserves")
+        # A well-formed name the caller may not write: Roost keeps its own settings there.
+        raise Forbidden(
+            f"the {kind} {value!r} starts with '@', which Roost reserves for its own "
+            f"settings; choose a {kind} without a leading '@'"
+        )
     return value
 
 
@@ -65,6 +79,15 @@ def _check_text(kind: str, value: str, limit: int) -> str:
     except UnicodeEncodeError:
         raise InvalidArgument(f"the {kind} is not valid Unicode text") from None
     return value
+
+
+def _utf8(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode())
+
+
+def _json_bytes(value: Any) -> int:
+    """A stored value's size as its limits count it: its JSON in UTF-8 bytes."""
+    return len(json.dumps(value, ensure_ascii=False).encode())
 
 
 @contextmanager
@@ -87,6 +110,7 @@ class SettingsService:
         self._profiles = profiles
         self._cache = ValueCache()
         self._values_lock = asyncio.Lock()
+        self._params_lock = asyncio.Lock()
         profiles.on_deleted.append(self._cache.forget_owner)
         profiles.on_lease_lost.append(self._cache.forget_owner)
 
@@ -115,7 +139,9 @@ class SettingsService:
         with _known_profile(owner):
             value = await self._db.params.get_param(owner, category, name)
         if value is None:
-            raise NotFound(f"no parameter {category}/{name} for {owner or GLOBAL}")
+            raise NotFound(
+                f"no parameter {category}/{name} for {owner or GLOBAL}; SetParam creates it"
+            )
         return value
 
     async def set_param(self, profile: str, category: str, name: str, value: str) -> None:
@@ -124,8 +150,18 @@ class SettingsService:
         check_name("parameter name", name)
         _check_text("parameter value", value, MAX_PARAM_LENGTH)
         owner = await self._owner(profile)
-        with _known_profile(owner):
-            await self._db.params.set_param(owner, category, name, value)
+        # Under the lock, so that two writes cannot both pass the category's bound.
+        async with self._params_lock:
+            with _known_profile(owner):
+                held = await self._db.params.list_params(owner, category)
+                others = sum(_utf8(k) + _utf8(v) for k, v in held.items() if k != name)
+                if others + _utf8(name) + _utf8(value) > MAX_CATEGORY_BYTES:
+                    raise InvalidArgument(
+                        f"the category {category!r} would hold more than "
+                        f"{MAX_CATEGORY_BYTES // (1024 * 1024)} MiB of parameters; "
+                        "delete some of its parameters or use another category"
+                    )
+                await self._db.params.set_param(owner, category, name, value)
         self._events.publish(ParamChanged(owner or GLOBAL, category, name, value))
 
     async def list_params(self, profile: str, category: str) -> dict[str, str]:
@@ -204,6 +240,13 @@ class SettingsService:
                 raise InvalidArgument(
                     f"the namespace {namespace!r} holds {MAX_KEYS_PER_NAMESPACE} keys "
                     "already, the most it may; delete some first"
+                )
+            others = sum(_json_bytes(v) for k, (_t, v) in existing.items() if k != key)
+            if others + len(encoded) > MAX_NAMESPACE_BYTES:
+                raise InvalidArgument(
+                    f"the namespace {namespace!r} would hold more than "
+                    f"{MAX_NAMESPACE_BYTES // (1024 * 1024)} MiB of values; delete some "
+                    "first or use another namespace"
                 )
             with _known_profile(owner):
                 await self._db.values.set_value(owner, namespace, key, value_type, value)

@@ -70,7 +70,10 @@ class StorageInterface(RoostInterface):
             try:
                 values[key] = json_to_variant(signature, value)
             except MarshalError as err:
-                raise Internal(f"the stored value {namespace}/{key} is damaged: {err}") from None
+                raise Internal(
+                    f"the stored value {namespace}/{key} is damaged ({err}); DeleteValue "
+                    "removes it, then SetValue stores it again"
+                ) from None
         return values
 
     @dbus_method()

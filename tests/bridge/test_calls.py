@@ -16,6 +16,7 @@ from dbus_fast import Variant
 
 from roost.bridge.client import (
     ConflictError,
+    ForbiddenError,
     InvalidArgumentError,
     NotFoundError,
     RoostClient,
@@ -131,7 +132,7 @@ async def test_params_per_profile_and_global(roost_client: RoostClient) -> None:
         await roost_client.get_param(name, "ui", "font")
     with pytest.raises(NotFoundError, match="no profile named"):
         await roost_client.get_param("ghost", "ui", "theme")
-    with pytest.raises(InvalidArgumentError, match="reserves"):
+    with pytest.raises(ForbiddenError, match="reserves"):
         await roost_client.set_param(name, "@roost", "x", "y")
 
 

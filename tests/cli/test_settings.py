@@ -58,7 +58,7 @@ def test_param_errors(roost_cli: RoostCli, profile: str) -> None:
     line = one_line_error(roost_cli("param", "get", category, "nothing", "-p", profile), 4)
     assert "nothing" in line
     one_line_error(roost_cli("param", "get", category, "x", "-p", fresh("ghost")), 4)
-    one_line_error(roost_cli("param", "set", "@roost", "x", "y", "-p", profile), 3)
+    one_line_error(roost_cli("param", "set", "@roost", "x", "y", "-p", profile), 7)
     one_line_error(roost_cli("param", "set", category, "x", "y" * 70_000, "-p", profile), 3)
     usage = roost_cli("param", "get", category, "x", "-p", profile, "--global")
     assert usage.code == ExitCode.USAGE
@@ -194,7 +194,7 @@ def test_a_value_not_of_its_type_is_refused_before_the_daemon(
 
 
 def test_the_daemon_refusals_and_unknown_profiles(roost_cli: RoostCli, profile: str) -> None:
-    one_line_error(roost_cli("value", "set", "@reserved", "k", "v", "-p", profile), 3)
+    one_line_error(roost_cli("value", "set", "@reserved", "k", "v", "-p", profile), 7)
     one_line_error(roost_cli("value", "set", "app", "k", "x" * 70_000, "-p", profile), 3)
     ghost = fresh("ghost")
     one_line_error(roost_cli("value", "set", "app", "k", "v", "-p", ghost), 4)

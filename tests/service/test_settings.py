@@ -9,7 +9,7 @@ import pytest
 from roost.service import settings as settings_module
 from roost.service.backend import Backend
 from roost.service.config import Config
-from roost.service.errors import InvalidArgument, NotFound
+from roost.service.errors import Forbidden, InvalidArgument, NotFound
 from roost.service.events import Event, ParamChanged
 from roost.service.settings import GLOBAL, MAX_KEYS_PER_NAMESPACE, MAX_VALUE_BYTES
 
@@ -43,7 +43,6 @@ async def test_params_scopes_and_event(backend: Backend) -> None:
         ("c", "", "v", "parameter name is empty"),
         ("c" * 256, "n", "v", "longer than 255"),
         ("c", "n\n", "v", "non-printable"),
-        ("@roost", "n", "v", "reserves"),
         ("c", "n", "v" * 65537, "longer than 65536"),
         ("c", "n", "a\x00b", "NUL"),
     ],
@@ -70,8 +69,10 @@ async def test_values(backend: Backend) -> None:
 async def test_value_limits(backend: Backend) -> None:
     with pytest.raises(InvalidArgument, match="more than the"):
         await backend.settings.set_value("me", "ns", "k", "s", "x" * MAX_VALUE_BYTES)
-    with pytest.raises(InvalidArgument, match="reserves"):
+    with pytest.raises(Forbidden, match="reserves"):
         await backend.settings.set_value("me", "@ns", "k", "s", "x")
+    with pytest.raises(Forbidden, match="without a leading '@'"):
+        await backend.settings.set_param("me", "@roost", "n", "v")
     with pytest.raises(InvalidArgument, match="at most"):
         await backend.settings.get_values("me", "ns", ["k"] * (MAX_KEYS_PER_NAMESPACE + 1))
     assert await backend.settings.get_values("me", "ns", []) == {}
