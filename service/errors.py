@@ -57,12 +57,29 @@ class Internal(RoostError):
     name = "Internal"
 
 
+# What a person can do about the conditions servers answer most, added to the message.
+_XMPP_HINTS = {
+    "conflict": "it exists already on the server: use it, or choose another name",
+    "item-not-found": "check the service, node and item names (the node may be gone)",
+    "forbidden": "the account may not do this there: ask the node's owner for access",
+    "not-allowed": "the service does not allow this here: check the node's configuration",
+    "not-authorized": "the account may not do this there: ask the node's owner for access",
+    "remote-server-timeout": (
+        "the server may be overloaded or unreachable: try again later, or raise "
+        "[xmpp] request_timeout in the configuration"
+    ),
+    "service-unavailable": "the service does not offer this: check the service's address",
+    "feature-not-implemented": "the server does not implement this: use another way or server",
+}
+
+
 class XmppError(RoostError):
     """An error answered by an XMPP server.
 
     ``condition`` is the stanza error condition as the server sent it
     (``item-not-found``); ``name`` is ``Xmpp.<Condition>`` in CamelCase
-    (``Xmpp.ItemNotFound``) since most bridges' names allow no hyphens.
+    (``Xmpp.ItemNotFound``) since most bridges' names allow no hyphens. The message
+    says, for the common conditions, what a person can do about it.
     """
 
     def __init__(self, condition: str, text: str = "", error_type: str = "cancel") -> None:
@@ -72,7 +89,9 @@ class XmppError(RoostError):
         camel = "".join(part.capitalize() for part in self.condition.split("-"))
         self.name = f"Xmpp.{camel}"
         detail = f": {text}" if text else ""
-        super().__init__(f"the XMPP server answered {self.condition}{detail}")
+        hint = _XMPP_HINTS.get(self.condition)
+        advice = f"; {hint}" if hint else ""
+        super().__init__(f"the XMPP server answered {self.condition}{detail}{advice}")
 
 
 class ConnectionFailed(RoostError):
