@@ -15,9 +15,8 @@ def test_plain_urls_get_async_drivers() -> None:
     assert resolve_database_url("sqlite:///x.db").drivername == "sqlite+aiosqlite"
     assert resolve_database_url("postgresql://u@h/db").drivername == "postgresql+asyncpg"
     assert resolve_database_url("postgres://u@h/db").drivername == "postgresql+asyncpg"
-    assert resolve_database_url("postgresql+psycopg2://u@h/db").drivername == (
-        "postgresql+asyncpg"
-    )
+    psycopg2 = resolve_database_url("postgresql+psycopg2://u@h/db")
+    assert psycopg2.drivername == "postgresql+asyncpg"
 
 
 def test_other_databases_are_refused_by_name() -> None:
