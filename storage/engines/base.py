@@ -16,6 +16,7 @@ a bound parameter never is.
 
 from __future__ import annotations
 
+import json
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
@@ -73,6 +74,8 @@ class DatabaseEngine(ABC):
     """
 
     name: str = ""
+    #: The dialect's INSERT construct, which has ``on_conflict_do_update``.
+    insert: Any = None
     #: The async driver Roost runs this database with, and the plain or synchronous
     #: driver names a user may write instead.
     async_driver: str = ""
@@ -220,11 +223,11 @@ class DatabaseEngine(ABC):
         """``column IN`` the list bound to ``param`` (its value from :meth:`values_param`),
         for a statement built once and run with many lists."""
 
-    @abstractmethod
     def values_param(self, values: Sequence[str]) -> Any:
-        """The value of a parameter :meth:`in_named_values` binds, for ``values``."""
+        """The value of a parameter :meth:`in_named_values` binds, for ``values``: the
+        list as a JSON array, which both databases expand in SQL."""
+        return json.dumps(list(values))
 
-    @abstractmethod
     def upsert(
         self,
         table: Table,
@@ -233,7 +236,12 @@ class DatabaseEngine(ABC):
         update: Sequence[str],
     ) -> Any:
         """An INSERT of ``values`` (usually bind parameters, for executemany) that updates
-        the ``update`` columns instead when the ``conflict`` columns collide."""
+        the ``update`` columns instead when the ``conflict`` columns collide (the
+        dialect's own ``INSERT … ON CONFLICT DO UPDATE``, from :attr:`insert`)."""
+        stmt = self.insert(table).values(values)
+        return stmt.on_conflict_do_update(
+            index_elements=list(conflict), set_={c: stmt.excluded[c] for c in update}
+        )
 
     def reset_id_sequences(self, connection: Connection, tables: Sequence[Table]) -> None:
         """After rows were written with explicit ids: make new rows' ids follow them."""

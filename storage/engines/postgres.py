@@ -111,6 +111,7 @@ class PostgresEngine(DatabaseEngine):
     """PostgreSQL: see the module documentation."""
 
     name = "postgresql"
+    insert = staticmethod(postgresql.insert)
     async_driver = "postgresql+asyncpg"
     other_drivers = ("postgresql", "postgres", "postgresql+psycopg2", "postgresql+psycopg")
     single_file = False
@@ -326,23 +327,6 @@ class PostgresEngine(DatabaseEngine):
         listed = func.jsonb_array_elements_text(cast(param, JSONB)).table_valued("value")
         result: ColumnElement[bool] = column.in_(select(listed.c.value))
         return result
-
-    def values_param(self, values: Sequence[str]) -> Any:
-        """See :meth:`DatabaseEngine.values_param`: the JSON array."""
-        return json.dumps(list(values))
-
-    def upsert(
-        self,
-        table: Table,
-        values: dict[str, Any],
-        conflict: Sequence[str],
-        update: Sequence[str],
-    ) -> Any:
-        """See :meth:`DatabaseEngine.upsert`."""
-        stmt = postgresql.insert(table).values(values)
-        return stmt.on_conflict_do_update(
-            index_elements=list(conflict), set_={c: stmt.excluded[c] for c in update}
-        )
 
     def reset_id_sequences(self, connection: Connection, tables: Sequence[Table]) -> None:
         """See :meth:`DatabaseEngine.reset_id_sequences`: each ``id`` column's sequence

@@ -22,7 +22,6 @@ from sqlalchemy import (
     BindParameter,
     ColumnElement,
     Integer,
-    Table,
     and_,
     bindparam,
     event,
@@ -111,6 +110,7 @@ class SqliteEngine(DatabaseEngine):
     """SQLite: see the module documentation."""
 
     name = "sqlite"
+    insert = staticmethod(sqlite.insert)
     async_driver = "sqlite+aiosqlite"
     other_drivers = ("sqlite", "sqlite+pysqlite")
     single_file = True
@@ -349,23 +349,6 @@ class SqliteEngine(DatabaseEngine):
         listed = func.json_each(param).table_valued("value")
         result: ColumnElement[bool] = column.in_(select(listed.c.value))
         return result
-
-    def values_param(self, values: Sequence[str]) -> Any:
-        """See :meth:`DatabaseEngine.values_param`: the JSON array."""
-        return json.dumps(list(values))
-
-    def upsert(
-        self,
-        table: Table,
-        values: dict[str, Any],
-        conflict: Sequence[str],
-        update: Sequence[str],
-    ) -> Any:
-        """See :meth:`DatabaseEngine.upsert`."""
-        stmt = sqlite.insert(table).values(values)
-        return stmt.on_conflict_do_update(
-            index_elements=list(conflict), set_={c: stmt.excluded[c] for c in update}
-        )
 
     # -- limits --------------------------------------------------------------------------
 
