@@ -90,7 +90,14 @@ def error_from_reply(name: str, message: str) -> RoostDBusError:
     return ERROR_CLASSES.get(name, RoostDBusError)(name, message)
 
 
-_OPTION_SIGNATURES = {"host": "s", "port": "u", "tls": "s", "autoconnect": "b"}
+_OPTION_SIGNATURES = {
+    "host": "s",
+    "port": "u",
+    "tls": "s",
+    "autoconnect": "b",
+    "verify_certificate": "b",
+    "ca_file": "s",
+}
 
 
 def profile_options(options: Mapping[str, Any]) -> dict[str, Variant]:

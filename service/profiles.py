@@ -21,7 +21,8 @@ Limits, checked before anything is stored:
 - password: 1 to 1024 characters;
 - options: ``host`` (non-empty string without spaces, at most 255 characters), ``port``
   (integer 1..65535), ``tls`` (``required``, ``starttls`` or ``none``), ``autoconnect``
-  (boolean); any other key is refused.
+  (boolean), ``verify_certificate`` (boolean), ``ca_file`` (an absolute path of at most
+  4096 characters); any other key is refused.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ MAX_JID_BYTES = 3071
 MAX_PASSWORD_LENGTH = 1024
 MAX_HOST_LENGTH = 255
 TLS_MODES = ("required", "starttls", "none")
-OPTION_KEYS = ("host", "port", "tls", "autoconnect")
+OPTION_KEYS = ("host", "port", "tls", "autoconnect", "verify_certificate", "ca_file")
+MAX_CA_FILE_LENGTH = 4096
 
 # The default profile is a global parameter in a category no caller may write
 # (the settings service refuses categories starting with "@").
@@ -127,15 +129,32 @@ def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
         elif key == "tls":
             if value not in TLS_MODES:
                 raise InvalidArgument(f"option tls must be one of {', '.join(TLS_MODES)}")
-        elif key == "autoconnect":
+        elif key in ("autoconnect", "verify_certificate"):
             if not isinstance(value, bool):
-                raise InvalidArgument("option autoconnect must be a boolean")
+                raise InvalidArgument(f"option {key} must be a boolean")
+        elif key == "ca_file":
+            _check_ca_file(value)
         else:
             raise InvalidArgument(
                 f"unknown profile option {key!r}: known options are {', '.join(OPTION_KEYS)}"
             )
         checked[key] = value
     return checked
+
+
+def _check_ca_file(value: Any) -> None:
+    # Whether the file exists and holds certificates is checked when the profile
+    # connects, which says so; the daemon may start before the file is in place.
+    if (
+        not isinstance(value, str)
+        or not value.startswith("/")
+        or len(value) > MAX_CA_FILE_LENGTH
+        or any(not c.isprintable() for c in value)
+    ):
+        raise InvalidArgument(
+            "option ca_file must be the absolute path of a file of PEM certificates, "
+            f"at most {MAX_CA_FILE_LENGTH} printable characters"
+        )
 
 
 class ProfileService:

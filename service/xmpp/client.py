@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from slixmpp import JID, ClientXMPP
 from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.xmlstream import StanzaBase
 
-from roost.service.errors import InvalidArgument
+from roost.service.errors import ConnectionFailed, InvalidArgument
 from roost.service.xmpp import stream_log
 from roost.service.xmpp.stream_parser import (
     RestrictedStreamParser,
@@ -73,13 +74,23 @@ SLIXMPP_PUBSUB_EVENT_HANDLERS = (
 
 @dataclass(frozen=True)
 class ConnectionOptions:
-    """Where and how to reach the server: host and port (empty/0: the JID's domain) and
-    the TLS mode, one of ``required`` (direct TLS), ``starttls`` or ``none``."""
+    """Where and how to reach the server: host and port (empty/0: the JID's domain),
+    the TLS mode, one of ``required`` (direct TLS), ``starttls`` or ``none``, and how
+    the server's certificate is checked.
+
+    The certificate is verified by default, against the system's certificate
+    authorities, and must name the JID's domain. ``ca_file`` trusts the authorities of
+    that PEM file instead (and only them: a server with a certificate of its own making,
+    say); ``verify_certificate`` false accepts any certificate, so that the link is
+    encrypted but anyone on the path can read it.
+    """
 
     host: str = ""
     port: int = 0
     tls: str = "starttls"
     autoconnect: bool = False
+    verify_certificate: bool = True
+    ca_file: str = ""
 
     @classmethod
     def from_dict(cls, options: dict[str, Any]) -> ConnectionOptions:
@@ -100,7 +111,42 @@ class ConnectionOptions:
                 f"the tls option must be one of {', '.join(TLS_MODES)}, not {tls!r}"
             )
         autoconnect = bool(options.get("autoconnect", False))
-        return cls(host=host, port=port, tls=tls, autoconnect=autoconnect)
+        verify = options.get("verify_certificate", True)
+        if not isinstance(verify, bool):
+            raise InvalidArgument("the verify_certificate option must be a boolean")
+        ca_file = options.get("ca_file", "") or ""
+        if not isinstance(ca_file, str):
+            raise InvalidArgument("the ca_file option must be a path")
+        return cls(
+            host=host,
+            port=port,
+            tls=tls,
+            autoconnect=autoconnect,
+            verify_certificate=verify,
+            ca_file=ca_file,
+        )
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """The TLS context for the server's certificate, as the options ask.
+
+        Raises:
+            ConnectionFailed: ``ca_file`` cannot be read or holds no certificate.
+        """
+        if not self.verify_certificate:
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            return context
+        if not self.ca_file:
+            return ssl.create_default_context()
+        try:
+            return ssl.create_default_context(cafile=self.ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise ConnectionFailed(
+                f"the profile's ca_file {self.ca_file!r} cannot be used ({reason}): give "
+                "a readable file of PEM certificates"
+            ) from None
 
 
 SessionStep = Callable[["RoostClient"], Awaitable[None]]
@@ -137,6 +183,7 @@ class RoostClient(ClientXMPP):
         # Before anything is sent: the SASL exchange must never reach the stream log.
         stream_log.install()
         super().__init__(jid, password)
+        self.ssl_context = options.ssl_context()
         self.options = options
         self.request_timeout = request_timeout
         # Resolved when the current connection ends (see connection_ended).

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -169,6 +170,7 @@ class SessionManager:
                 lambda _e: settle(f"TLS is required but the server at {where} does not offer it"),
             ),
             ("connection_failed", lambda e: settle(self._unreachable(client, where, e))),
+            ("ssl_invalid_chain", lambda e: settle(self._untrusted(where, e))),
             ("disconnected", lambda e: settle(self._closed(where, e))),
         ]
         for event, handler in handlers:
@@ -195,6 +197,10 @@ class SessionManager:
 
     @staticmethod
     def _closed(where: str, reason: Any) -> str:
+        # A STARTTLS handshake that failed on the certificate closes the connection
+        # with the error as its reason, before slixmpp's own event for it.
+        if isinstance(reason, ssl.SSLCertVerificationError):
+            return SessionManager._untrusted(where, reason)
         # slixmpp passes the reason Roost's client gave when it ended the stream itself
         # (a refused stream); a close by the server comes with none.
         if isinstance(reason, str) and reason:
@@ -202,7 +208,18 @@ class SessionManager:
         return f"the server at {where} closed the connection"
 
     @staticmethod
+    def _untrusted(where: str, error: Any) -> str:
+        reason = getattr(error, "verify_message", "") or getattr(error, "reason", "") or error
+        return (
+            f"the certificate of the server at {where} cannot be trusted ({reason}); if it "
+            "is the right server, give its certificate authority with the profile's "
+            "ca_file option"
+        )
+
+    @staticmethod
     def _unreachable(client: RoostClient, where: str, error: Any) -> str:
+        if isinstance(error, ssl.SSLCertVerificationError):
+            return SessionManager._untrusted(where, error)
         if client.options.tls == "required" and not isinstance(error, ConnectionError):
             return f"TLS is required but no TLS connection could be made to {where} ({error})"
         return f"the server at {where} is unreachable ({error})"
