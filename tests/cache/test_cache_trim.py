@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from roost.service.cache.source import XmppSyncSource
-from roost.service.events import EventHub
+from roost.service.events import EventHub, ItemsEvent
 from roost.service.pubsub.model import ItemsRequest, PubsubItem
 from roost.service.pubsub.operations import PubsubService
 from roost.service.xmpp.sessions import SessionManager
@@ -50,6 +50,21 @@ async def test_publications_past_the_node_limit_drop_the_oldest(
     assert cached.rsm_count == fresh.rsm_count == 5
 
 
+def announced(hub: EventHub, node: str, ids: set[str]) -> asyncio.Event:
+    """An event set once the hub has announced every one of the node's items ``ids``."""
+    heard: set[str] = set()
+    done = asyncio.Event()
+
+    def on_event(event: object) -> None:
+        if isinstance(event, ItemsEvent) and event.node == node and event.kind == "items":
+            heard.update(item["id"] for item in event.items)
+            if ids <= heard:
+                done.set()
+
+    hub.subscribe(on_event)
+    return done
+
+
 class PausingSource(XmppSyncSource):
     """The real source, holding a full fetch after its last page until told to go on,
     so that a test can publish while the sync is storing."""
@@ -81,11 +96,13 @@ async def test_publications_during_a_sync_follow_the_node_limit_too(
             await roost.pubsub.publish("alice", svc, node, f"p{n}", entry(n))
         await roost.pubsub.get_items("alice", svc, node, ItemsRequest())
         await asyncio.wait_for(source.fetched.wait(), 10)
+        both = announced(hub, node, {"p5", "p6"})
         # Published while the sync stores: the notifications wait for the sync, and the
         # server drops p0 and p1 meanwhile.
         for n in (5, 6):
             await roost.pubsub.publish("alice", svc, node, f"p{n}", entry(n))
-        await asyncio.sleep(0.5)  # both notifications reach the cache, which buffers them
+        # Frontends hear of a notification once the cache has taken it (buffered here).
+        await asyncio.wait_for(both.wait(), 30)
         source.go_on.set()
         await wait_state(recorder, node, "completed")
         cached = await cached_reply(roost, "alice", svc, node)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -15,6 +16,8 @@ from tests.fixtures.xmpp import XmppServer
 pytestmark = pytest.mark.xmpp
 
 MICROBLOG = "urn:xmpp:microblog:0"
+# How long a published item may take to reach the contact as an event.
+EVENT_TIMEOUT = 15.0
 
 
 async def test_pep_event_for_contact(
@@ -44,25 +47,33 @@ async def test_pep_event_for_contact(
             break
         await asyncio.sleep(0.05)
     bob.send_presence()
-    await asyncio.sleep(0)
-    entry = "<entry xmlns='http://www.w3.org/2005/Atom'><title>For contacts</title></entry>"
-    for _ in range(100):
-        # The same publish options as the other microblog tests: the node is shared.
-        await pubsub.publish(
-            "alice", "", MICROBLOG, "pep-event", entry, {"pubsub#access_model": "open"}
-        )
-        found = [
-            e
-            for e in recorder.of(ItemsEvent)
-            if e.profile == "bob"
-            and e.node == MICROBLOG
-            and e.kind == "items"
+    # The server sends alice's events to bob once it has bob's presence with its +notify
+    # capabilities (and has asked bob's client what they mean): wait for that, then
+    # publish once. A lost first event fails the test.
+    assert await bob.notify_known(MICROBLOG), "the server never took in bob's +notify"
+    found: list[ItemsEvent] = []
+    arrived = asyncio.Event()
+
+    def on_event(event: object) -> None:
+        if (
+            isinstance(event, ItemsEvent)
+            and event.profile == "bob"
+            and event.node == MICROBLOG
+            and event.kind == "items"
             # Servers also send the node's last item at a new presence: other tests'.
-            and [i["id"] for i in e.items] == ["pep-event"]
-        ]
-        if found:
-            break
-        await asyncio.sleep(0.1)
+            and [i["id"] for i in event.items] == ["pep-event"]
+        ):
+            found.append(event)
+            arrived.set()
+
+    hub.subscribe(on_event)
+    entry = "<entry xmlns='http://www.w3.org/2005/Atom'><title>For contacts</title></entry>"
+    # The same publish options as the other microblog tests: the node is shared.
+    await pubsub.publish(
+        "alice", "", MICROBLOG, "pep-event", entry, {"pubsub#access_model": "open"}
+    )
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(arrived.wait(), EVENT_TIMEOUT)
     assert found, "no PEP event reached bob"
     assert found[-1].service == xmpp_server.jid("alice")
     assert [i["id"] for i in found[-1].items] == ["pep-event"]
