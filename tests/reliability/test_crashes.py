@@ -59,7 +59,11 @@ async def test_a_burst_of_writes_loses_nothing_acknowledged(rig: CrashRig, kill_
     assert_survived(outcome)
 
 
+# Prosody 0.12 takes time linear in a node's size for each publish (a node of 1,100
+# items takes a minute or more to fill), so the node synchronised in batches lives on
+# ejabberd; the long run syncs a smaller one on Prosody too.
 @pytest.mark.xmpp
+@pytest.mark.parametrize("xmpp_server", ["ejabberd"], indirect=True)
 @pytest.mark.parametrize("point", ["in_progress", "progress:1", "progress:2", "completed"])
 async def test_a_sync_killed_in_each_phase_is_not_served_until_resynchronised(
     rig: CrashRig, xmpp_server: XmppServer, point: str
