@@ -24,6 +24,7 @@ cluster set up as a deployment would be (``bench/postgres_cluster.py``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -50,6 +51,7 @@ from roost.storage.item_records import ItemInput
 from roost.storage.items import ItemStore
 from roost.storage.models import Base, Profile, PubsubNode
 from roost.storage.search import SearchStore
+from roost.storage.search_limits import SEARCH_TIME_BUDGET, SearchTimeout
 
 SMALL = bool(os.environ.get("ROOST_BENCH_SMALL"))
 UPSERT_ITEMS = 10_000 if SMALL else 100_000
@@ -238,16 +240,22 @@ async def store_load(url: str, rows: list[tuple[Any, ...]]) -> float:
     return elapsed
 
 
-async def timed(run: Callable[[int], Awaitable[Any]], runs: int) -> list[float]:
-    """Milliseconds of ``runs`` calls (after two warm-up calls)."""
+async def timed(run: Callable[[int], Awaitable[Any]], runs: int) -> tuple[list[float], int]:
+    """Milliseconds of ``runs`` calls (after two warm-up calls), and how many of them the
+    store stopped at its time budget (those have no time)."""
     for n in range(2):
-        await run(n)
-    times = []
+        with contextlib.suppress(SearchTimeout):
+            await run(n)
+    times, stopped = [], 0
     for n in range(runs):
         start = time.perf_counter()
-        await run(n)
+        try:
+            await run(n)
+        except SearchTimeout:
+            stopped += 1
+            continue
         times.append((time.perf_counter() - start) * 1000)
-    return times
+    return times, stopped
 
 
 async def items_count(engine: Any) -> int:
@@ -291,7 +299,22 @@ async def search_latency(
     ]
     medians: dict[str, float] = {}
     for name, run, runs in cases:
-        times = await timed(run, runs)
+        times, stopped = await timed(run, runs)
+        if stopped:
+            # A search stopped at its budget is an answer the caller never got.
+            progress(f"{label} {database} {name}: {stopped} of {runs} runs stopped")
+            metric = f"search_{name}_{label}_{database}_stopped"
+            emit(
+                "storage",
+                metric,
+                stopped,
+                "runs",
+                at_most=0,
+                runs=runs,
+                budget_s=SEARCH_TIME_BUDGET,
+            )
+        if not times:
+            continue
         found = spread(times)
         high, value = upper(times)
         medians[name] = found["median"]
@@ -303,9 +326,9 @@ async def search_latency(
             f"search_{name}_{label}_{database}_median",
             found["median"],
             "ms",
-            baseline=baseline[name] if baseline else None,
+            baseline=baseline.get(name) if baseline else None,
             at_most=SEARCH_TARGET_MS.get(name) if label == "1M" else None,
-            hits=sizes[name],
+            hits=sizes.get(name),
             samples=len(times),
         )
         emit("storage", f"search_{name}_{label}_{database}_{high}", value, "ms", samples=len(times))
