@@ -45,6 +45,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Select
 from sqlalchemy.dialects import sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from roost.storage.cancel_safety import completes_on_cancel
@@ -341,6 +342,17 @@ class EngineReads(ReadRunner):
         return result
 
     async def _run(self, read: Callable[..., _T], *args: Any) -> _T:
+        try:
+            return await self._once(read, *args)
+        except DBAPIError as exc:
+            # The server ended the session after the connection left the pool (a
+            # restart): the pool has let every older connection go, and a read can be
+            # run again on a new one.
+            if not exc.connection_invalidated:
+                raise
+            return await self._once(read, *args)
+
+    async def _once(self, read: Callable[..., _T], *args: Any) -> _T:
         async with self._engine.connect() as conn:
             return await conn.run_sync(lambda sync: read(_EngineConnection(sync), *args))
 

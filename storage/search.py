@@ -476,7 +476,10 @@ def build_search(
         if key.path is not None:
             order.append(exprs[0].is_(None))  # missing keys last, in either direction
         order += [expr.desc() if key.descending else expr.asc() for expr in exprs]
-    order += [_items.c.created.desc(), _items.c.id.desc()]
+    created: Any = _items.c.created
+    if query.fts is not None:
+        created = dialect.fulltext_order_key(created, broad=walk_created)
+    order += [created.desc(), _items.c.id.desc()]
     return stmt.order_by(*order).limit(query.limit).offset(query.offset)
 
 
@@ -542,7 +545,8 @@ class SearchStore:
             if query.fts is not None and not query.order_by:
                 # Sorting every match of a broad term by date reads each matching row;
                 # walking the date index stops after ``limit`` matches instead.
-                matches = (await sql.execute(self._dialect.fulltext_count(query.fts))).scalar()
+                count = self._dialect.fulltext_count(query.fts, BROAD_MATCH_COUNT + 1)
+                matches = (await sql.execute(count)).scalar()
                 walk = (matches or 0) > BROAD_MATCH_COUNT
             result = await sql.execute(build_search(query, self._dialect, walk_created=walk))
             return [SearchHit(*row) for row in result]

@@ -141,9 +141,19 @@ class DatabaseEngine(ABC):
         and sorting them.
         """
 
+    def fulltext_order_key(self, created: Any, *, broad: bool) -> ColumnElement[Any]:
+        """The items' ``created`` column as a full-text search sorts by it: with
+        ``broad``, the column itself, so that its index can be walked; otherwise a form the
+        engine's planner cannot walk an index by, where it would otherwise pick that walk
+        for a rare term."""
+        key: ColumnElement[Any] = created
+        return key
+
     @abstractmethod
-    def fulltext_count(self, terms: Sequence[str]) -> Any:
-        """A statement counting the items that :meth:`fulltext_match` would match."""
+    def fulltext_count(self, terms: Sequence[str], cap: int) -> Any:
+        """A statement counting the items that :meth:`fulltext_match` would match, up
+        to ``cap``: it stops reading matches there, so that telling a broad term from a
+        rare one costs at most ``cap`` index entries, not every match."""
 
     def indexed_text(self, text: str) -> str:
         """The form of an item's ``search_text`` stored for the index (as given, unless

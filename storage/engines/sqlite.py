@@ -224,11 +224,12 @@ class SqliteEngine(DatabaseEngine):
         result: ColumnElement[bool] = tested.in_(matches)
         return result
 
-    def fulltext_count(self, terms: Sequence[str]) -> Any:
+    def fulltext_count(self, terms: Sequence[str], cap: int) -> Any:
         """See :meth:`DatabaseEngine.fulltext_count`."""
-        return sql_text(f"SELECT count(*) FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :q").bindparams(
-            q=self.fts_query(terms)
-        )
+        return sql_text(
+            f"SELECT count(*) FROM (SELECT 1 FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :q"
+            " LIMIT :cap)"
+        ).bindparams(q=self.fts_query(terms), cap=cap)
 
     async def fulltext_is_consistent(self, conn: AsyncConnection) -> bool:
         """Run FTS5's integrity check against the content table.

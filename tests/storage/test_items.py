@@ -16,7 +16,7 @@ from roost.storage.engines import SqliteEngine, engine_for
 from roost.storage.errors import InvalidQuery, RowNotFound
 from roost.storage.item_records import ItemInput
 from roost.storage.items import ItemStore, parsed_key_index_name
-from roost.storage.search import SearchQuery, SearchStore
+from roost.storage.search import SearchQuery, SearchStore, build_search
 
 
 @dataclass
@@ -317,6 +317,31 @@ async def test_broad_fulltext_term_walks_the_date_index_with_the_same_answer(
         )
     assert "ix_pubsub_items_created" in plan, plan
     assert "TEMP B-TREE FOR ORDER BY" not in plan, plan
+
+
+async def test_the_match_count_stops_at_its_cap_and_a_rare_term_is_looked_up_by_its_matches(
+    db: Stores,
+) -> None:
+    """Telling a broad term from a rare one reads at most ``cap`` matches; a rare term's
+    matches are read first and sorted, not found by walking every item by date."""
+    blog = db.nodes["blog"]
+    await db.items.upsert_items(
+        blog,
+        [item(f"b{n}", "common" + (" rare" if n % 10 == 0 else ""), created=n) for n in range(50)],
+    )
+    engine = engine_for(db.engine)
+    async with db.engine.connect() as conn:
+        counts = [
+            (await conn.execute(engine.fulltext_count([term], cap))).scalar()
+            for term, cap in (("common", 20), ("common", 500), ("rare", 3), ("absent", 5))
+        ]
+        assert counts == [20, 50, 3, 0]
+        rare = build_search(SearchQuery.from_mapping({"fts": "rare", "limit": 3}), engine)
+        compiled = rare.compile(db.engine.sync_engine, compile_kwargs={"literal_binds": True})
+        explain = "EXPLAIN QUERY PLAN" if engine.name == "sqlite" else "EXPLAIN"
+        plan = " ".join(str(row[-1]) for row in await conn.exec_driver_sql(f"{explain} {compiled}"))
+    assert "ix_pubsub_items_created" not in plan, plan
+    assert ids(await db.search.search({"fts": "rare", "limit": 3})) == ["b40", "b30", "b20"]
 
 
 async def test_batches_walk_a_node_and_set_parsed_changes_only_parsed_data(db: Stores) -> None:

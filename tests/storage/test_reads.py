@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, make_url, select, text
 
 from roost.storage import reads
 from roost.storage.errors import RowNotFound
@@ -20,6 +20,7 @@ from roost.storage.item_records import ItemInput
 from roost.storage.items import ItemStore
 from roost.storage.models import PubsubItem
 from roost.storage.reads import EngineReads, ReadConnection, SqliteReads
+from tests.fixtures.postgres import PostgresServer
 from tests.storage.test_items import Stores, open_stores
 
 ITEMS = 300
@@ -219,3 +220,29 @@ async def test_an_id_list_is_cut_where_the_reply_bound_is(db: Stores) -> None:
         )
         assert [i.item_id for i in page.items] == ["i001", "i003", "i005", "i009"][:expected]
         assert (page.count, page.first_index, page.complete) == (4, 0, expected == 4)
+
+
+async def test_the_engine_goes_on_after_postgresql_ends_every_session(
+    postgresql_url: str, postgres_server: PostgresServer
+) -> None:
+    """A restarted server (here: every session of the database ended at once) costs
+    neither a read nor the next write an error: connections the server closed are
+    replaced, a read that met one is run again on a new one."""
+    stores = await open_stores(postgresql_url)
+    try:
+        node = stores.nodes["blog"]
+        await stores.items.upsert_items(node, [ItemInput("a", "", "<item id='a'/>", None, "")])
+        # Every connection of the pool has served once, and is back in the pool.
+        await asyncio.gather(*(stores.items.count_items(node) for _ in range(8)))
+        database = make_url(postgresql_url).database
+        ended = await asyncio.to_thread(
+            postgres_server.psql,
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            f" WHERE datname = '{database}' AND pid <> pg_backend_pid()",
+        )
+        assert int(ended) >= 1
+        assert await stores.items.count_items(node) == 1
+        await stores.items.upsert_items(node, [ItemInput("b", "", "<item id='b'/>", None, "")])
+        assert {i.item_id for i in (await stores.items.get_items(node)).items} == {"a", "b"}
+    finally:
+        await stores.database.close()
