@@ -127,14 +127,17 @@ class Backend:
     async def open(
         cls, config: Config, database_url: str | None = None, *, defer_background: bool = False
     ) -> Backend:
-        """Open (and migrate) the database named by ``database_url`` or the config, and
-        :meth:`start` the backend.
+        """Open (and migrate) the database named by ``database_url``, else
+        ``ROOST_DATABASE_URL``, else the config's, and :meth:`start` the backend.
 
         Args:
             config: the daemon's configuration.
-            database_url: the database, else the config's.
+            database_url: the database (``roostd --database``); None for the
+                environment's, else the config's.
             defer_background: leave :meth:`start_background` to the caller (the daemon
                 calls it once its bridges serve), else it is called at once.
+
+        .. versionchanged:: ``ROOST_DATABASE_URL`` overrides the config's URL.
 
         .. versionchanged:: the background work (the full-text check, autoconnections)
            can be left until the caller serves (``defer_background``).
@@ -142,7 +145,9 @@ class Backend:
         # The full-text check reads every cached item: it runs in the background
         # (start_background()), so that the daemon owns its name at once whatever the
         # cache's size.
-        db = await Database.open(database_url or config.database_url, check_fulltext=False)
+        db = await Database.open(
+            database_url, from_config=config.database_url, check_fulltext=False
+        )
         backend = cls(db, config)
         try:
             await backend.start()

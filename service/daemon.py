@@ -91,7 +91,7 @@ def build_parser(bridges: Sequence[type[Bridge]]) -> argparse.ArgumentParser:
     parser.add_argument(
         "--database",
         metavar="URL",
-        help="database URL (default: the config's, ROOST_DATABASE_URL, or an SQLite file "
+        help="database URL (default: ROOST_DATABASE_URL, the config's, or an SQLite file "
         "under the XDG data directory)",
     )
     parser.add_argument(

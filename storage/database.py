@@ -71,12 +71,19 @@ class Database:
         self.shares_database = engine_for(url).shares_database
 
     @classmethod
-    async def open(cls, url: str | URL | None = None, *, check_fulltext: bool = True) -> Database:
+    async def open(
+        cls,
+        url: str | URL | None = None,
+        *,
+        from_config: str | None = None,
+        check_fulltext: bool = True,
+    ) -> Database:
         """Open the database at ``url``, creating or migrating it as needed.
 
         Args:
-            url: the database URL; None for ``ROOST_DATABASE_URL``, else the default
-                SQLite file under the XDG data directory.
+            url: the database URL; None for ``ROOST_DATABASE_URL``, else ``from_config``,
+                else the default SQLite file under the XDG data directory.
+            from_config: the configuration file's URL, which the environment overrides.
             check_fulltext: check the full-text index (and rebuild it if it drifted)
                 before returning; False leaves that to :meth:`repair_fulltext`, for a
                 caller that would rather do it after start with a large cache (the
@@ -92,7 +99,7 @@ class Database:
         """
         if isinstance(url, URL):
             url = url.render_as_string(hide_password=False)
-        resolved = resolve_database_url(url)
+        resolved = resolve_database_url(url, from_config=from_config)
         engine = create_engine(resolved)
         try:
             outcome = await prepare_database(engine, resolved, check_fulltext=check_fulltext)

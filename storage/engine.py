@@ -1,8 +1,8 @@
 """Where the database is, and the async engine on it.
 
-Which URL: an explicit one, ``ROOST_DATABASE_URL``, else an SQLite file under the XDG
-data directory. How each database's connections are set up is its engine's business
-(:mod:`roost.storage.engines`).
+Which URL: an explicit one (``roostd --database``), then ``ROOST_DATABASE_URL``, then the
+configuration file's, else an SQLite file under the XDG data directory. How each
+database's connections are set up is its engine's business (:mod:`roost.storage.engines`).
 """
 
 from __future__ import annotations
@@ -26,16 +26,28 @@ def default_database_path() -> Path:
     return Path(platformdirs.user_data_dir(APP_NAME)) / "roost.sqlite"
 
 
-def resolve_database_url(configured: str | None = None) -> URL:
-    """Pick the database URL: an explicit one, then ``ROOST_DATABASE_URL``, then the default.
+def resolve_database_url(explicit: str | None = None, *, from_config: str | None = None) -> URL:
+    """Pick the database URL: ``explicit``, then ``ROOST_DATABASE_URL``, then
+    ``from_config``, then the default SQLite file.
+
+    The environment wins over the configuration file, as is usual: a unit's
+    ``Environment=`` or a shell's export points one run of the daemon elsewhere without
+    editing the file every run shares.
+
+    Args:
+        explicit: the URL given on the command line, if any.
+        from_config: the configuration file's ``[database] url``, if any.
 
     Plain ``sqlite:///`` and ``postgresql://`` URLs are given their async drivers
     (aiosqlite, asyncpg), so users can write the URL they know.
 
     Raises:
         UnsupportedDatabase: the URL names a database other than SQLite and PostgreSQL.
+
+    .. versionchanged:: ``from_config`` comes after ``ROOST_DATABASE_URL``; the daemon
+       used to give the configuration file's URL precedence over the environment.
     """
-    raw = configured or os.environ.get(DATABASE_URL_ENV) or ""
+    raw = explicit or os.environ.get(DATABASE_URL_ENV) or from_config or ""
     url = make_url(raw) if raw else make_url(f"sqlite:///{default_database_path()}")
     return engine_for(url).async_url(url)
 

@@ -29,6 +29,16 @@ def test_environment_url_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_database_url().database == "from-env.db"
 
 
+def test_environment_url_wins_over_the_config_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ROOST_DATABASE_URL", "sqlite:///from-env.db")
+    assert resolve_database_url(from_config="sqlite:///file.db").database == "from-env.db"
+    assert resolve_database_url(
+        "sqlite:///option.db", from_config="sqlite:///file.db"
+    ).database == ("option.db")
+    monkeypatch.delenv("ROOST_DATABASE_URL")
+    assert resolve_database_url(from_config="sqlite:///file.db").database == "file.db"
+
+
 async def test_sqlite_file_is_private_and_in_wal_mode(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "roost.sqlite"
     engine = create_engine(f"sqlite:///{path}")
