@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 from xml.sax.saxutils import escape
 
@@ -32,6 +32,9 @@ SUBSCRIBE_OPTIONS_FORM = "http://jabber.org/protocol/pubsub#subscribe_options"
 # Items serialised per trip to a worker thread by parse_items_off_loop (a trip of 500
 # small items takes about 10 ms).
 ITEMS_PER_TRIP = 500
+# How long a streamed answer may take as a whole, at most: its reader bounds it by how
+# long the server stays quiet (request_timeout), while storing may slow it down a lot.
+STREAMED_ANSWER_BOUND = 24 * 3600.0
 
 MULTI_FIELDS = frozenset({"list-multi", "jid-multi", "text-multi"})
 
@@ -59,6 +62,11 @@ async def send_iq(
     wait = client.request_timeout if wait is None else wait
     iq = client.make_iq_get(ito=to) if kind == "get" else client.make_iq_set(ito=to)
     iq.append(payload)
+    return await _answer(client, iq, to, wait)
+
+
+async def _answer(client: RoostClient, iq: Any, to: str, wait: float) -> ET.Element:
+    """Send ``iq`` and wait for its result, as :func:`send_iq` says."""
     ended = client.connection_ended()
     answer: asyncio.Future[Any] = iq.send(timeout=wait)  # type: ignore[no-untyped-call]
     try:
@@ -85,6 +93,49 @@ async def send_iq(
         ) from None
     reply: ET.Element = result.xml
     return reply
+
+
+async def stream_items(
+    client: RoostClient, to: str, payload: ET.Element, batch: int
+) -> AsyncIterator[list[PubsubItem]]:
+    """The items of an items query's answer, in the server's order, in batches of
+    ``batch`` as the answer arrives (:mod:`roost.service.xmpp.item_stream`): what is held
+    of the answer stays bounded however many items it has.
+
+    Raises:
+        XmppError: as :func:`send_iq`; ``remote-server-timeout`` also when nothing of the
+            answer came for the client's ``request_timeout``.
+        NotConnected: as :func:`send_iq`.
+    """
+    if not client.is_connected():
+        raise NotConnected("the profile's XMPP session is down")
+    iq = client.make_iq_get(ito=to)
+    iq.append(payload)
+    iq_id = iq["id"]
+    stream = client.expect_items(iq_id)
+    # The answer as a whole is bounded by the stream going quiet, not by its length.
+    answer = asyncio.ensure_future(_answer(client, iq, to, STREAMED_ANSWER_BOUND))
+    answer.add_done_callback(lambda _done: stream.end())
+    try:
+        while True:
+            if not await stream.wait(batch, client.request_timeout):
+                raise XmppError(
+                    "remote-server-timeout",
+                    f"{to or 'the server'} sent nothing of its answer for "
+                    f"{client.request_timeout:g} s",
+                    "wait",
+                )
+            elements = stream.batch(batch)
+            if elements:
+                yield await asyncio.to_thread(_pubsub_items, elements)
+            elif answer.done():
+                break
+        await answer
+    finally:
+        client.forget_items(iq_id, stream)
+        if not answer.done():
+            answer.cancel()
+        await asyncio.gather(answer, return_exceptions=True)
 
 
 def pubsub(namespace: str = NS_PUBSUB) -> ET.Element:

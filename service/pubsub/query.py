@@ -22,7 +22,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import xml.etree.ElementTree as ET
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable
+from contextlib import aclosing
+from dataclasses import replace
 from typing import TypeVar
 
 from roost.service.errors import XmppError
@@ -52,6 +55,9 @@ FETCH_PAGE_SIZE = 500
 # a 100,000-item sync to 150 MiB, 2,000 doubled its time.
 MAX_FETCH_PAGE_ITEMS = 4000
 MAX_FETCH_PAGE_BYTES = 4 * 1024 * 1024
+# The pages a whole answer read as it arrives is given in (a service without RSM): with
+# the one the store writes and the one read ahead, a few thousand items held at a time.
+STREAMED_PAGE_ITEMS = 2000
 # The most item XML one walk of a node fetches: a node past it is kept in part (its
 # newest items), so that no server can make a sync fill the disk.
 FETCH_BYTE_BUDGET = 256 * 1024 * 1024
@@ -220,7 +226,14 @@ class ItemsQuery:
         return window_reply(items, window, count, first_token=first, last_token=last)
 
     async def _whole(self, client: RoostClient, service: str, node: str) -> list[PubsubItem]:
-        return p.parse_items(await self._ask(client, service, node))
+        """Every item of the node from its one whole answer, read as it arrives; each item
+        is kept as its text only (its element tree takes five times as much), since only
+        a page of them is answered."""
+        whole: list[PubsubItem] = []
+        async with aclosing(self._streamed_whole(client, service, node, None)) as pages:
+            async for page in pages:
+                whole += [replace(item, element=None) for item in page]
+        return whole
 
     async def _newest_listed(
         self, client: RoostClient, service: str, node: str, request: ItemsRequest
@@ -361,11 +374,10 @@ class ItemsQuery:
         """
         self._walked.pop((service, node), None)
         if self._rsm.get(service) is False:
-            # One answer holds the whole node (bounded by the stream's limits): its size
-            # is the node's count, which exact paging metadata needs.
-            items = await p.parse_items_off_loop(await self._ask(client, service, node))
-            self._walked[(service, node)] = len(items)
-            yield items if newest is None else items[-newest:]
+            # Closed with the walk, so that a walk left early lets the connection read.
+            async with aclosing(self._streamed_whole(client, service, node, newest)) as whole:
+                async for items in whole:
+                    yield items
             return
         walk = PageGuard(service, node, byte_budget)
         after: str | None = None
@@ -401,6 +413,32 @@ class ItemsQuery:
             if not items or done or last is None:
                 return
             after = last
+
+    async def _streamed_whole(
+        self, client: RoostClient, service: str, node: str, newest: int | None
+    ) -> AsyncIterator[list[PubsubItem]]:
+        """Every item of a node from a service without RSM, from its one whole answer
+        read as it arrives, in pages of :data:`STREAMED_PAGE_ITEMS`: what the daemon
+        holds of the answer is bounded, not the node's size (reading it by ids in
+        batches instead would cost Prosody a load of the node's store per id). The
+        answer's size is the node's count, which exact paging metadata needs.
+
+        With ``newest``, only the newest ``newest`` items are kept, and given at the end.
+        """
+        payload = p.pubsub()
+        ET.SubElement(payload, f"{{{p.NS_PUBSUB}}}items", node=node)
+        kept: deque[PubsubItem] = deque(maxlen=newest)
+        count = 0
+        async with aclosing(p.stream_items(client, service, payload, STREAMED_PAGE_ITEMS)) as pages:
+            async for items in pages:
+                count += len(items)
+                if newest is None:
+                    yield items
+                else:
+                    kept.extend(items)
+        self._walked[(service, node)] = count
+        if newest is not None and kept:
+            yield list(kept)
 
     async def _newest(
         self,

@@ -23,8 +23,8 @@ from slixmpp.xmlstream import StanzaBase
 
 from roost.service.errors import ConnectionFailed, InvalidArgument
 from roost.service.xmpp import stream_log
+from roost.service.xmpp.item_stream import ItemStream, StreamingItemsParser
 from roost.service.xmpp.stream_parser import (
-    RestrictedStreamParser,
     RestrictedXmlError,
     stream_error,
 )
@@ -245,9 +245,33 @@ class RoostClient(ClientXMPP):
         self._ended = None
 
     def init_parser(self) -> None:
-        """Start parsing a new stream with a parser that refuses DTDs (entity bombs)."""
+        """Start parsing a new stream with a parser that refuses DTDs (entity bombs) and
+        hands the items of expected answers on as they are parsed (:meth:`expect_items`)."""
         super().init_parser()
-        self.parser = RestrictedStreamParser()
+        self.parser = StreamingItemsParser()
+
+    def expect_items(self, iq_id: str) -> ItemStream:
+        """The stream the items of the iq result ``iq_id`` will go to as they are parsed,
+        reading the connection only while its reader keeps up; :meth:`forget_items` when
+        done with it."""
+        stream = ItemStream(self._pause_reading, self._resume_reading)
+        if isinstance(self.parser, StreamingItemsParser):
+            self.parser.expect(iq_id, stream)
+        return stream
+
+    def forget_items(self, iq_id: str, stream: ItemStream) -> None:
+        """Let the answer ``iq_id`` go to slixmpp whole again, and ``stream`` go."""
+        if isinstance(self.parser, StreamingItemsParser):
+            self.parser.forget(iq_id)
+        stream.close()
+
+    def _pause_reading(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def data_received(self, data: bytes | str) -> None:
         """Parse the server's data; a stream the parser refuses ends the connection."""

@@ -1,0 +1,158 @@
+"""A whole node from a server without RSM, read as its one answer arrives.
+
+Prosody 0.12 answers a whole node in one stanza. Roost takes the items out of that
+stanza as they are parsed and hands them on in pages (``ItemsQuery.fetch_all``), and
+stops reading the connection while the reader is behind, so that what it holds of the
+answer is bounded, not the node's size. The node is written into Prosody's store before
+it is read (tests/fixtures/prosody_store.py), as a node filled by other clients would be.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator
+
+import pytest
+
+from roost.service.events import EventHub
+from roost.service.pubsub import protocol as p
+from roost.service.pubsub.model import ItemsRequest
+from roost.service.pubsub.operations import PubsubService
+from roost.service.pubsub.query import STREAMED_PAGE_ITEMS, ItemsQuery
+from roost.service.xmpp.client import RoostClient
+from roost.service.xmpp.item_stream import HIGH_WATER, ItemStream
+from roost.service.xmpp.sessions import SessionManager
+from tests.fixtures.prosody_store import write_prosody_node
+from tests.fixtures.sessions import make_lookup
+from tests.fixtures.xmpp import ProsodyServer
+
+ATOM = "http://www.w3.org/2005/Atom"
+ITEMS = 9000
+# The most items one read of the socket can bring in past the pause (256 KiB of items of
+# about 450 bytes), beside what the reader holds.
+ONE_READ = 600
+
+
+def entries(count: int) -> list[tuple[str, str, list[tuple[str, str]]]]:
+    return [
+        (f"i{n:05d}", ATOM, [("title", f"Entry {n}"), ("content", "words " * 60)])
+        for n in range(count)
+    ]
+
+
+@pytest.fixture
+async def sessions(prosody_server: ProsodyServer) -> AsyncIterator[SessionManager]:
+    manager = SessionManager(make_lookup(prosody_server), EventHub())
+    await manager.connect("alice")
+    await manager.connect("bob")
+    yield manager
+    await manager.close()
+
+
+@pytest.fixture
+async def node(prosody_server: ProsodyServer, sessions: SessionManager) -> str:
+    """A node of :data:`ITEMS` items on the pubsub component, written by alice."""
+    name = f"large{id(sessions)}"
+    pubsub = PubsubService(sessions, EventHub())
+    service = prosody_server.pubsub_service
+    await pubsub.create_node("alice", service, name, {"pubsub#max_items": "max"})
+    write_prosody_node(prosody_server, name, prosody_server.jid("alice"), entries(ITEMS))
+    return name
+
+
+async def plain_whole(client: RoostClient, service: str, node: str) -> list[tuple[str, str]]:
+    """(id, xml) of every item of one plain whole read, the stanza built whole."""
+    payload = p.pubsub()
+    ET.SubElement(payload, f"{{{p.NS_PUBSUB}}}items", node=node)
+    return [(i.id, i.xml) for i in p.parse_items(await p.send_iq(client, "get", service, payload))]
+
+
+def watch_streams(client: RoostClient) -> list[ItemStream]:
+    """The item streams the client makes from now on."""
+    made: list[ItemStream] = []
+    expect = client.expect_items
+
+    def recording(iq_id: str) -> ItemStream:
+        stream = expect(iq_id)
+        made.append(stream)
+        return stream
+
+    client.expect_items = recording  # type: ignore[method-assign]
+    return made
+
+
+async def until(check: object, within: float = 30.0) -> None:
+    """Wait for ``check()`` to hold, looking at every turn of the loop."""
+    deadline = asyncio.get_running_loop().time() + within
+    while not check():  # type: ignore[operator]
+        assert asyncio.get_running_loop().time() < deadline, "not reached in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_whole_node_read_in_bounded_pages(
+    prosody_server: ProsodyServer, sessions: SessionManager, node: str
+) -> None:
+    client = sessions.client("bob")
+    service = prosody_server.pubsub_service
+    query = ItemsQuery()
+    await query.get_items(client, service, node, ItemsRequest(max_items=1))
+    assert query.known_rsm(service) is False
+    expected = await plain_whole(client, service, node)
+    assert len(expected) == ITEMS
+
+    streams = watch_streams(client)
+    got: list[tuple[str, str]] = []
+    pages = 0
+    async for page in query.fetch_all(client, service, node):
+        if pages == 0:
+            # The reader stays behind: the connection must stop reading, not fill memory.
+            stream = streams[0]
+            await until(lambda: client.transport is not None and not client.transport.is_reading())
+            assert stream.held <= HIGH_WATER + ONE_READ
+        pages += 1
+        assert len(page) <= STREAMED_PAGE_ITEMS
+        got += [(i.id, i.xml) for i in page]
+    assert got == expected
+    assert pages >= ITEMS // STREAMED_PAGE_ITEMS
+    assert query.walked_total(service, node) == ITEMS
+    assert client.transport is not None and client.transport.is_reading()
+
+
+async def test_published_during_the_read_is_not_in_it(
+    prosody_server: ProsodyServer, sessions: SessionManager, node: str
+) -> None:
+    """The answer is the node as the server read it: an item published while the answer
+    is still arriving is not half in it, and the connection serves again afterwards (the
+    cache's sync takes such an item from its notification)."""
+    client = sessions.client("bob")
+    service = prosody_server.pubsub_service
+    pubsub = PubsubService(sessions, EventHub())
+    query = ItemsQuery()
+    await query.get_items(client, service, node, ItemsRequest(max_items=1))
+    ids: list[str] = []
+    async for page in query.fetch_all(client, service, node):
+        if not ids:
+            await pubsub.publish("alice", service, node, "late", f"<entry xmlns='{ATOM}'/>")
+        ids += [i.id for i in page]
+    assert ids == [f"i{n:05d}" for n in range(ITEMS)] or ids == [
+        f"i{n:05d}" for n in reversed(range(ITEMS))
+    ]
+    newest = await query.get_items(client, service, node, ItemsRequest(max_items=1))
+    assert [i.id for i in newest.items] == ["late"]
+
+
+async def test_reader_that_stops_early_lets_the_connection_read(
+    prosody_server: ProsodyServer, sessions: SessionManager, node: str
+) -> None:
+    client = sessions.client("bob")
+    service = prosody_server.pubsub_service
+    query = ItemsQuery()
+    await query.get_items(client, service, node, ItemsRequest(max_items=1))
+    walk = query.fetch_all(client, service, node)
+    first = await anext(walk)
+    assert first
+    await walk.aclose()
+    assert client.transport is not None and client.transport.is_reading()
+    again = await query.get_items(client, service, node, ItemsRequest(max_items=3))
+    assert len(again.items) == 3
