@@ -25,9 +25,15 @@ deps-test:
 run: deps-run $(STAMP)
 	@scripts/run-daemon $(VENV)
 
+# Test processes: one a CPU by default. Most of a test's time is spent waiting on the
+# servers, so two processes on two cores take a little over half the time of one. Each
+# process starts its own servers; a test file runs whole in one process (its module's
+# daemon is started once).
+TEST_WORKERS ?= auto
+
 ## test: the whole test suite against real dbus-daemon, Prosody, ejabberd and SQLite
 test: deps-test $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check storage service bridge cli tests bench docs/examples
