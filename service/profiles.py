@@ -226,6 +226,18 @@ class ProfileService:
         if name != await self._current_default():
             await self._store_default(name)
 
+    async def _claim_default(self, name: str) -> None:
+        """Make ``name`` the default unless another profile became it meanwhile: of
+        creates racing on a database with no default (here or in another daemon), the
+        first to write wins and the others leave it."""
+        default = await self._db.params.claim_param(
+            None, DEFAULT_PROFILE_CATEGORY, DEFAULT_PROFILE_PARAM, name
+        )
+        if default != self._default:
+            self._default = default
+            log.info("default profile is now %r", default)
+            self._events.publish(DefaultProfileChanged(default))
+
     async def _store_default(self, name: str) -> None:
         await self._db.params.set_param(None, DEFAULT_PROFILE_CATEGORY, DEFAULT_PROFILE_PARAM, name)
         self._default = name
@@ -259,7 +271,7 @@ class ProfileService:
             await self._acquire(record.id, name)
             self._leased[name] = record.id
         if not await self._current_default():
-            await self._store_default(name)
+            await self._claim_default(name)
         return ProfileInfo(record.name, record.jid, dict(record.options), record.created)
 
     async def delete(self, name: str) -> None:

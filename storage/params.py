@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from roost.storage.cancel_safety import stores_complete_on_cancel
 from roost.storage.models import Param
-from roost.storage.profiles import Store
+from roost.storage.profiles import Store, affected_rows
 
 
 def _scope(profile_id: int | None) -> ColumnElement[bool]:
@@ -45,10 +46,13 @@ class ParamStore(Store):
     async def set_param(self, profile: str | None, category: str, name: str, value: str) -> None:
         """Set a param, creating it or replacing its value.
 
+        Calls racing to create the same param all succeed: the last one's value stays.
+
         Raises:
             RowNotFound: no profile has that name.
         """
-        async with self.transaction("set_param") as session:
+
+        async def work(session: AsyncSession) -> None:
             profile_id = await self.profile_id(session, profile)
             row = await session.scalar(
                 select(Param).where(
@@ -59,6 +63,40 @@ class ParamStore(Store):
                 session.add(Param(profile_id=profile_id, category=category, name=name, value=value))
             else:
                 row.value = value
+
+        await self.once_more_on_conflict("set_param", work)
+
+    async def claim_param(self, profile: str | None, category: str, name: str, value: str) -> str:
+        """Set a param to ``value`` unless it holds a non-empty value already.
+
+        Of calls racing to claim the same param, on this database by any daemon, exactly
+        one sets it; the others find its value.
+
+        Returns:
+            The value the param holds now: ``value`` when this call set it.
+
+        Raises:
+            RowNotFound: no profile has that name.
+        """
+
+        async def work(session: AsyncSession) -> str:
+            profile_id = await self.profile_id(session, profile)
+            where = (_scope(profile_id), Param.category == category, Param.name == name)
+            # Conditional, so that of two writers that both read it empty only one
+            # writes: PostgreSQL checks the condition again once the first has committed.
+            claimed = await session.execute(
+                update(Param).where(*where, Param.value == "").values(value=value)
+            )
+            if affected_rows(claimed):
+                return value
+            held = await session.scalar(select(Param.value).where(*where))
+            if held is None:
+                session.add(Param(profile_id=profile_id, category=category, name=name, value=value))
+                await session.flush()
+                return value
+            return held
+
+        return await self.once_more_on_conflict("claim_param", work)
 
     async def list_params(self, profile: str | None, category: str) -> dict[str, str]:
         """Every param of a category, by name.

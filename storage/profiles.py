@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import delete, select
 from sqlalchemy.engine import CursorResult, Result
@@ -23,6 +23,8 @@ from roost.storage.models import Profile
 from roost.storage.records import ProfileRecord
 
 logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 
 class Store:
@@ -54,6 +56,25 @@ class Store:
             logger.debug("transaction %s failed after %.1f ms", name, _ms_since(started))
             raise
         logger.debug("transaction %s took %.1f ms", name, _ms_since(started))
+
+    async def once_more_on_conflict(
+        self, name: str, work: Callable[[AsyncSession], Awaitable[_T]]
+    ) -> _T:
+        """Run ``work`` in a transaction named ``name``, and again if a unique key
+        conflicted.
+
+        For writes that read a row, then insert it when it is missing: a concurrent call
+        (of this daemon or another on the same database) can insert the same key in
+        between. The second attempt finds that row and updates it.
+        """
+        for attempt in range(2):
+            try:
+                async with self.transaction(name) as session:
+                    return await work(session)
+            except IntegrityError:
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     @staticmethod
     async def profile_id(session: AsyncSession, profile: str | None) -> int | None:

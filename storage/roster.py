@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, TypeVar, cast
+from collections.abc import Iterable, Sequence
+from typing import Any, cast
 
 from sqlalchemy import delete, insert, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from roost.storage.cancel_safety import stores_complete_on_cancel
@@ -37,29 +36,9 @@ from roost.storage.records import (
     check_subscription,
 )
 
-_T = TypeVar("_T")
-
 #: Rows deleted by one statement when a whole roster is replaced (well under SQLite's
 #: limit of bound parameters).
 _WRITE_CHUNK = 500
-
-
-async def _once_more_on_conflict(
-    store: Store, name: str, work: Callable[[AsyncSession], Awaitable[_T]]
-) -> _T:
-    """Run ``work`` in a transaction, and again if a unique key conflicted.
-
-    The writes here read a row, then insert it when it is missing: a concurrent call can
-    insert the same key in between. The second attempt finds that row and updates it.
-    """
-    for attempt in range(2):
-        try:
-            async with store.transaction(name) as session:
-                return await work(session)
-        except IntegrityError:
-            if attempt:
-                raise
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 async def _profile_id(session: AsyncSession, profile: str) -> int:
@@ -238,7 +217,7 @@ class RosterStore(Store):
                 if entry is not None:
                     _update_item(row, entry, now)
 
-        await _once_more_on_conflict(self, "replace_roster", work)
+        await self.once_more_on_conflict("replace_roster", work)
 
     async def upsert_contact(
         self, profile: str, entry: RosterEntry, version: str | None = None
@@ -268,7 +247,7 @@ class RosterStore(Store):
             else:
                 _update_item(row, entry, now)
 
-        await _once_more_on_conflict(self, "upsert_contact", work)
+        await self.once_more_on_conflict("upsert_contact", work)
 
     async def remove_contact(self, profile: str, jid: str, version: str | None = None) -> bool:
         """Remove a contact from the roster (a push with ``subscription='remove'``).
@@ -297,7 +276,7 @@ class RosterStore(Store):
             )
             return affected_rows(result) > 0
 
-        return await _once_more_on_conflict(self, "remove_contact", work)
+        return await self.once_more_on_conflict("remove_contact", work)
 
     async def add_subscription_request(
         self, profile: str, jid: str, message: str, received: float
@@ -338,7 +317,7 @@ class RosterStore(Store):
             )
             return True
 
-        return await _once_more_on_conflict(self, "add_subscription_request", work)
+        return await self.once_more_on_conflict("add_subscription_request", work)
 
     async def list_subscription_requests(self, profile: str) -> list[SubscriptionRequestRecord]:
         """The requests waiting for the profile's answer, oldest first.
@@ -427,7 +406,7 @@ class CacheSubscriptionStore(Store):
             else:
                 row.subid = subid
 
-        await _once_more_on_conflict(self, "record_subscription", work)
+        await self.once_more_on_conflict("record_subscription", work)
 
     async def list_subscriptions(
         self, profile: str | None = None, service: str | None = None, node: str | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -60,3 +61,36 @@ async def test_unknown_profile_is_refused(db: Database) -> None:
         await db.params.set_param("nobody", "a", "x", "1")
     with pytest.raises(RowNotFound):
         await db.params.list_params("nobody", "a")
+
+
+async def test_claim_sets_an_unset_or_empty_param_and_keeps_a_set_one(db: Database) -> None:
+    assert await db.params.claim_param(None, "@roost", "pick", "first") == "first"
+    assert await db.params.claim_param(None, "@roost", "pick", "second") == "first"
+    await db.params.set_param(None, "@roost", "pick", "")
+    assert await db.params.claim_param(None, "@roost", "pick", "third") == "third"
+    assert await db.params.get_param(None, "@roost", "pick") == "third"
+
+
+async def test_racing_claims_agree_on_one_value(database_url: str) -> None:
+    # One Database each: separate connection pools, as separate daemons would have.
+    databases = [await Database.open(database_url) for _ in range(6)]
+    try:
+        claims = await asyncio.gather(
+            *(
+                db.params.claim_param(None, "@roost", "pick", f"v{n}")
+                for n, db in enumerate(databases)
+            )
+        )
+        stored = await databases[0].params.get_param(None, "@roost", "pick")
+        assert stored in {f"v{n}" for n in range(6)}
+        assert claims == [stored] * 6
+        # Racing creations of a param all succeed too, one value staying.
+        await asyncio.gather(
+            *(db.params.set_param(None, "general", "x", f"v{n}") for n, db in enumerate(databases))
+        )
+        assert await databases[0].params.get_param(None, "general", "x") in {
+            f"v{n}" for n in range(6)
+        }
+    finally:
+        for db in databases:
+            await db.close()
