@@ -20,6 +20,8 @@ from typing import Any
 from slixmpp import JID, ClientXMPP
 from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.xmlstream import StanzaBase
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
 
 from roost.service.errors import ConnectionFailed, InvalidArgument
 from roost.service.xmpp import stream_log
@@ -50,6 +52,7 @@ _NS_CAPS = "http://jabber.org/protocol/caps"
 _NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
 _NS_DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
 _NS_PUBSUB = "http://jabber.org/protocol/pubsub"
+_NS_ROSTER = "jabber:iq:roster"
 
 # The lists of items in an iq result that Roost reads as XML (pubsub items, disco#items
 # listings; see RoostClient._build_stanza): their items are never made into slixmpp
@@ -70,6 +73,13 @@ SLIXMPP_PUBSUB_EVENT_HANDLERS = (
     "Pubsub Event: Configuration",
     "Pubsub Event: Subscription",
 )
+
+# slixmpp's handler of roster pushes (RFC 6121, 2.1.6), replaced by RoostClient's own: it
+# refuses a push from anyone but the account's server with an error whose code it sets as
+# a number, which its serialiser cannot write. The error never left (the sender waited
+# for its timeout) and each refusal was an ERROR traceback in the log ("Exception raised
+# in send queue"), so anyone who can reach the account's full JID could flood its log.
+SLIXMPP_ROSTER_PUSH_HANDLER = "Roster Update"
 
 
 @dataclass(frozen=True)
@@ -204,6 +214,17 @@ class RoostClient(ClientXMPP):
         self.register_plugin("xep_0199")
         for name in SLIXMPP_PUBSUB_EVENT_HANDLERS:
             self.remove_handler(name)
+        self.remove_handler(SLIXMPP_ROSTER_PUSH_HANDLER)
+        self.register_handler(
+            Callback(
+                SLIXMPP_ROSTER_PUSH_HANDLER,
+                # Not slixmpp's StanzaPath("iq@type=set/roster"): it missed the pushes a
+                # component sent through Prosody (stamped with an xml:lang), which then
+                # went unhandled.
+                MatchXPath(f"{{{_NS_CLIENT}}}iq/{{{_NS_ROSTER}}}query"),
+                self._on_roster_iq,
+            )
+        )
         self.auto_authorize = None
         self.auto_subscribe = False
         self.session_steps: list[SessionStep] = []
@@ -416,6 +437,34 @@ class RoostClient(ClientXMPP):
         """The version a disco#info node names, when it is one of this client's caps."""
         prefix = f"{self.plugin['xep_0115'].caps_node}#"
         return node[len(prefix) :] if node and node.startswith(prefix) else None
+
+    def _on_roster_iq(self, iq: StanzaBase) -> None:
+        """Hand a roster push from the account's server on (``roster_update``); refuse
+        one from anyone else with ``service-unavailable`` (RFC 6121, 2.1.6), and log it.
+
+        A push comes without ``from`` or from the account's bare JID; a contact's client,
+        a service or another resource of the account may send a roster ``set`` to this
+        resource too, and it must change nothing."""
+        kind = iq.xml.get("type")
+        if kind != "set":
+            if kind == "get":
+                iq.unhandled()  # feature-not-implemented, as for any unknown query
+            return  # a result or an error goes to the request it answers
+        sender = iq["from"]
+        if sender and sender != self.boundjid.bare:
+            log.warning(
+                "%s: a roster push from %s was refused: only the account's server may "
+                "change its roster",
+                self.boundjid.bare,
+                sender,
+            )
+            reply = iq.reply()
+            reply["type"] = "error"
+            reply["error"]["type"] = "cancel"
+            reply["error"]["condition"] = "service-unavailable"
+            reply.send()
+            return
+        self.event("roster_update", iq)
 
     def _watch_caps_query(self, stanza: StanzaBase) -> StanzaBase:
         """Note the server's disco#info queries about this client's capabilities."""
