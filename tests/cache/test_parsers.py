@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -266,25 +267,36 @@ async def test_async_parser_failures_and_timeouts_store_the_item_raw(
 
 async def test_a_cancelled_batch_stops_its_worker_thread() -> None:
     calls = 0
+    # One worker thread: a job queued after the batch's runs only once the batch's slice
+    # has ended, so the test knows when its worker is done instead of guessing a delay.
+    loop = asyncio.get_running_loop()
+    worker = ThreadPoolExecutor(max_workers=1)
+    loop.set_default_executor(worker)
+    started = asyncio.Event()
 
     def parser(payload: ET.Element) -> dict[str, Any]:
         nonlocal calls
         calls += 1
-        time.sleep(0.01)
+        if calls == 3:
+            loop.call_soon_threadsafe(started.set)
+        time.sleep(0.01)  # a slow parser: each item holds the worker for a while
         return {}
 
-    batch = asyncio.ensure_future(sf.stored_forms([item(n) for n in range(500)], parser, CONTEXT))
-    for _ in range(1000):
-        if calls >= 3:
-            break
-        await asyncio.sleep(0.005)
-    batch.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await batch
-    await asyncio.sleep(0.1)
-    stopped_at = calls
-    await asyncio.sleep(0.1)
-    assert calls == stopped_at < 100
+    try:
+        batch = asyncio.ensure_future(
+            sf.stored_forms([item(n) for n in range(500)], parser, CONTEXT)
+        )
+        await asyncio.wait_for(started.wait(), 30)
+        batch.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await batch
+        await loop.run_in_executor(None, lambda: None)  # the slice under way has ended
+        stopped_at = calls
+        # Had the batch gone on, its next slice would be queued before this job.
+        await loop.run_in_executor(None, lambda: None)
+        assert calls == stopped_at < 100
+    finally:
+        worker.shutdown(wait=False)
 
 
 # Through a real sync

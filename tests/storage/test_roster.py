@@ -89,6 +89,7 @@ async def test_replace_keeps_the_last_of_two_entries_with_one_jid(db: Database) 
 async def test_replace_rewrites_only_the_entries_that_changed(db: Database) -> None:
     await db.roster.replace_roster("p", "v1", [ALICE, BOB])
     alice_written, bob_written = await _updated(db, ALICE.jid), await _updated(db, BOB.jid)
+    # The clock must move for a rewrite to show in ``updated``: time passing is the point.
     await asyncio.sleep(0.01)
     moved = RosterEntry(BOB.jid, "Bob", ("Work",), "both")
     await db.roster.replace_roster("p", "v2", [ALICE, moved])
@@ -191,6 +192,8 @@ async def test_concurrent_pushes_of_one_contact_leave_one_row(db: Database) -> N
 async def test_a_cancelled_replace_is_all_or_nothing(db: Database) -> None:
     entries = [RosterEntry(f"c{n:05d}@example.org", groups=("G",)) for n in range(5000)]
     write = asyncio.create_task(db.roster.replace_roster("p", "big", entries))
+    # Any moment is a valid one to cancel at (the outcome must be all or nothing either
+    # way): this only lets the write begin its transaction first, most of the time.
     await asyncio.sleep(0.01)
     write.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -268,6 +271,7 @@ async def test_record_then_list_a_subscription(db: Database) -> None:
 async def test_recording_again_takes_the_subid_and_keeps_created(db: Database) -> None:
     await db.cache_subscriptions.record_subscription("p", SERVICE, "blog", "sub-1")
     (first,) = await db.cache_subscriptions.list_subscriptions("p")
+    # The clock moves, so that a ``created`` rewritten would show.
     await asyncio.sleep(0.01)
     await db.cache_subscriptions.record_subscription("p", SERVICE, "blog", "sub-2")
     assert await db.cache_subscriptions.list_subscriptions("p") == [
