@@ -105,6 +105,10 @@ class ItemStream:
         """Wait until ``size`` items are held, the answer has ended (:meth:`end`), or
         ``timeout`` seconds pass without an item; False for the last (the server went
         quiet)."""
+        if self._paused and len(self._held) < size:
+            # Paused above low water, the reader now wants more than is held: read on.
+            self._paused = False
+            self._resume()
         while len(self._held) < size and not self._ended:
             self._arrived.clear()
             try:

@@ -156,3 +156,20 @@ async def test_reader_that_stops_early_lets_the_connection_read(
     assert client.transport is not None and client.transport.is_reading()
     again = await query.get_items(client, service, node, ItemsRequest(max_items=3))
     assert len(again.items) == 3
+
+
+async def test_reader_wanting_more_than_is_held_reads_on() -> None:
+    """Paused with more than low water left after a batch, a reader that waits for a
+    whole batch must restart reading, or the answer never ends."""
+    calls: list[str] = []
+    stream = ItemStream(lambda: calls.append("pause"), lambda: calls.append("resume"))
+    for n in range(HIGH_WATER + 600):
+        stream.take(ET.Element("item", id=str(n)))
+    assert calls == ["pause"]
+    assert len(stream.batch(HIGH_WATER)) == HIGH_WATER
+    assert calls == ["pause"]  # 600 still held: above low water
+    waiting = asyncio.ensure_future(stream.wait(HIGH_WATER, 30))
+    await until(lambda: calls == ["pause", "resume"])
+    stream.end()
+    assert await waiting
+    assert [i.get("id") for i in stream.batch(HIGH_WATER)][:1] == [str(HIGH_WATER)]
