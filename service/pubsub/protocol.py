@@ -275,11 +275,16 @@ def parse_rsm(reply: ET.Element) -> tuple[int | None, str | None, str | None, in
     )
 
 
-def rsm_set(max_items: int, before: str | None = None, after: str | None = None) -> ET.Element:
-    """An RSM ``<set/>``: ``before=""`` asks for the last page; no ``after`` the first."""
+def rsm_set(
+    max_items: int, before: str | None = None, after: str | None = None, index: int | None = None
+) -> ET.Element:
+    """An RSM ``<set/>``: ``before=""`` asks for the last page; no ``after`` the first;
+    ``index`` the page that starts at that place (XEP-0059's "page at any point")."""
     rsm = element("set", NS_RSM)
     ET.SubElement(rsm, f"{{{NS_RSM}}}max").text = str(max_items)
-    if before is not None:
+    if index is not None:
+        ET.SubElement(rsm, f"{{{NS_RSM}}}index").text = str(index)
+    elif before is not None:
         ET.SubElement(rsm, f"{{{NS_RSM}}}before").text = before or None
     elif after:
         # ejabberd rejects an empty <after/>: the first page is simply no <after/>.

@@ -2,8 +2,12 @@
 
 A token names an item and, when the page came from a server with RSM, that server's own
 token for it (ejabberd's are timestamps). A token with no server token (from the cache,
-or from a server without RSM) still works anywhere: the item id is enough to page a
-whole answer locally.
+from a server without RSM, or at a place where Roost cut a server's page to the reply
+bound) still works anywhere: the item id is enough to page a whole answer locally. Such
+a token also carries the item's place in the node, where it is known, so that a server
+with RSM is asked for the next page by that place (RSM's ``<index/>``) rather than for
+the whole node; the server's answer must show the token's item at that place, else the
+node changed and the whole node is read after all.
 
 Paging follows the shared contract: L is the node's items oldest first; no before/after
 gives the newest ``max_items`` (all without it, up to the reply bound); ``after=X`` the
@@ -21,6 +25,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import NamedTuple
 
 from roost.service.errors import InvalidArgument, XmppError
 from roost.service.pubsub.model import ItemsReply, ItemsRequest, PubsubItem
@@ -46,19 +51,35 @@ _PREFIX = "r1."
 _PLAIN = re.compile(r"[ !#-\[\]-~]*")
 
 
-def encode_token(item_id: str, server_token: str | None = None) -> str:
-    """A Roost token for ``item_id`` (and the server's token for it, if any)."""
-    if server_token is None and _PLAIN.fullmatch(item_id):
+class TokenParts(NamedTuple):
+    """What a Roost token holds: the item, the server's token for it if any, and the
+    item's place in the node (oldest first) when the token has no server token and the
+    place was known."""
+
+    item_id: str
+    server_token: str | None
+    place: int | None
+
+
+def encode_token(item_id: str, server_token: str | None = None, index: int | None = None) -> str:
+    """A Roost token for ``item_id`` (and the server's token for it, if any; else its
+    place in the node, ``index``, if known)."""
+    if server_token is not None:
+        payload: list[str | int | None] = [item_id, server_token]
+    elif index is not None:
+        payload = [item_id, None, index]
+    elif _PLAIN.fullmatch(item_id):
         # What json.dumps writes for such an id, without its cost (two tokens a reply).
         raw = f'["{item_id}"]'.encode()
+        return _PREFIX + base64.urlsafe_b64encode(raw).decode().rstrip("=")
     else:
-        payload = [item_id] if server_token is None else [item_id, server_token]
-        raw = json.dumps(payload, separators=(",", ":")).encode()
+        payload = [item_id]
+    raw = json.dumps(payload, separators=(",", ":")).encode()
     return _PREFIX + base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_token(token: str) -> tuple[str, str | None]:
-    """(item_id, server_token or None) from a Roost token.
+def read_token(token: str) -> TokenParts:
+    """Everything a Roost token holds.
 
     Raises:
         InvalidArgument: the token was not made by encode_token.
@@ -71,13 +92,26 @@ def decode_token(token: str) -> tuple[str, str | None]:
         payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
     except (ValueError, binascii.Error):
         raise bad from None
-    if (
-        not isinstance(payload, list)
-        or len(payload) not in (1, 2)
-        or not all(isinstance(part, str) for part in payload)
-    ):
+    if not isinstance(payload, list) or not payload or not isinstance(payload[0], str):
         raise bad
-    return payload[0], payload[1] if len(payload) == 2 else None
+    if len(payload) == 1:
+        return TokenParts(payload[0], None, None)
+    if len(payload) == 2 and isinstance(payload[1], str):
+        return TokenParts(payload[0], payload[1], None)
+    index = payload[2] if len(payload) == 3 and payload[1] is None else None
+    if isinstance(index, int) and not isinstance(index, bool) and index >= 0:
+        return TokenParts(payload[0], None, index)
+    raise bad
+
+
+def decode_token(token: str) -> tuple[str, str | None]:
+    """(item_id, server_token or None) from a Roost token.
+
+    Raises:
+        InvalidArgument: the token was not made by encode_token.
+    """
+    parts = read_token(token)
+    return parts.item_id, parts.server_token
 
 
 def _position(ids: Sequence[str], token: str) -> int:
@@ -134,17 +168,24 @@ def bounded_reply(reply: ItemsReply, request: ItemsRequest) -> ItemsReply:
     if fit == len(items):
         return reply
     start = reply.first_index or 0
+    # The cut side's token names its item's place where the reply says where it starts,
+    # so that a server with RSM is asked for the next page at that place, not read whole.
+    placed = reply.first_index is not None
     if backward:
         kept = items[len(items) - fit :]
+        first_index = start + len(items) - fit
         return replace(
             reply,
             items=kept,
-            rsm_first=encode_token(kept[0].id),
-            first_index=start + len(items) - fit,
+            rsm_first=encode_token(kept[0].id, index=first_index if placed else None),
+            first_index=first_index,
             complete=False,
         )
     kept = items[:fit]
-    return replace(reply, items=kept, rsm_last=encode_token(kept[-1].id), complete=False)
+    last_index = start + fit - 1 if placed else None
+    return replace(
+        reply, items=kept, rsm_last=encode_token(kept[-1].id, index=last_index), complete=False
+    )
 
 
 def window_reply(
@@ -164,11 +205,12 @@ def window_reply(
     Every GetItems answer, from the cache or from the server, is made here, so that the
     paging metadata means the same wherever the page came from.
     """
+    start = window.first_index
     return ItemsReply(
         items=items,
         from_cache=from_cache,
-        rsm_first=encode_token(items[0].id, first_token) if items else None,
-        rsm_last=encode_token(items[-1].id, last_token) if items else None,
+        rsm_first=encode_token(items[0].id, first_token, start) if items else None,
+        rsm_last=encode_token(items[-1].id, last_token, start + len(items) - 1) if items else None,
         rsm_count=count,
         complete=window.complete,
         first_index=window.first_index if items else None,

@@ -30,7 +30,12 @@ def test_tokens_round_trip() -> None:
         "x",
         "2026-01-01T00:00:00Z",
     )
-    for bad in ("", "r1.!!!", "r1.e30", "i3"):
+    placed = rsm.encode_token("x", index=7)
+    assert rsm.read_token(placed) == rsm.TokenParts("x", None, 7)
+    assert rsm.decode_token(placed) == ("x", None)
+    # A server token makes the place needless: it is left out.
+    assert rsm.read_token(rsm.encode_token("x", "s", 7)) == rsm.TokenParts("x", "s", None)
+    for bad in ("", "r1.!!!", "r1.e30", "i3", "r1.WyJ4IixudWxsLC0xXQ", "r1.WyJ4IixudWxsLHRydWVd"):
         with pytest.raises(InvalidArgument):
             rsm.decode_token(bad)
 
