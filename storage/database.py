@@ -70,6 +70,12 @@ class Database:
         self.leases = engine_for(url).open_leases(engine, url)
         self.shares_database = engine_for(url).shares_database
 
+    def is_transient(self, exc: BaseException) -> bool:
+        """Whether a store call failed on a lock another writer held too long, or a
+        conflict the database failed it for: the same call a little later may well
+        succeed (:meth:`~roost.storage.engines.base.DatabaseEngine.is_transient`)."""
+        return engine_for(self.url).is_transient(exc)
+
     @classmethod
     async def open(
         cls,

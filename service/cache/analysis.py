@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -38,7 +39,7 @@ from roost.service.cache.parsers import Parser
 from roost.service.cache.prefetch import Prefetcher
 from roost.service.cache.source import SyncSource, is_pep_service
 from roost.service.cache.stored_form import payload_namespaces
-from roost.service.events import ItemsEvent
+from roost.service.events import EventHub, ItemsEvent, SyncStateChanged
 from roost.service.pubsub.model import PubsubItem
 from roost.storage import Database, NodeRecord
 
@@ -48,6 +49,10 @@ log = logging.getLogger(__name__)
 PROBE_CONCURRENCY = 4
 # Analysis looks at the payload namespaces of this many items of a first answer.
 ANALYSED_ITEMS = 10
+# Seconds before an analysis that met a busy database (a lock held past the database's
+# own wait: SQLite's busy timeout, with a hundred syncs writing at once) is tried again,
+# by attempt; after the last, it fails as any other error does.
+BUSY_RETRY_DELAYS = (1.0, 4.0, 15.0)
 
 
 class NodeAnalysis:
@@ -55,6 +60,7 @@ class NodeAnalysis:
 
     Args:
         db: the database.
+        events: where a failed analysis is announced (as a sync's failure is).
         registry: the analysers.
         source: the server side (contacts, peeks at a node's newest items).
         prefetcher: takes the nodes learnt from notifications.
@@ -64,12 +70,14 @@ class NodeAnalysis:
     def __init__(
         self,
         db: Database,
+        events: EventHub,
         registry: AnalyserRegistry,
         source: SyncSource,
         prefetcher: Prefetcher,
         sync_now: Callable[[int], None],
     ) -> None:
         self._db = db
+        self._events = events
         self.registry = registry
         self._source = source
         self._prefetcher = prefetcher
@@ -220,10 +228,40 @@ class NodeAnalysis:
     async def _analyse_logged(
         self, profile: str, service: str, node: str, items: list[PubsubItem]
     ) -> None:
+        """Analyse beside a reply; a busy database is waited out (:data:`BUSY_RETRY_DELAYS`),
+        and a failure is logged and announced as a sync's is."""
+        for delay in (*BUSY_RETRY_DELAYS, None):
+            try:
+                await self.analyse(profile, service, node, items)
+                return
+            except Exception as exc:
+                if delay is None or not self._db.is_transient(exc):
+                    log.exception("%s/%s: analysis failed", service, node)
+                    await self._failed(profile, service, node, exc)
+                    return
+                # Spread, so that the analyses a busy moment failed do not meet again.
+                delay *= random.uniform(0.8, 1.2)
+                log.warning(
+                    "%s/%s: analysis met a busy database (%s); again in %.1f s",
+                    service,
+                    node,
+                    _first_line(exc),
+                    delay,
+                )
+                await asyncio.sleep(delay)
+
+    async def _failed(self, profile: str, service: str, node: str, exc: Exception) -> None:
+        """Record the node's failed analysis (state ``error`` and the reason, where the node
+        is stored) and announce it, so that a frontend waiting for the node's sync to end
+        is told; the node is analysed again when it is next read."""
+        reason = f"analysis failed: {_first_line(exc)}"
         try:
-            await self.analyse(profile, service, node, items)
-        except Exception:
-            log.exception("%s/%s: analysis failed", service, node)
+            record = await self._db.nodes.get_node(profile, service, node)
+            if record is not None:
+                await self._db.nodes.set_sync_state(record.id, "error", extra={"reason": reason})
+        except Exception as again:
+            log.warning("%s/%s: the failed analysis cannot be recorded (%s)", service, node, again)
+        self._events.publish(SyncStateChanged(profile, service, node, "error"))
 
     def _may_prefetch(self, event: ItemsEvent) -> bool:
         """Whether an event may make the cache learn (and then sync) an unknown node: only
@@ -386,3 +424,9 @@ class NodeAnalysis:
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+
+
+def _first_line(exc: Exception) -> str:
+    """What went wrong, without what a database error adds below it (the statement)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -141,7 +141,7 @@ class PubsubCache:
             self.scheduler, enabled=prefetch, max_nodes=prefetch_max_nodes
         )
         self.analysis = NodeAnalysis(
-            db, self.registry, source, self._prefetcher, self.scheduler.schedule
+            db, events, self.registry, source, self._prefetcher, self.scheduler.schedule
         )
         self.reanalysis = Reanalysis(
             db, events, self.analysis, source, self.scheduler, self.currency, self._leave_cache

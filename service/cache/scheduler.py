@@ -196,7 +196,6 @@ class SyncScheduler:
         self._syncing_keys.add(node_key(record))
         # A complete copy stays one (for offline reads) if this sync fails before writing.
         was_complete = is_complete(record)
-        record = await self.set_state(record, "in_progress", reason="")
 
         def progress(done: int, total: int) -> None:
             self._events.publish(
@@ -205,6 +204,7 @@ class SyncScheduler:
 
         started = time.monotonic()
         try:
+            record = await self.set_state(record, "in_progress", reason="")
             result = await self._sync.run(
                 record, analyser, progress, allow_without_events=bool(refresh)
             )
@@ -252,13 +252,21 @@ class SyncScheduler:
             delay *= random.uniform(0.9, 1.1)  # spread retries of many nodes
             log.warning("%s: sync failed (%s); retry %d in %.0f s", where, exc, attempts, delay)
             intact = was_complete and not self._sync.touched(node_id)
-            await self.set_state(
-                record,
-                "error",
-                reason=str(exc) or type(exc).__name__,
-                attempts=attempts,
-                **{COPY_INTACT: intact},
-            )
+            try:
+                await self.set_state(
+                    record,
+                    "error",
+                    reason=str(exc) or type(exc).__name__,
+                    attempts=attempts,
+                    **{COPY_INTACT: intact},
+                )
+            except Exception as again:
+                # The database that failed the sync (a lock held too long) may fail this
+                # too: the retry is planned and the failure announced all the same.
+                log.warning("%s: the failed sync cannot be recorded (%s)", where, again)
+                self._events.publish(
+                    SyncStateChanged(record.profile, record.service, record.name, "error")
+                )
             if self._source.is_connected(record.profile):
                 self._later(node_id, delay)
 

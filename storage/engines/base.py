@@ -270,6 +270,12 @@ class DatabaseEngine(ABC):
     def was_stopped(self, exc: BaseException, limit: StatementLimit) -> bool:
         """Whether ``exc`` is a statement stopped by ``limit``."""
 
+    @abstractmethod
+    def is_transient(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is a failure that the same transaction, tried again a little
+        later, may well not meet: another writer held a lock past the wait the database
+        allows, or a conflict the database resolved by failing this transaction."""
+
     # -- whole-database copies -----------------------------------------------------------
 
     @abstractmethod

@@ -81,6 +81,9 @@ MAX_INDEXED_CHARS = 200_000
 MIGRATION_LOCK = 0x726F6F7374
 #: The SQLSTATE of a statement cancelled by ``statement_timeout``.
 QUERY_CANCELED = "57014"
+#: serialization_failure, deadlock_detected, lock_not_available: tried again, the same
+#: transaction may well succeed.
+TRANSIENT_STATES = frozenset({"40001", "40P01", "55P03"})
 #: Connections per daemon: reads, writes and searches of every profile share them.
 POOL_SIZE = 10
 POOL_OVERFLOW = 10
@@ -388,6 +391,12 @@ class PostgresEngine(DatabaseEngine):
         """See :meth:`DatabaseEngine.was_stopped`: cancelled by the statement timeout."""
         orig = getattr(exc, "orig", None)
         return isinstance(exc, DBAPIError) and getattr(orig, "sqlstate", None) == QUERY_CANCELED
+
+    def is_transient(self, exc: BaseException) -> bool:
+        """See :meth:`DatabaseEngine.is_transient`: a serialisation failure, a deadlock
+        the server broke by failing this transaction, or a lock not available."""
+        orig = getattr(exc, "orig", None)
+        return isinstance(exc, DBAPIError) and getattr(orig, "sqlstate", None) in TRANSIENT_STATES
 
     # -- whole-database copies -----------------------------------------------------------
 

@@ -54,6 +54,9 @@ if TYPE_CHECKING:
 
 #: How long a connection waits for another's write lock before "database is locked".
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+#: SQLite's primary result codes for a lock another connection holds.
+SQLITE_BUSY = 5
+SQLITE_LOCKED = 6
 #: Virtual machine steps between two looks at a statement time limit.
 PROGRESS_STEPS = 1_000
 
@@ -374,6 +377,19 @@ class SqliteEngine(DatabaseEngine):
     def was_stopped(self, exc: BaseException, limit: StatementLimit) -> bool:
         """See :meth:`DatabaseEngine.was_stopped`."""
         return isinstance(exc, DBAPIError) and limit.interrupted
+
+    def is_transient(self, exc: BaseException) -> bool:
+        """See :meth:`DatabaseEngine.is_transient`: ``SQLITE_BUSY`` or ``SQLITE_LOCKED``
+        ("database is locked"), what a writer meets when another holds the file's one
+        write lock past :data:`SQLITE_BUSY_TIMEOUT_MS`, or when its read snapshot went
+        stale before it could write (where SQLite waits for nothing)."""
+        if not isinstance(exc, DBAPIError):
+            return False
+        code = getattr(exc.orig, "sqlite_errorcode", None)
+        if code is not None:
+            # The primary code is the low byte (SQLITE_BUSY_SNAPSHOT is SQLITE_BUSY | 2<<8).
+            return code & 0xFF in (SQLITE_BUSY, SQLITE_LOCKED)
+        return "database is locked" in str(exc.orig) or "database table is locked" in str(exc.orig)
 
     # -- whole-database copies -----------------------------------------------------------
 
