@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
 from typing import Any
 from xml.sax.saxutils import escape
 
@@ -68,7 +68,7 @@ async def send_iq(
 async def _answer(client: RoostClient, iq: Any, to: str, wait: float) -> ET.Element:
     """Send ``iq`` and wait for its result, as :func:`send_iq` says."""
     ended = client.connection_ended()
-    answer: asyncio.Future[Any] = iq.send(timeout=wait)  # type: ignore[no-untyped-call]
+    answer: asyncio.Future[Any] = iq.send(timeout=wait)
     try:
         await asyncio.wait({answer, ended}, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -97,7 +97,7 @@ async def _answer(client: RoostClient, iq: Any, to: str, wait: float) -> ET.Elem
 
 async def stream_items(
     client: RoostClient, to: str, payload: ET.Element, batch: int
-) -> AsyncIterator[list[PubsubItem]]:
+) -> AsyncGenerator[list[PubsubItem]]:
     """The items of an items query's answer, in the server's order, in batches of
     ``batch`` as the answer arrives (:mod:`roost.service.xmpp.item_stream`): what is held
     of the answer stays bounded however many items it has.

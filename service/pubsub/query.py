@@ -31,7 +31,7 @@ import asyncio
 import logging
 import xml.etree.ElementTree as ET
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from contextlib import aclosing
 from dataclasses import replace
 from typing import TypeVar
@@ -482,7 +482,7 @@ class ItemsQuery:
 
     async def _streamed_whole(
         self, client: RoostClient, service: str, node: str, newest: int | None
-    ) -> AsyncIterator[list[PubsubItem]]:
+    ) -> AsyncGenerator[list[PubsubItem]]:
         """Every item of a node from a service without RSM, from its one whole answer
         read as it arrives, in pages of :data:`STREAMED_PAGE_ITEMS`: what the daemon
         holds of the answer is bounded, not the node's size (reading it by ids in
