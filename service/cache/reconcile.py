@@ -11,12 +11,18 @@ know, the node's item ids are listed (one disco#items query) and compared with t
 - when what went is the oldest of the cache, the server trims: its limit is learnt from
   the listing's size, and later publications follow it without asking again;
 - items the server lists that the cache lacks mean the events missed something: the node
-  is resynchronised, and the log says so.
+  is resynchronised, and the log says so. Not at once: a server lists an item as soon as
+  it is published, and its notification may still be on the way or waiting its turn to
+  be applied (publications keep coming while the node is checked). Only the items still
+  missing after ``ANNOUNCE_GRACE`` seconds count; a resync for an item merely late would
+  take the node out of the cache's answers while it runs, and under a steady stream of
+  publications would run again after each check.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -28,6 +34,9 @@ log = logging.getLogger(__name__)
 # Seconds after the last publication applied to a node before it is checked: a burst of
 # publications costs one listing.
 RECONCILE_DELAY = 2.0
+# Seconds a listed item's notification may take to be applied before the item counts as
+# never announced.
+ANNOUNCE_GRACE = 10.0
 
 
 class NodeReconciler:
@@ -50,18 +59,25 @@ class NodeReconciler:
         diverged: Callable[[NodeRecord], None],
         *,
         delay: float = RECONCILE_DELAY,
+        grace: float = ANNOUNCE_GRACE,
     ) -> None:
         self._db = db
         self._source = source
         self._changed = changed
         self._diverged = diverged
         self._delay = delay
+        self._grace = grace
+        # Set by each publication applied to a node a check waits on.
+        self._applied: dict[int, asyncio.Event] = {}
         self._timers: dict[int, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     def publication_applied(self, record: NodeRecord) -> None:
         """A publication was applied to the node: check it once the burst is over, unless
         its limit is known (then the cache trims by itself)."""
+        waiting = self._applied.get(record.id)
+        if waiting is not None:
+            waiting.set()
         if isinstance(record.extra.get("server_max_items"), int):
             return
         timer = self._timers.pop(record.id, None)
@@ -106,12 +122,31 @@ class NodeReconciler:
                 log.info("%s: the server keeps %d items; followed from now on", where, len(listed))
             await self._changed(await self._db.nodes.get_node_by_id(record.id))
         if missing and not record.extra.get("truncated"):
-            log.warning(
-                "%s: the server holds %d items its notifications never announced; resync",
-                where,
-                len(missing),
-            )
-            self._diverged(record)
+            missing = await self._still_missing(record.id, missing)
+            if missing:
+                log.warning(
+                    "%s: the server holds %d items its notifications never announced; resync",
+                    where,
+                    len(missing),
+                )
+                self._diverged(record)
+
+    async def _still_missing(self, node_id: int, missing: set[str]) -> set[str]:
+        """Those of ``missing`` the cache still lacks after the grace, read again after
+        each publication applied to the node meanwhile."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._grace
+        applied = self._applied.setdefault(node_id, asyncio.Event())
+        try:
+            while missing and loop.time() < deadline:
+                applied.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(applied.wait(), deadline - loop.time())
+                cached = {i for i, _updated in await self._db.items.list_item_ids(node_id)}
+                missing = missing - cached
+        finally:
+            self._applied.pop(node_id, None)
+        return missing
 
     async def close(self) -> None:
         """Stop every planned and running check."""
