@@ -56,6 +56,18 @@ def read_password(jid: str) -> str:
     help="How the connection is encrypted (default: the daemon's).",
 )
 @click.option(
+    "--ca-file",
+    type=click.Path(exists=True, dir_okay=False, resolve_path=True),
+    metavar="PEM",
+    help="Trust the certificate authorities in this PEM file instead of the system's.",
+)
+@click.option(
+    "--no-verify-certificate",
+    "no_verify",
+    is_flag=True,
+    help="Accept any server certificate (encrypted, but anyone on the path can read it).",
+)
+@click.option(
     "--autoconnect/--no-autoconnect",
     default=None,
     help="Connect the profile whenever the daemon starts.",
@@ -68,6 +80,8 @@ def create(
     host: str | None,
     port: int | None,
     tls: str | None,
+    ca_file: str | None,
+    no_verify: bool,
     autoconnect: bool | None,
 ) -> None:
     """Create the profile NAME for the account JID.
@@ -75,6 +89,10 @@ def create(
     The password is asked (hidden, twice) on a terminal; otherwise it is read from the
     first line of standard input ('roost profile create work me@example.org <
     password-file'). The first profile created becomes the default.
+
+    The server's certificate is verified against the system's authorities; --ca-file
+    trusts a file's instead (a server with a certificate of its own making), and
+    --no-verify-certificate turns the check off (a test server).
     """
     settings: dict[str, Any] = {}
     if host is not None:
@@ -83,6 +101,11 @@ def create(
         settings["port"] = port
     if tls is not None:
         settings["tls"] = tls
+    if ca_file is not None:
+        # Absolute: the daemon reads it, from a working directory of its own.
+        settings["ca_file"] = ca_file
+    if no_verify:
+        settings["verify_certificate"] = False
     if autoconnect is not None:
         settings["autoconnect"] = autoconnect
     password = read_password(jid)

@@ -19,10 +19,12 @@ from roost.cli.exit_codes import ExitCode
 from tests.cli.conftest import COMMAND_TIMEOUT, RoostCli, cli_env, roost_command
 from tests.cli.pubsub_helpers import one_line_error, run
 from tests.fixtures.dbus import PrivateBus, RoostdLauncher
+from tests.fixtures.tls_prosody import TlsProsodyServer, tls_prosody_server
 from tests.fixtures.world import unique_names
 from tests.fixtures.xmpp import XmppServer, free_port
 
 pytestmark = pytest.mark.dbus
+__all__ = ["tls_prosody_server"]
 
 
 def new_name() -> str:
@@ -364,3 +366,40 @@ async def test_autoconnect_connects_when_the_daemon_starts(
             {"name": "manual", "connected": False, "default": False},
         ]
     }
+
+
+def relative_path(path: Path) -> str:
+    """``path`` relative to the working directory (the command's too)."""
+    return os.path.relpath(path)
+
+
+@pytest.mark.xmpp
+async def test_certificate_options_through_the_command(
+    roost_cli: RoostCli, tls_prosody_server: TlsProsodyServer
+) -> None:
+    server = tls_prosody_server
+    jid, password, _options = server.credentials("bob")
+    where = ["--host", server.host, "--port", str(server.port), "--tls", "starttls"]
+
+    async def connect_with(*flags: str) -> tuple[int, str]:
+        name = new_name()
+        made = await run(roost_cli, "profile", "create", name, jid, *where, *flags, input=password)
+        assert made.code == 0, made.stderr
+        connected = await run(roost_cli, "profile", "connect", name)
+        await run(roost_cli, "profile", "delete", name, "--yes")
+        return connected.code, connected.stderr
+
+    # The server's certificate is its own making: refused unless the profile says.
+    code, stderr = await connect_with()
+    assert code == 5 and "cannot be trusted" in stderr, stderr
+    assert (await connect_with("--ca-file", str(server.certificate)))[0] == 0
+    code, stderr = await connect_with("--ca-file", str(server.other_certificate))
+    assert code == 5 and "cannot be trusted" in stderr, stderr
+    assert (await connect_with("--no-verify-certificate"))[0] == 0
+    # A relative path is made absolute for the daemon, which runs elsewhere.
+    assert (await connect_with("--ca-file", relative_path(server.certificate)))[0] == 0
+    # A file that is not there is refused before the daemon is asked.
+    missing = await run(
+        roost_cli, "profile", "create", new_name(), jid, "--ca-file", "/no/such.pem", input="pw\n"
+    )
+    assert missing.code != 0 and "/no/such.pem" in missing.stderr
