@@ -15,7 +15,8 @@ import asyncio
 import logging
 import sqlite3
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,30 @@ def lock_failures() -> Iterator[LockFailures]:
     logger.removeHandler(handler)
 
 
+async def blog_nodes(server: XmppServer, count: int) -> list[str]:
+    """``count`` nodes of the pubsub component the rule caches, an item each, made by
+    another account (alice) before Roost looks at them."""
+    service = server.pubsub_service
+    nodes = [f"busy-{uuid.uuid4().hex[:8]}" for _ in range(count)]
+    async with XmppPeer(server, "alice") as peer:
+        for node in nodes:
+            await peer.create_node(node, {"pubsub#max_items": "max"}, service=service)
+            await peer.publish(node, "only", "<entry xmlns='urn:example:busy'/>", service=service)
+    return nodes
+
+
+@asynccontextmanager
+async def write_lock_held(database: Path) -> AsyncIterator[None]:
+    """Another connection to the file holds its write lock for the block."""
+    holder = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
+    try:
+        await asyncio.to_thread(holder.execute, "BEGIN IMMEDIATE")
+        yield
+    finally:
+        await asyncio.to_thread(holder.execute, "ROLLBACK")
+        holder.close()
+
+
 async def test_syncs_that_meet_a_held_write_lock_are_tried_again(
     tmp_path: Path,
     prosody_server: XmppServer,
@@ -73,18 +98,12 @@ async def test_syncs_that_meet_a_held_write_lock_are_tried_again(
 ) -> None:
     monkeypatch.setattr(sqlite_engine, "SQLITE_BUSY_TIMEOUT_MS", BUSY_TIMEOUT_MS)
     service = prosody_server.pubsub_service
-    nodes = [f"busy-{uuid.uuid4().hex[:8]}" for _ in range(NODES)]
-    async with XmppPeer(prosody_server, "alice") as peer:
-        for node in nodes:
-            await peer.create_node(node, {"pubsub#max_items": "max"}, service=service)
-            await peer.publish(node, "only", "<entry xmlns='urn:example:busy'/>", service=service)
+    nodes = await blog_nodes(prosody_server, NODES)
     database = tmp_path / "busy.db"
     config = Config(cache_rules=RULES, prefetch=False)
     async with running_backend(database, prosody_server, ["bob"], config) as (backend, log):
         await backend.connect("bob")
-        holder = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
-        try:
-            await asyncio.to_thread(holder.execute, "BEGIN IMMEDIATE")
+        async with write_lock_held(database):
             # Each read is answered by the server and has its node analysed beside it:
             # all of them at once, against the held lock.
             await asyncio.gather(
@@ -94,9 +113,6 @@ async def test_syncs_that_meet_a_held_write_lock_are_tried_again(
                 )
             )
             await asyncio.wait_for(lock_failures.seen.wait(), LOG_WAIT)
-        finally:
-            await asyncio.to_thread(holder.execute, "ROLLBACK")
-            holder.close()
 
         pending = set(nodes)
         while pending:
@@ -122,17 +138,12 @@ async def test_an_analysis_that_keeps_meeting_the_lock_is_announced_and_done_aga
     # One short retry, so that the lock outlasts every attempt within the test.
     monkeypatch.setattr(analysis, "BUSY_RETRY_DELAYS", (0.1,))
     service = prosody_server.pubsub_service
-    node = f"busy-{uuid.uuid4().hex[:8]}"
-    async with XmppPeer(prosody_server, "alice") as peer:
-        await peer.create_node(node, {"pubsub#max_items": "max"}, service=service)
-        await peer.publish(node, "only", "<entry xmlns='urn:example:busy'/>", service=service)
+    [node] = await blog_nodes(prosody_server, 1)
     database = tmp_path / "busy.db"
     config = Config(cache_rules=RULES, prefetch=False)
     async with running_backend(database, prosody_server, ["bob"], config) as (backend, log):
         await backend.connect("bob")
-        holder = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
-        try:
-            await asyncio.to_thread(holder.execute, "BEGIN IMMEDIATE")
+        async with write_lock_held(database):
             await backend.pubsub.get_items("bob", service, node, {"use_cache": False})
             # The failure is announced as a sync's is, though it cannot be written.
             await log.wait_for(
@@ -140,9 +151,6 @@ async def test_an_analysis_that_keeps_meeting_the_lock_is_announced_and_done_aga
                 "error for the node",
                 limit=LOG_WAIT,
             )
-        finally:
-            await asyncio.to_thread(holder.execute, "ROLLBACK")
-            holder.close()
         # Read again, the node is analysed again, and synchronised.
         await backend.pubsub.get_items("bob", service, node, {"use_cache": False})
         await log.wait_state(service, node, "completed")
