@@ -134,6 +134,18 @@ def stored_raw(caplog: pytest.LogCaptureFixture, item_id: str, why: str) -> bool
     )
 
 
+async def notified(log: EventLog, node: str, mark: int) -> ItemsEvent:
+    """The first ItemsEvent of ``node`` from the ``mark``-th event on, waited for."""
+    event = await log.wait_for(
+        lambda e: isinstance(e, ItemsEvent) and e.node == node,
+        f"the notification of {node}",
+        after=mark,
+        limit=ARRIVAL,
+    )
+    assert isinstance(event, ItemsEvent)
+    return event
+
+
 async def synced(backend: Backend, log: EventLog, evil: HostileService, node: str) -> None:
     mark = len(log.events)
     await backend.pubsub.sync("bob", evil.jid, node)
@@ -182,12 +194,7 @@ async def test_a_deeply_nested_item_in_a_notification_is_kept_raw(
         mark = len(log.events)
         with stream_logged() as stream:
             evil.send_event(full, node, [("deep", text)])
-            event = await log.wait_for(
-                lambda e: isinstance(e, ItemsEvent) and e.node == node,
-                f"the notification of {node}",
-                after=mark,
-                limit=ARRIVAL,
-            )
+            event = await notified(log, node, mark)
         assert isinstance(event, ItemsEvent) and event.complete
         assert [raw["xml"] for raw in event.items] == [query_form("deep", text)]
         assert await stored_xml(backend, evil.jid, node, "deep") == query_form("deep", text)
@@ -215,12 +222,7 @@ async def test_an_item_over_the_size_limit_in_a_notification_is_kept_raw(
         huge = f"<entry xmlns='urn:example:faults'><pad>{'y' * MAX_STORED_ITEM_BYTES}</pad></entry>"
         mark = len(log.events)
         evil.send_event(full, node, [("huge", huge), ("after", payload(2))])
-        event = await log.wait_for(
-            lambda e: isinstance(e, ItemsEvent) and e.node == node,
-            f"the notification of {node}",
-            after=mark,
-            limit=ARRIVAL,
-        )
+        event = await notified(log, node, mark)
         assert isinstance(event, ItemsEvent) and event.complete
         assert [raw["id"] for raw in event.items] == ["huge", "after"]
         # Kept as the query path keeps it: as received, neither parsed nor indexed, and
@@ -253,12 +255,7 @@ async def test_a_publisher_claimed_by_a_notification_is_replaced_by_what_a_query
         # The items answers of the service name no publisher; its notification says the
         # item is juliet's.
         evil.send_event(full, node, [("claimed", payload(2))], publisher="juliet@localhost")
-        event = await log.wait_for(
-            lambda e: isinstance(e, ItemsEvent) and e.node == node,
-            f"the notification of {node}",
-            after=mark,
-            limit=ARRIVAL,
-        )
+        event = await notified(log, node, mark)
         assert isinstance(event, ItemsEvent) and event.service == evil.jid
         # Not the form a query gives: the item was fetched, and the query's form is kept.
         (item,) = event.items
@@ -285,12 +282,7 @@ async def test_a_notification_for_a_tracked_node_from_a_full_jid_of_its_service_
         # of address, never the node's host (events.py).
         evil.send_event(full, node, [("forged", payload(2))], sender=f"{evil.jid}/forger")
         evil.send_event(full, node, [("honest", payload(3))])
-        await log.wait_for(
-            lambda e: isinstance(e, ItemsEvent) and e.node == node,
-            f"the notification of {node}",
-            after=mark,
-            limit=ARRIVAL,
-        )
+        await notified(log, node, mark)
         heard = [raw["id"] for e in log.of(ItemsEvent) if e.node == node for raw in e.items]
         assert heard == ["honest"]
         assert sorted(await stored_ids(backend, evil.jid, node)) == ["honest", "small"]
@@ -444,12 +436,7 @@ async def test_an_item_nested_100000_deep_reaching_the_client_is_kept_raw(
                 f"<event xmlns='{NS_EVENT}'><items node='{node}'>"
                 f"<item id='deep'>{text}</item></items></event></message>",
             )
-            event = await log.wait_for(
-                lambda e: isinstance(e, ItemsEvent) and e.node == node,
-                f"the notification of {node}",
-                after=mark,
-                limit=ARRIVAL,
-            )
+            event = await notified(log, node, mark)
         assert isinstance(event, ItemsEvent)
         assert [raw["xml"] for raw in event.items] == [query_form("deep", text)]
         assert await stored_xml(backend, evil.jid, node, "deep") == query_form("deep", text)
