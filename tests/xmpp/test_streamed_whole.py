@@ -90,14 +90,22 @@ async def until(check: object, within: float = 30.0) -> None:
         await asyncio.sleep(0.01)
 
 
+async def learnt(
+    server: ProsodyServer, sessions: SessionManager, node: str
+) -> tuple[RoostClient, str, ItemsQuery]:
+    """bob's client, the pubsub service, and a query that knows the service has no RSM
+    (its first read learns it)."""
+    client = sessions.client("bob")
+    query = ItemsQuery()
+    await query.get_items(client, server.pubsub_service, node, ItemsRequest(max_items=1))
+    assert query.known_rsm(server.pubsub_service) is False
+    return client, server.pubsub_service, query
+
+
 async def test_whole_node_read_in_bounded_pages(
     prosody_server: ProsodyServer, sessions: SessionManager, node: str
 ) -> None:
-    client = sessions.client("bob")
-    service = prosody_server.pubsub_service
-    query = ItemsQuery()
-    await query.get_items(client, service, node, ItemsRequest(max_items=1))
-    assert query.known_rsm(service) is False
+    client, service, query = await learnt(prosody_server, sessions, node)
     expected = await plain_whole(client, service, node)
     assert len(expected) == ITEMS
 
@@ -145,10 +153,7 @@ async def test_published_during_the_read_is_not_in_it(
 async def test_reader_that_stops_early_lets_the_connection_read(
     prosody_server: ProsodyServer, sessions: SessionManager, node: str
 ) -> None:
-    client = sessions.client("bob")
-    service = prosody_server.pubsub_service
-    query = ItemsQuery()
-    await query.get_items(client, service, node, ItemsRequest(max_items=1))
+    client, service, query = await learnt(prosody_server, sessions, node)
     walk = query.fetch_all(client, service, node)
     first = await anext(walk)
     assert first
