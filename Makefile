@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck bench deps-test deps-run clean
+.PHONY: run test lint typecheck bench soak deps-test deps-run clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,8 +48,9 @@ typecheck: $(STAMP)
 		--config-file $(abspath pyproject.toml) \
 		-p roost.storage -p roost.service -p roost.bridge -p roost.cli
 
-# bench/*.py are benchmarks, but for the report and the benches' own tooling.
-BENCHES := $(filter-out bench/report.py bench/figures.py bench/ejabberd_fill.py bench/loopback.py bench/postgres_cluster.py,$(wildcard bench/*.py))
+# bench/*.py are benchmarks, but for the report and the benches' own tooling; the soak
+# runs for ten minutes and has a target of its own.
+BENCHES := $(filter-out bench/report.py bench/figures.py bench/ejabberd_fill.py bench/loopback.py bench/postgres_cluster.py bench/svg_plot.py bench/soak.py,$(wildcard bench/*.py))
 
 ## bench: every benchmark in bench/, then a table of their JSON lines
 bench: deps-test $(STAMP)
@@ -61,6 +62,10 @@ bench: deps-test $(STAMP)
 		cat bench/results/current.jsonl | tee -a bench/results/latest.jsonl; \
 	done
 	@$(PY) bench/report.py bench/results/latest.jsonl
+
+## soak: 32 bus clients at one roostd for ten minutes (SOAK_ARGS='--database postgresql')
+soak: deps-test $(STAMP)
+	$(PY) bench/soak.py $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
