@@ -27,6 +27,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
+from weakref import WeakValueDictionary
 
 from roost.service.errors import Forbidden, InvalidArgument, NotFound
 from roost.service.events import EventHub, ParamChanged
@@ -109,10 +110,22 @@ class SettingsService:
         self._events = events
         self._profiles = profiles
         self._cache = ValueCache()
-        self._values_lock = asyncio.Lock()
+        # One lock a namespace, not one for every value: writes to different namespaces
+        # (each frontend keeps its own) must not queue behind each other. A lock lives
+        # while a call holds or waits for it.
+        self._namespace_locks: WeakValueDictionary[tuple[str | None, str], asyncio.Lock] = (
+            WeakValueDictionary()
+        )
         self._params_lock = asyncio.Lock()
         profiles.on_deleted.append(self._cache.forget_owner)
         profiles.on_lease_lost.append(self._cache.forget_owner)
+
+    def _namespace_lock(self, owner: str | None, namespace: str) -> asyncio.Lock:
+        """The lock that orders the loads and writes of one namespace's copy."""
+        lock = self._namespace_locks.get((owner, namespace))
+        if lock is None:
+            lock = self._namespace_locks[(owner, namespace)] = asyncio.Lock()
+        return lock
 
     async def _owner(self, profile: str) -> str | None:
         """The storage owner of ``profile``: a profile name (its lease held, see
@@ -197,7 +210,7 @@ class SettingsService:
             return await self._read(owner, namespace)
         # Under the lock, so that a write cannot land between this read and the cache
         # fill (it would be lost from the copy).
-        async with self._values_lock:
+        async with self._namespace_lock(owner, namespace):
             return await self._held(owner, namespace)
 
     async def _held(self, owner: str | None, namespace: str) -> dict[str, tuple[str, Any]]:
@@ -234,7 +247,7 @@ class SettingsService:
                 f"{MAX_VALUE_BYTES} allowed; store large data elsewhere"
             )
         owner = await self._owner(profile)
-        async with self._values_lock:
+        async with self._namespace_lock(owner, namespace):
             existing = await self._held(owner, namespace)
             if key not in existing and len(existing) >= MAX_KEYS_PER_NAMESPACE:
                 raise InvalidArgument(
@@ -261,7 +274,7 @@ class SettingsService:
         check_name("namespace", namespace)
         check_name("key", key)
         owner = await self._owner(profile)
-        async with self._values_lock:
+        async with self._namespace_lock(owner, namespace):
             with _known_profile(owner):
                 deleted = await self._db.values.delete_value(owner, namespace, key)
             self._cache.delete(owner, namespace, key)

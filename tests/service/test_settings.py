@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -90,3 +91,42 @@ async def test_a_namespace_holds_a_bounded_number_of_keys(
     # Replacing an existing key is still allowed.
     await backend.settings.set_value(GLOBAL, "full", "k0", "i", -1)
     assert (await backend.settings.get_values(GLOBAL, "full", ["k0"]))["k0"] == ("i", -1)
+
+
+async def test_racing_writes_to_one_namespace_keep_its_bound(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(settings_module, "MAX_KEYS_PER_NAMESPACE", 20)
+    writes = [backend.settings.set_value("me", "race", f"k{n}", "i", n) for n in range(30)]
+    results = await asyncio.gather(*writes, return_exceptions=True)
+    refused = [r for r in results if isinstance(r, InvalidArgument)]
+    assert len(refused) == 10 and all(r is None or r in refused for r in results)
+    assert len(await backend.settings.get_values("me", "race", [])) == 20
+
+
+async def test_a_slow_write_holds_up_only_its_own_namespace(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each frontend keeps its values in a namespace of its own: one frontend's write
+    waiting on the database must not queue another's."""
+    store = backend.db.values
+    write = store.set_value
+    entered = asyncio.Event()
+    release = asyncio.Event()
+
+    async def held_in_slow(owner: str | None, namespace: str, *args: object) -> None:
+        if namespace == "slow":
+            entered.set()
+            await release.wait()
+        await write(owner, namespace, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "set_value", held_in_slow)
+    slow = asyncio.ensure_future(backend.settings.set_value("me", "slow", "k", "i", 1))
+    await asyncio.wait_for(entered.wait(), 30)
+    # Within a generous bound: it fails only if it waits for the slow write's release.
+    await asyncio.wait_for(backend.settings.set_value("me", "fast", "k", "i", 2), 30)
+    assert await backend.settings.get_values("me", "fast", []) == {"k": ("i", 2)}
+    assert not slow.done()
+    release.set()
+    await slow
+    assert await backend.settings.get_values("me", "slow", []) == {"k": ("i", 1)}
