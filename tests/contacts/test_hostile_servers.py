@@ -33,6 +33,8 @@ pytestmark = pytest.mark.xmpp
 # The cache's item limit in these tests, and the most items a page of the service holds.
 LIMIT = 20
 PAGE_CAP = 5
+# The item of the first query to a service, which learns whether it pages by RSM.
+PROBE = 1
 NODE = "urn:example:paged"
 
 
@@ -102,17 +104,18 @@ async def test_a_sync_of_pages_that_do_not_converge_ends_within_the_limit(
         assert most_stored(log, evil.jid, NODE) <= LIMIT
         assert node_state["item_count"] <= LIMIT, node_state
         # The walk asked for no more than the limit (and the one page that found the
-        # node was past it).
-        assert node.served_items <= LIMIT + PAGE_CAP, node.served
+        # node was past it, after the probe of the service's RSM).
+        assert node.served_items <= PROBE + LIMIT + PAGE_CAP, node.served
 
         if outcome == "completed":
             assert state == "completed", node_state
             assert node_state["item_count"] == LIMIT and node_state["current"], node_state
             reply = await backend.pubsub.get_items(me, evil.jid, NODE, {"max_items": LIMIT})
             assert reply.from_cache and reply.rsm_count == ENDLESS_COUNT
-            # The pages walked back from the newest (the first page, which found the
-            # node, is older than them all).
-            walked = {f"endless-{n}" for n in range(PAGE_CAP, PAGE_CAP + LIMIT)}
+            # The pages walked back from the newest (the probe's item and the first
+            # page, which found the node, are older than them all).
+            first = PROBE + PAGE_CAP
+            walked = {f"endless-{n}" for n in range(first, first + LIMIT)}
             assert {i.id for i in reply.items} == walked
             return
         assert state == "error", node_state
@@ -150,8 +153,9 @@ async def test_an_endless_node_read_by_a_frontend_is_cached_within_the_limit(
         assert node_state["analyser"], node_state
         assert node_state["item_count"] == LIMIT and node_state["current"], node_state
         assert most_stored(log, evil.jid, comments) <= LIMIT
-        # The read, the page that found the node past the limit, and the limit itself.
-        assert node.served_items <= 2 * PAGE_CAP + LIMIT, node.served
+        # The probe, the read, the page that found the node past the limit, and the
+        # limit itself.
+        assert node.served_items <= PROBE + 2 * PAGE_CAP + LIMIT, node.served
 
 
 HONEST_HELD = 50
@@ -173,7 +177,7 @@ async def honest_node_past_the_limit(
     node_state = await backend.pubsub.get_node_state(me, evil.jid, NODE)
     assert node_state["item_count"] == LIMIT and node_state["current"], node_state
     assert most_stored(log, evil.jid, NODE) <= LIMIT
-    assert node.served_items <= LIMIT + cap, node.served
+    assert node.served_items <= PROBE + LIMIT + cap, node.served
     # The server now answers any page whole, as the cache does, so that the two agree.
     node.page_cap = HONEST_HELD
     return everything

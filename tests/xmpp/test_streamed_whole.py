@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -125,6 +126,46 @@ async def test_whole_node_read_in_bounded_pages(
     assert pages >= ITEMS // STREAMED_PAGE_ITEMS
     assert query.walked_total(service, node) == ITEMS
     assert client.transport is not None and client.transport.is_reading()
+
+
+async def test_a_first_read_streams_the_node_too(
+    prosody_server: ProsodyServer, sessions: SessionManager, node: str
+) -> None:
+    """A query that has not met the service yet learns it has no RSM from a probe of one
+    item, not from a read by RSM that Prosody answers with the whole node in one stanza
+    built whole: the first walk of a node is streamed like any later one."""
+    client = sessions.client("bob")
+    service = prosody_server.pubsub_service
+    query = ItemsQuery()
+    assert query.known_rsm(service) is None
+    sizes = [len(page) async for page in query.fetch_all(client, service, node)]
+    assert query.known_rsm(service) is False
+    assert sum(sizes) == ITEMS and max(sizes) <= STREAMED_PAGE_ITEMS
+
+
+async def test_a_first_newest_read_does_not_read_the_node_whole(
+    prosody_server: ProsodyServer, sessions: SessionManager, node: str
+) -> None:
+    client = sessions.client("bob")
+    service = prosody_server.pubsub_service
+    query = ItemsQuery()
+    answered: list[int] = []
+    ask = query._ask
+
+    async def counting(*args: Any, **kwargs: Any) -> ET.Element:
+        reply = await ask(*args, **kwargs)
+        answered.append(len(p.parse_items(reply)))
+        return reply
+
+    query._ask = counting  # type: ignore[method-assign]
+    streams = watch_streams(client)
+    reply = await query.get_items(client, service, node, ItemsRequest(max_items=3))
+    assert [i.id for i in reply.items] == [f"i{n:05d}" for n in range(ITEMS - 3, ITEMS)]
+    assert reply.rsm_count == ITEMS and not reply.complete
+    # The probe's one item, then the newest three beside the listing: no whole answer,
+    # neither built whole nor streamed.
+    assert answered and max(answered) <= 3
+    assert streams == []
 
 
 async def test_published_during_the_read_is_not_in_it(
