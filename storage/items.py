@@ -15,11 +15,12 @@ as :func:`~roost.storage.item_records.parsed_text` and read back as that text.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager, closing
+from contextlib import asynccontextmanager, closing, nullcontext
 from typing import Any, TypeVar
 
 from sqlalchemy import (
@@ -237,6 +238,12 @@ class ItemStore:
         self._engine = engine
         self._reads = reads or EngineReads(engine)
         self._dialect = engine_for(engine)
+        # Twenty syncs writing pages of thousands of items at once left some waiting
+        # past SQLite's busy timeout ("database is locked"); in this queue they wait
+        # their turn without a bound and without holding a pooled connection.
+        self._write_turn: asyncio.Lock | None = (
+            asyncio.Lock() if self._dialect.single_writer else None
+        )
         self._node_page = _PageStatements(self._dialect, by_ids=False)
         self._ids_page = _PageStatements(self._dialect, by_ids=True)
         # Nodes whose pages, though short, took SQLite longer than a short read may
@@ -274,7 +281,7 @@ class ItemStore:
     async def _transaction(self, name: str, *, write: bool) -> AsyncIterator[AsyncConnection]:
         start = time.perf_counter()
         if write:
-            async with self._engine.begin() as conn:
+            async with self._write_turn or nullcontext(), self._engine.begin() as conn:
                 yield conn
         else:
             async with self._engine.connect() as conn:

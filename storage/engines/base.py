@@ -71,6 +71,9 @@ class DatabaseEngine(ABC):
             leave behind the items: check it at start and rebuild it when it drifted.
         shares_database: several daemons may use one database at once, each serving its
             own profiles under a lease.
+        single_writer: one transaction writes at a time, the others waiting in the
+            database's busy handler, which is neither fair nor unbounded: the item store
+            queues its large writes in the daemon instead, in order.
     """
 
     name: str = ""
@@ -83,6 +86,7 @@ class DatabaseEngine(ABC):
     single_file: bool = False
     fulltext_can_drift: bool = False
     shares_database: bool = False
+    single_writer: bool = False
 
     # -- connections ---------------------------------------------------------------------
 

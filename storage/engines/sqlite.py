@@ -119,6 +119,7 @@ class SqliteEngine(DatabaseEngine):
     single_file = True
     fulltext_can_drift = True
     shares_database = False
+    single_writer = True
     render_as_batch = True
 
     # -- connections ---------------------------------------------------------------------

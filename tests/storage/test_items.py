@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from roost.storage.database import Database
 from roost.storage.engines import SqliteEngine, engine_for
+from roost.storage.engines import sqlite as sqlite_engine
 from roost.storage.errors import InvalidQuery, RowNotFound
 from roost.storage.item_records import ItemInput
 from roost.storage.items import ItemStore, parsed_key_index_name
@@ -388,3 +390,28 @@ async def test_batches_walk_a_node_and_set_parsed_changes_only_parsed_data(db: S
         assert await engine_for(conn).fulltext_is_consistent(conn)
     with pytest.raises(InvalidQuery):
         await db.items.set_parsed(blog, new, written[:1])
+
+
+async def test_large_writes_at_once_take_turns_instead_of_failing_on_the_lock(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many syncs writing pages at once: SQLite has one writer, and a page of thousands
+    of items holds it for a while. With a busy timeout shorter than one such write, every
+    write still lands, queued by the store rather than failing "database is locked"."""
+    monkeypatch.setattr(sqlite_engine, "SQLITE_BUSY_TIMEOUT_MS", 20)
+    stores = await open_stores(sqlite_url)
+    try:
+        nodes = [
+            (await stores.database.nodes.get_or_create_node("alice", "s.example.org", f"n{n}")).id
+            for n in range(12)
+        ]
+        pages = [[item(f"{node}-{i}", "words " * 20) for i in range(2000)] for node in nodes]
+        await asyncio.gather(
+            *(
+                stores.items.upsert_items(node, page)
+                for node, page in zip(nodes, pages, strict=True)
+            )
+        )
+        assert [await stores.items.count_items(node) for node in nodes] == [2000] * len(nodes)
+    finally:
+        await stores.engine.dispose()
