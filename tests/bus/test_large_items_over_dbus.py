@@ -22,7 +22,7 @@ import pytest
 from roost.bridge.client import RoostClient
 from roost.bridge.item_bounds import MAX_ITEM_BYTES, MAX_SIGNAL_ITEMS_BYTES, record_bytes
 from tests.fixtures.dbus import RoostdLauncher
-from tests.fixtures.hostile import NS_PUBSUB, HostileService
+from tests.fixtures.hostile import HostileService
 from tests.fixtures.world import unique_names
 from tests.fixtures.xmpp import ProsodyServer
 
@@ -95,11 +95,7 @@ async def test_large_notifications_are_announced_by_ids_and_read_with_get_items(
             evil.put_items(NODE, [])
             await client.subscribe_node(me, evil.jid, NODE)
             # The account's full JID, from its subscription request.
-            (full,) = {
-                stanza.xml.get("from", "")
-                for stanza in evil.received_from(account)
-                if stanza.xml.find(f"{{{NS_PUBSUB}}}pubsub") is not None
-            }
+            full = evil.pubsub_sender(account)
 
             many = [(f"many-{n}", marked(40 * KIB)) for n in range(40)]
             assert sum(len(p) for _i, p in many) > MAX_SIGNAL_ITEMS_BYTES

@@ -49,11 +49,7 @@ async def test_a_notification_without_payloads_reaches_items_event_with_the_item
         async with HostileService(server) as evil:
             evil.put_items(NODE, [])
             await client.subscribe_node(me, evil.jid, NODE)
-            (full,) = {
-                stanza.xml.get("from", "")
-                for stanza in evil.received_from(account)
-                if stanza.xml.find(f"{{{NS_PUBSUB}}}pubsub") is not None
-            }
+            full = evil.pubsub_sender(account)
             evil.send_event(full, NODE, [("n1", payload(1)), ("n2", payload(2))], payloads=False)
             node, kind, items = await asyncio.wait_for(heard.get(), ARRIVAL)
             assert (node, kind) == (NODE, "items")

@@ -514,11 +514,7 @@ async def test_a_daemon_logging_at_debug_keeps_deep_items_raw_and_stays_up(
             assert [item["id"] for item in items] == ["post", "deep"]
             assert items[1]["xml"] == query_form("deep", deep(ROUTED_DEPTH))
             # Then a notification of another.
-            (full,) = {
-                stanza.xml.get("from", "")
-                for stanza in evil.received_from(account)
-                if stanza.xml.find(f"{{{NS_PUBSUB}}}pubsub") is not None
-            }
+            full = evil.pubsub_sender(account)
             evil.send_event(full, MICROBLOG, [("deeper", deep(ROUTED_DEPTH, "later"))])
             await events.wait_for(
                 lambda args: args[2] == MICROBLOG and [i["id"] for i in args[4]] == ["deeper"],
