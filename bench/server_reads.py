@@ -102,20 +102,31 @@ class Bare(ClientXMPP):  # type: ignore[misc]
         self.connect(host, port)
         await ready
 
-    async def ask(self, service: str, kind: str, xml: str) -> ET.Element:
+    async def ask(
+        self, service: str, kind: str, xml: str, answer_within: float | None = None
+    ) -> ET.Element:
+        """The answer to an iq of ``kind`` holding ``xml`` (within slixmpp's default
+        response timeout unless ``answer_within`` says otherwise)."""
         iq = self.make_iq_get(ito=service) if kind == "get" else self.make_iq_set(ito=service)
         iq.append(ET.fromstring(xml))
-        reply: ET.Element = (await iq.send()).xml
+        reply: ET.Element = (await iq.send(timeout=answer_within)).xml
         return reply
 
     async def items(
-        self, service: str, node: str, inner: str = "", attrs: str = "", rsm: str = ""
+        self,
+        service: str,
+        node: str,
+        inner: str = "",
+        attrs: str = "",
+        rsm: str = "",
+        answer_within: float | None = None,
     ) -> tuple[list[str], str | None, str | None]:
         """(item ids, RSM first, RSM last) of an items request."""
         reply = await self.ask(
             service,
             "get",
             f"<pubsub xmlns='{PUBSUB}'><items node='{node}'{attrs}>{inner}</items>{rsm}</pubsub>",
+            answer_within,
         )
         ids = [i.get("id", "") for i in reply.iter(f"{{{PUBSUB}}}item")]
         return ids, reply.findtext(f".//{{{RSM}}}first"), reply.findtext(f".//{{{RSM}}}last")
