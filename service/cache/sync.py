@@ -176,7 +176,9 @@ class NodeSynchroniser:
 
         async def fetch() -> None:
             try:
-                # Bounded while it runs: never more than the node limit is fetched.
+                # Bounded while it runs: never more than the node limit is fetched, but
+                # from a whole answer (no RSM) whose newest are known at its end only,
+                # and too many to hold: its pages all come, and _bound trims after.
                 async for page in self._source.fetch_all_items(
                     node.profile, node.service, node.name, FETCH_PAGE_SIZE, newest=self._limit
                 ):

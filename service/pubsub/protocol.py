@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
+from contextlib import aclosing
 from typing import Any
 from xml.sax.saxutils import escape
 
@@ -18,6 +19,7 @@ from slixmpp.exceptions import IqError, IqTimeout
 from roost.service.errors import InvalidArgument, NotConnected, XmppError
 from roost.service.pubsub.model import PubsubItem
 from roost.service.xmpp.client import RoostClient
+from roost.service.xmpp.item_stream import DISCO_ITEMS_PATH, PUBSUB_ITEMS_PATH
 
 NS_PUBSUB = "http://jabber.org/protocol/pubsub"
 NS_OWNER = "http://jabber.org/protocol/pubsub#owner"
@@ -107,12 +109,34 @@ async def stream_items(
             answer came for the client's ``request_timeout``.
         NotConnected: as :func:`send_iq`.
     """
+    async with aclosing(_streamed(client, to, payload, PUBSUB_ITEMS_PATH, batch)) as answer:
+        async for elements in answer:
+            yield await asyncio.to_thread(_pubsub_items, elements)
+
+
+async def stream_listing(
+    client: RoostClient, to: str, node: str, batch: int
+) -> AsyncGenerator[list[str]]:
+    """The item ids of ``node``'s disco#items listing, in the server's order, in batches
+    as the answer arrives, as :func:`stream_items` does for items: a listing has an entry
+    for each item of the node."""
+    query = element("query", NS_DISCO_ITEMS, node=node)
+    async with aclosing(_streamed(client, to, query, DISCO_ITEMS_PATH, batch)) as answer:
+        async for elements in answer:
+            yield [name for entry in elements if (name := entry.get("name"))]
+
+
+async def _streamed(
+    client: RoostClient, to: str, payload: ET.Element, path: tuple[str, ...], batch: int
+) -> AsyncGenerator[list[ET.Element]]:
+    """The elements at ``path`` of the answer to an iq get of ``payload``, in batches of
+    ``batch`` as they are parsed; the errors of :func:`stream_items`."""
     if not client.is_connected():
         raise NotConnected("the profile's XMPP session is down")
     iq = client.make_iq_get(ito=to)
     iq.append(payload)
     iq_id = iq["id"]
-    stream = client.expect_items(iq_id)
+    stream = client.expect_items(iq_id, path)
     # The answer as a whole is bounded by the stream going quiet, not by its length.
     answer = asyncio.ensure_future(_answer(client, iq, to, STREAMED_ANSWER_BOUND))
     answer.add_done_callback(lambda _done: stream.end())
@@ -127,7 +151,7 @@ async def stream_items(
                 )
             elements = stream.batch(batch)
             if elements:
-                yield await asyncio.to_thread(_pubsub_items, elements)
+                yield elements
             elif answer.done():
                 break
         await answer

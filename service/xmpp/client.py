@@ -25,7 +25,11 @@ from slixmpp.xmlstream.matcher import MatchXPath
 
 from roost.service.errors import ConnectionFailed, InvalidArgument
 from roost.service.xmpp import stream_log
-from roost.service.xmpp.item_stream import ItemStream, StreamingItemsParser
+from roost.service.xmpp.item_stream import (
+    PUBSUB_ITEMS_PATH,
+    ItemStream,
+    StreamingItemsParser,
+)
 from roost.service.xmpp.stream_parser import (
     RestrictedXmlError,
     stream_error,
@@ -271,11 +275,11 @@ class RoostClient(ClientXMPP):
         super().init_parser()
         self.parser = StreamingItemsParser()
 
-    def expect_items(self, iq_id: str) -> ItemStream:
-        """The stream the items of the iq result ``iq_id`` will go to as they are parsed,
-        reading the connection only while its reader keeps up; :meth:`forget_items` when
-        done with it."""
-        stream = ItemStream(self._pause_reading, self._resume_reading)
+    def expect_items(self, iq_id: str, path: tuple[str, ...] = PUBSUB_ITEMS_PATH) -> ItemStream:
+        """The stream the items of the iq result ``iq_id`` will go to as they are parsed
+        (the elements at ``path`` under the iq), reading the connection only while its
+        reader keeps up; :meth:`forget_items` when done with it."""
+        stream = ItemStream(self._pause_reading, self._resume_reading, path)
         if isinstance(self.parser, StreamingItemsParser):
             self.parser.expect(iq_id, stream)
         return stream

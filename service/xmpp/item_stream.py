@@ -10,11 +10,13 @@ on that server: a read by id loads the node's whole store once per id
 So the answer is read as it arrives: :class:`StreamingItemsParser` watches the stream's
 parsing events and, for an iq result registered beforehand (:class:`ItemStream`), takes
 each ``<item/>`` of its ``<pubsub><items/></pubsub>`` out of the tree as soon as it is
-complete and hands it to the stream. The stanza itself reaches slixmpp as usual, with an
-empty ``<items/>``, and answers the request. The reader takes the items in batches;
-while it is behind by more than ``high_water`` items, the connection stops reading
-(``pause_reading``), so that what the daemon holds of the answer stays bounded whatever
-the node's size: the rest waits in the kernel's socket buffers and on the server.
+complete and hands it to the stream. A node's item listing (disco#items, one
+``<item/>`` an item of the node) is as long as the node and is read the same way. The
+stanza itself reaches slixmpp as usual, with an empty ``<items/>``, and answers the
+request. The reader takes the items in batches; while it is behind by more than
+``high_water`` items, the connection stops reading (``pause_reading``), so that what
+the daemon holds of the answer stays bounded whatever the node's size: the rest waits
+in the kernel's socket buffers and on the server.
 """
 
 from __future__ import annotations
@@ -29,12 +31,19 @@ from roost.service.xmpp.stream_parser import RestrictedStreamParser
 
 NS_CLIENT = "jabber:client"
 NS_PUBSUB = "http://jabber.org/protocol/pubsub"
+NS_DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
 _IQ = f"{{{NS_CLIENT}}}iq"
-_PUBSUB = f"{{{NS_PUBSUB}}}pubsub"
-_ITEMS = f"{{{NS_PUBSUB}}}items"
-_ITEM = f"{{{NS_PUBSUB}}}item"
-# An item's place under the stream's root: iq (1), pubsub (2), items (3), item (4).
-_ITEM_DEPTH = 4
+
+#: The elements taken out of an answer, by their path under the ``<iq/>``: a pubsub
+#: items answer's items, and a disco#items listing's entries.
+PUBSUB_ITEMS_PATH = (
+    f"{{{NS_PUBSUB}}}pubsub",
+    f"{{{NS_PUBSUB}}}items",
+    f"{{{NS_PUBSUB}}}item",
+)
+DISCO_ITEMS_PATH = (f"{{{NS_DISCO_ITEMS}}}query", f"{{{NS_DISCO_ITEMS}}}item")
+# The parser's depth of an iq: the stream's root is 1.
+_IQ_DEPTH = 2
 
 #: Items held before the connection stops reading, and the level it reads again at.
 HIGH_WATER = 2000
@@ -51,6 +60,8 @@ class ItemStream:
     Args:
         pause, resume: stop and restart reading the connection (the transport's
             ``pause_reading`` and ``resume_reading``).
+        path: the tags from the iq's child down to the elements taken
+            (:data:`PUBSUB_ITEMS_PATH`, :data:`DISCO_ITEMS_PATH`).
         high_water, low_water: the items held when reading stops, and when it starts
             again.
     """
@@ -59,9 +70,12 @@ class ItemStream:
         self,
         pause: Callable[[], None],
         resume: Callable[[], None],
+        path: tuple[str, ...] = PUBSUB_ITEMS_PATH,
         high_water: int = HIGH_WATER,
         low_water: int = LOW_WATER,
     ) -> None:
+        #: The tags from the iq's child down to the elements taken.
+        self.path = path
         self._pause = pause
         self._resume = resume
         self._high = high_water
@@ -171,24 +185,29 @@ class StreamingItemsParser(RestrictedStreamParser):
     def _watch(self, kind: str, element: ET.Element) -> None:
         if kind == "start":
             self._depth += 1
-            if self._depth == 2:
+            if self._depth == _IQ_DEPTH:
                 self._current = None
                 self._open = []
                 if element.tag == _IQ and element.get("type") == "result":
                     self._current = self._streams.get(element.get("id", ""))
-            if self._current is not None and self._depth >= 2:
+            if self._current is not None and self._depth >= _IQ_DEPTH:
                 self._open.append(element)
             return
         depth = self._depth
         self._depth -= 1
-        if self._current is None:
+        stream = self._current
+        if stream is None:
             return
         self._open.pop()
-        if depth == 2:
+        if depth == _IQ_DEPTH:
             self._current = None
             return
-        if depth == _ITEM_DEPTH + 1 and element.tag == _ITEM:
-            items, pubsub = self._open[-1], self._open[-2]
-            if items.tag == _ITEMS and pubsub.tag == _PUBSUB:
-                items.remove(element)
-                self._current.take(element)
+        path = stream.path
+        # self._open is the iq, then the element's ancestors below it.
+        if (
+            depth == _IQ_DEPTH + len(path)
+            and element.tag == path[-1]
+            and all(self._open[n + 1].tag == tag for n, tag in enumerate(path[:-1]))
+        ):
+            self._open[-1].remove(element)
+            stream.take(element)

@@ -9,6 +9,7 @@ import pytest
 
 from roost.service.cache.source import XmppSyncSource
 from roost.service.errors import XmppError
+from roost.service.pubsub import query as query_module
 from roost.service.pubsub.model import ItemsRequest, PubsubItem
 from roost.service.pubsub.query import PageGuard
 from tests.cache.test_cache_sync import Roost, both, make_blog, roost, wait_state
@@ -38,9 +39,21 @@ class FetchCounter(XmppSyncSource):
 
 
 @pytest.mark.xmpp
+@pytest.mark.parametrize("held_back", [True, False], ids=["held-back", "trimmed-after"])
 async def test_a_sync_keeps_the_newest_items_up_to_the_limit_and_answers_as_the_server(
-    roost: Roost, xmpp_server: XmppServer, recorder: Recorder
+    roost: Roost,
+    xmpp_server: XmppServer,
+    recorder: Recorder,
+    monkeypatch: pytest.MonkeyPatch,
+    held_back: bool,
 ) -> None:
+    """Only the newest 50 are fetched where pages can be asked for (ejabberd). Without
+    RSM (Prosody) the whole node comes in one answer: its newest 50 are held back and
+    only they are handed to the store; a limit above what is held back (one raised for
+    large nodes) has every page stored as it comes and the node trimmed to its newest
+    after. Either way the cache holds the newest 50 and answers as the server."""
+    if not held_back:
+        monkeypatch.setattr(query_module, "STREAMED_HOLD_ITEMS", 30)
     source = FetchCounter(roost.server, roost.sessions)
     async with roost.restarted_cache(source=source, max_items_per_node=50) as cache:
         node = await make_blog(roost, xmpp_server, 120)
@@ -48,13 +61,13 @@ async def test_a_sync_keeps_the_newest_items_up_to_the_limit_and_answers_as_the_
         await wait_state(recorder, node, "completed")
         state = await cache.get_node_state("bob", xmpp_server.pubsub_service, node)
         assert state["item_count"] == 50
-        # Only the newest 50 are fetched where pages can be asked for (ejabberd); without
-        # RSM (Prosody) the whole node comes in one answer, and only its newest 50 are
-        # handed to the store.
-        assert source.fetched == 50
+        passed_on = not held_back and xmpp_server.kind == "prosody"
+        assert source.fetched == (120 if passed_on else 50)
         newest = await both(roost, xmpp_server, node, max_items=20)
         assert [i.id for i in newest.items] == [f"p{n:03d}" for n in range(100, 120)]
         assert newest.rsm_count == 120
+        kept = await both(roost, xmpp_server, node, max_items=50)
+        assert [i.id for i in kept.items] == [f"p{n:03d}" for n in range(70, 120)]
 
 
 def test_pages_that_repeat_an_item_do_not_converge() -> None:

@@ -18,11 +18,17 @@ import pytest
 
 from roost.service.events import EventHub
 from roost.service.pubsub import protocol as p
+from roost.service.pubsub import query as query_module
 from roost.service.pubsub.model import ItemsRequest
 from roost.service.pubsub.operations import PubsubService
 from roost.service.pubsub.query import STREAMED_PAGE_ITEMS, ItemsQuery
 from roost.service.xmpp.client import RoostClient
-from roost.service.xmpp.item_stream import HIGH_WATER, ItemStream
+from roost.service.xmpp.item_stream import (
+    DISCO_ITEMS_PATH,
+    HIGH_WATER,
+    PUBSUB_ITEMS_PATH,
+    ItemStream,
+)
 from roost.service.xmpp.sessions import SessionManager
 from tests.fixtures.prosody_store import write_prosody_node
 from tests.fixtures.sessions import make_lookup
@@ -74,8 +80,8 @@ def watch_streams(client: RoostClient) -> list[ItemStream]:
     made: list[ItemStream] = []
     expect = client.expect_items
 
-    def recording(iq_id: str) -> ItemStream:
-        stream = expect(iq_id)
+    def recording(iq_id: str, path: tuple[str, ...] = PUBSUB_ITEMS_PATH) -> ItemStream:
+        stream = expect(iq_id, path)
         made.append(stream)
         return stream
 
@@ -163,9 +169,56 @@ async def test_a_first_newest_read_does_not_read_the_node_whole(
     assert [i.id for i in reply.items] == [f"i{n:05d}" for n in range(ITEMS - 3, ITEMS)]
     assert reply.rsm_count == ITEMS and not reply.complete
     # The probe's one item, then the newest three beside the listing: no whole answer,
-    # neither built whole nor streamed.
+    # neither built whole nor streamed. The listing, as long as the node, is streamed.
     assert answered and max(answered) <= 3
-    assert streams == []
+    assert [(s.path, s.received) for s in streams] == [(DISCO_ITEMS_PATH, ITEMS)]
+
+
+async def test_the_item_listing_is_read_as_it_arrives(
+    prosody_server: ProsodyServer, sessions: SessionManager, node: str
+) -> None:
+    """A node's disco#items listing has an entry for each of its items: it is taken in
+    as it arrives like the items, and lists what the listing built whole lists."""
+    client = sessions.client("bob")
+    service = prosody_server.pubsub_service
+    query = p.element("query", p.NS_DISCO_ITEMS, node=node)
+    whole = await p.send_iq(client, "get", service, query)
+    expected = [i.get("name") for i in whole.iter(f"{{{p.NS_DISCO_ITEMS}}}item")]
+    assert len(expected) == ITEMS
+    streams = watch_streams(client)
+    assert await ItemsQuery().list_item_ids(client, service, node) == expected
+    assert [(s.path, s.received, s.held) for s in streams] == [(DISCO_ITEMS_PATH, ITEMS, 0)]
+    assert client.transport is not None and client.transport.is_reading()
+
+
+async def test_only_the_newest_are_held_back_up_to_a_bound(
+    prosody_server: ProsodyServer,
+    sessions: SessionManager,
+    node: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Which items are a node's newest is known at the answer's end only. Up to
+    STREAMED_HOLD_ITEMS, the newest are held back (as text) and given at the end; a
+    caller wanting more gets every page as it comes, never the node held at once."""
+    client, service, query = await learnt(prosody_server, sessions, node)
+    newest = 3000
+    pages = [page async for page in query.fetch_all(client, service, node, newest=newest)]
+    assert [i.id for page in pages for i in page] == [f"i{n:05d}" for n in range(6000, ITEMS)]
+    assert max(len(page) for page in pages) <= STREAMED_PAGE_ITEMS
+    assert all(i.element is None for page in pages for i in page)
+    assert query.walked_total(service, node) == ITEMS
+
+    monkeypatch.setattr(query_module, "STREAMED_HOLD_ITEMS", newest - 1)
+    streams = watch_streams(client)
+    first = True
+    ids: list[str] = []
+    async for page in query.fetch_all(client, service, node, newest=newest):
+        if first:
+            # Given while the answer is still arriving: nothing waits for its end.
+            assert streams[0].received < ITEMS
+            first = False
+        ids += [i.id for i in page]
+    assert ids == [f"i{n:05d}" for n in range(ITEMS)]
 
 
 async def test_published_during_the_read_is_not_in_it(
