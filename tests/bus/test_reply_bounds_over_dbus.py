@@ -33,6 +33,7 @@ from roost.service.pubsub.rsm import MAX_REPLY_BYTES
 from roost.service.settings import MAX_NAMESPACE_BYTES, MAX_VALUE_BYTES
 from roost.service.xmpp.sessions import SessionManager
 from tests.fixtures.dbus import RoostdLauncher
+from tests.fixtures.node_fill import Entry, fill_node
 from tests.fixtures.sessions import make_lookup
 from tests.fixtures.xmpp import XmppServer
 
@@ -41,7 +42,8 @@ pytestmark = [pytest.mark.xmpp, pytest.mark.dbus, pytest.mark.slow]
 ATOM = "http://www.w3.org/2005/Atom"
 MICROBLOG = "urn:xmpp:microblog:0"
 # Items of about 200 KB on the bus (100 KB of XML, as much parsed): 60 of them pass the
-# reply bound half again, few enough for Prosody, whose publishes slow as a node grows.
+# reply bound half again. Written into the server's store (publishing them took Prosody
+# half a minute).
 ITEMS = 60
 CONTENT = 100_000
 # What a reply carries besides its items: the metadata and the message's header.
@@ -49,14 +51,11 @@ SLACK = 4096
 WAIT = 120.0
 
 
-def entry(n: int) -> str:
-    """An Atom entry of about :data:`CONTENT` characters of text."""
+def entry(n: int) -> Entry:
+    """Item ``i<n>``: an Atom entry of about :data:`CONTENT` characters of text."""
     text = f"post {n} " + "lorem ipsum dolor " * (CONTENT // 18)
-    return (
-        f"<entry xmlns='{ATOM}'><id>urn:uuid:bound-{n}</id><title>Post {n}</title>"
-        f"<content type='text'>{text}</content>"
-        "<published>2026-01-01T00:00:00Z</published></entry>"
-    )
+    children = [("id", f"urn:uuid:bound-{n}"), ("title", f"Post {n}"), ("content", text)]
+    return f"i{n:03d}", ATOM, [*children, ("published", "2026-01-01T00:00:00Z")]
 
 
 @pytest.fixture
@@ -149,8 +148,7 @@ async def test_get_items_replies_stay_under_the_bound_and_page_on(
     node = f"{MICROBLOG}:comments/{uuid.uuid4().hex[:8]}"
     await publisher.create_node("alice", service, node, {"pubsub#max_items": "max"})
     order = [f"i{n:03d}" for n in range(ITEMS)]
-    for item_id in order:
-        await publisher.publish("alice", service, node, item_id, entry(int(item_id[1:])))
+    await fill_node(xmpp_server, node, xmpp_server.jid("alice"), map(entry, range(ITEMS)))
     daemon = roostd_launcher.start()
     client = await RoostClient.connect(daemon.bus_address)
     try:
