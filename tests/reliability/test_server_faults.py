@@ -24,6 +24,7 @@ from roost.service.errors import NotConnected, XmppError
 from roost.service.events import ProfileConnected, ProfileDisconnected, SyncStateChanged
 from tests.fixtures.backend import EventLog, running_backend
 from tests.fixtures.fault_proxy import Fault, FaultProxy
+from tests.fixtures.node_fill import fill_node
 from tests.fixtures.world import XmppPeer
 from tests.fixtures.xmpp import XmppServer
 
@@ -42,8 +43,11 @@ RULES = [{"name": "faults", "node_prefix": "faults-", "type": "blog", "to_sync":
 PADDING = "x" * 600
 
 
+FAULTS_NS = "urn:example:faults"
+
+
 def payload(n: int) -> str:
-    return f"<entry xmlns='urn:example:faults'><n>{n}</n><pad>{PADDING}</pad></entry>"
+    return f"<entry xmlns='{FAULTS_NS}'><n>{n}</n><pad>{PADDING}</pad></entry>"
 
 
 def item_id(n: int) -> str:
@@ -56,9 +60,8 @@ async def node_with_items(server: XmppServer, count: int) -> str:
     node = f"faults-{uuid.uuid4().hex[:8]}"
     async with XmppPeer(server, "alice") as peer:
         await peer.create_node(node, {"pubsub#max_items": "max"}, service=server.pubsub_service)
-        await peer.publish_many(
-            node, [(item_id(n), payload(n)) for n in range(count)], service=server.pubsub_service
-        )
+    entries = ((item_id(n), FAULTS_NS, [("n", str(n)), ("pad", PADDING)]) for n in range(count))
+    await fill_node(server, node, server.jid("alice"), entries)
     return node
 
 
