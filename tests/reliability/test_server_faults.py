@@ -24,7 +24,7 @@ from roost.service.errors import NotConnected, XmppError
 from roost.service.events import ProfileConnected, ProfileDisconnected, SyncStateChanged
 from tests.fixtures.backend import EventLog, running_backend
 from tests.fixtures.fault_proxy import Fault, FaultProxy
-from tests.fixtures.node_fill import fill_node
+from tests.fixtures.node_fill import entry_xml, fill_node
 from tests.fixtures.world import XmppPeer
 from tests.fixtures.xmpp import XmppServer
 
@@ -46,8 +46,12 @@ PADDING = "x" * 600
 FAULTS_NS = "urn:example:faults"
 
 
+def children(n: int) -> list[tuple[str, str]]:
+    return [("n", str(n)), ("pad", PADDING)]
+
+
 def payload(n: int) -> str:
-    return f"<entry xmlns='{FAULTS_NS}'><n>{n}</n><pad>{PADDING}</pad></entry>"
+    return entry_xml(FAULTS_NS, children(n))
 
 
 def item_id(n: int) -> str:
@@ -60,7 +64,7 @@ async def node_with_items(server: XmppServer, count: int) -> str:
     node = f"faults-{uuid.uuid4().hex[:8]}"
     async with XmppPeer(server, "alice") as peer:
         await peer.create_node(node, {"pubsub#max_items": "max"}, service=server.pubsub_service)
-    entries = ((item_id(n), FAULTS_NS, [("n", str(n)), ("pad", PADDING)]) for n in range(count))
+    entries = ((item_id(n), FAULTS_NS, children(n)) for n in range(count))
     await fill_node(server, node, server.jid("alice"), entries)
     return node
 
