@@ -42,7 +42,7 @@ def test_sigint_stops_cleanly(roostd_launcher: RoostdLauncher) -> None:
 
 
 def test_the_database_is_private(roostd_launcher: RoostdLauncher) -> None:
-    daemon = roostd_launcher.start()
+    daemon = roostd_launcher.start(first_start=True)
     assert stat.S_IMODE(daemon.database.stat().st_mode) == 0o600
     assert stat.S_IMODE(daemon.database.parent.stat().st_mode) == 0o700
     assert daemon.terminate() == 0

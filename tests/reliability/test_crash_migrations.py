@@ -10,7 +10,8 @@ from tests.fixtures.crash import CrashRig
 from tests.fixtures.crash_migrations import migration_round, prepare_old_database
 from tests.fixtures.dbus import PrivateBus
 
-pytestmark = [pytest.mark.dbus]
+# Each test migrates a database made at an older revision from nothing.
+pytestmark = [pytest.mark.dbus, pytest.mark.empty_database]
 
 # Enough items that the backup copy takes a while (about 20 MB).
 SEED_ITEMS = 40_000

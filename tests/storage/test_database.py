@@ -18,6 +18,7 @@ from roost.storage import (
 )
 
 
+@pytest.mark.empty_database
 async def test_open_creates_the_database_and_carries_every_store(sqlite_url: str) -> None:
     db = await Database.open(sqlite_url)
     try:

@@ -49,6 +49,9 @@ from roost.storage.migrate import (
 )
 from roost.storage.models import Base
 
+# Every database here starts empty: these tests are about what the migrations make of it.
+pytestmark = pytest.mark.empty_database
+
 # --- data written at each revision, with the SQL of that revision's schema ----------------
 
 

@@ -13,7 +13,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from roost.storage import Database
 from roost.storage.engine import resolve_database_url
+from roost.storage.models import Base
 from tests.fixtures import postgres as postgres_fixtures
 from tests.fixtures.postgres import OS_USER, PG_MAJOR, PostgresServer, running_cluster
 
@@ -82,18 +84,22 @@ async def test_unix_socket_in_the_cluster_directory_answers(
         await engine.dispose()
 
 
-async def test_each_database_is_fresh_empty_and_its_own(
+async def test_each_database_is_fresh_and_its_own(
     postgres_server: PostgresServer, postgresql_url: str, engine: AsyncEngine
 ) -> None:
+    schema = sorted(Base.metadata.tables)
     with postgres_server.database() as other_url:
         assert make_url(other_url).database != make_url(postgresql_url).database
         other = _engine(other_url)
         try:
-            assert await _tables(engine) == []
+            # The test's database is at the current schema, the other (template0's copy)
+            # empty; neither sees a table made in the other.
+            assert set(schema) <= set(await _tables(engine))
+            assert await _scalar(engine, "SELECT count(*) FROM profiles") == 0
             assert await _tables(other) == []
             async with engine.begin() as conn:
                 await conn.execute(sa.text("CREATE TABLE only_here (id integer PRIMARY KEY)"))
-            assert await _tables(engine) == ["only_here"]
+            assert "only_here" in await _tables(engine)
             assert await _tables(other) == []
         finally:
             await other.dispose()
@@ -139,18 +145,25 @@ def test_cluster_runs_as_its_own_user(postgres_server: PostgresServer) -> None:
     assert data_directory == str(postgres_server.data_dir)
 
 
-async def test_database_url_opens_either_database(
+async def test_database_url_opens_either_database_at_the_current_schema(
     database_url: str, request: pytest.FixtureRequest
 ) -> None:
-    engine = _engine(database_url)
+    async with await Database.open(database_url) as db:
+        assert db.migration.action == "current"
+        assert await db.profiles.list_profiles() == []
+        assert db.engine.dialect.name == request.node.callspec.id
+
+
+async def test_a_tests_writes_stay_in_its_own_database(
+    postgresql_url: str, postgres_server: PostgresServer, migrated_postgres_template: str
+) -> None:
+    async with await Database.open(postgresql_url) as db:
+        await db.profiles.create_profile("mine", "mine@example.org", "x", {})
+    template = _engine(postgres_server.url(migrated_postgres_template))
     try:
-        assert await _tables(engine) == []
-        async with engine.begin() as conn:
-            await conn.execute(sa.text("CREATE TABLE t (id integer PRIMARY KEY)"))
-        assert await _tables(engine) == ["t"]
-        assert engine.dialect.name == request.node.callspec.id
+        assert await _scalar(template, "SELECT count(*) FROM profiles") == 0
     finally:
-        await engine.dispose()
+        await template.dispose()
 
 
 def _accepts(port: int) -> bool:
