@@ -49,18 +49,21 @@ typecheck: $(STAMP)
 		-p roost.storage -p roost.service -p roost.bridge -p roost.cli
 
 # bench/*.py are benchmarks, but for the report and the benches' own tooling; the soak
-# runs for ten minutes and has a target of its own.
-BENCHES := $(filter-out bench/report.py bench/figures.py bench/ejabberd_fill.py bench/loopback.py bench/postgres_cluster.py bench/svg_plot.py bench/soak.py,$(wildcard bench/*.py))
+# runs for ten minutes and has a target of its own. bench/machine.py, the machine's speed,
+# is measured first and last, so a run's absolute figures can be read beside another's.
+BENCHES := $(filter-out bench/report.py bench/figures.py bench/ejabberd_fill.py bench/loopback.py bench/postgres_cluster.py bench/svg_plot.py bench/soak.py bench/machine.py,$(wildcard bench/*.py))
 
 ## bench: every benchmark in bench/, then a table of their JSON lines
 bench: deps-test $(STAMP)
 	@mkdir -p bench/results
 	@rm -f bench/results/latest.jsonl
+	@$(PY) bench/machine.py start | tee -a bench/results/latest.jsonl
 	@for b in $(BENCHES); do \
 		echo "== $$b" >&2; \
 		$(PY) $$b > bench/results/current.jsonl || exit 1; \
 		cat bench/results/current.jsonl | tee -a bench/results/latest.jsonl; \
 	done
+	@$(PY) bench/machine.py end | tee -a bench/results/latest.jsonl
 	@$(PY) bench/report.py bench/results/latest.jsonl
 
 ## soak: 32 bus clients at one roostd for ten minutes (SOAK_ARGS='--database postgresql')

@@ -1,7 +1,8 @@
 """Print the benchmark results file given as argv[1] (JSON lines) as a table.
 
 A figure with a target (``target``, ``met``; see bench/figures.py) shows ``ok`` or
-``MISS``; the misses are counted and listed at the end, so none goes unseen.
+``MISS``; the misses are counted and listed at the end, so none goes unseen. The
+machine's yardstick (bench/machine.py), when the run measured it, is stated last.
 """
 
 from __future__ import annotations
@@ -72,6 +73,25 @@ def main() -> None:
             f"MISS  {r.get('bench')} {r.get('metric')}: {cell(r.get('value'))} {r.get('unit', '')}"
             f" (target {r.get('target')})"
         )
+    yardstick = machine_speed(results)
+    if yardstick:
+        print(f"\n{yardstick}")
+
+
+def machine_speed(results: list[dict[str, Any]]) -> str | None:
+    """What bench/machine.py measured at the run's start and end, in one sentence."""
+    loops = {
+        r["metric"].rpartition("_")[2]: r["value"]
+        for r in results
+        if r.get("bench") == "machine" and str(r.get("metric", "")).startswith("python_loop_")
+    }
+    if not loops:
+        return None
+    timed = ", ".join(f"{cell(value)} s at the {phase}" for phase, value in loops.items())
+    return (
+        f"Machine: ten million Python additions took {timed} of the run; read absolute"
+        " figures beside another run's in proportion (ratios need no correction)."
+    )
 
 
 if __name__ == "__main__":
