@@ -14,7 +14,11 @@ the content of those SASL elements (and of SASL 2's ``<initial-response/>`` and
 ``<additional-data/>``) with ``[redacted: N bytes]``; their names and attributes (the
 mechanism) stay, so a log still shows how a login went. It also keeps a stanza nested
 too deeply for slixmpp's recursive serialiser from turning a debug log line into a
-logging error: such a stanza is shown by its name and depth only.
+logging error: such a stanza is shown by its name and depth only. And it bounds what one
+record quotes to :data:`MAX_QUOTED_CHARS`: a node's whole answer is one stanza of up to
+tens of megabytes, which at debug level would be written to the log whole, taking as
+long as the read itself and splitting into thousands of journal entries (journald cuts
+lines at 48 KiB). The start of it shows, then how much was left out.
 
 Records are changed in place, lazily where a stanza is involved: a stanza is serialised
 only when a handler formats the record, as before.
@@ -48,6 +52,10 @@ _SECRET = re.compile(
 )
 
 
+# Room for a stanza of a few dozen items; a whole node's answer is left out past that.
+MAX_QUOTED_CHARS = 32 * 1024
+
+
 def _redaction(match: re.Match[str]) -> str:
     size = len(match.group(2).encode("utf-8", "replace"))
     return f"{match.group(1)}[redacted: {size} bytes]"
@@ -58,6 +66,20 @@ def redact(text: str) -> str:
     if not any(marker in text for marker in _MARKERS):
         return text
     return _SECRET.sub(_redaction, text)
+
+
+def bounded(text: str) -> str:
+    """``text`` cut to :data:`MAX_QUOTED_CHARS`, saying how much was left out."""
+    if len(text) <= MAX_QUOTED_CHARS:
+        return text
+    left_out = len(text) - MAX_QUOTED_CHARS
+    return f"{text[:MAX_QUOTED_CHARS]}… [{left_out:,} more characters not logged]"
+
+
+def shown(text: str) -> str:
+    """``text`` as a log record may quote it: redacted (whole, so that no cut can split a
+    secret from its element), then bounded."""
+    return bounded(redact(text))
 
 
 def _element_of(value: Any) -> ET.Element | None:
@@ -95,7 +117,7 @@ class _Shown:
             tag = element.tag if element is not None else type(self._value).__name__
             depth = _depth(element) if element is not None else 0
             return f"[{tag}: {depth} elements deep, not shown]"
-        return redact(text)
+        return shown(text)
 
     def __str__(self) -> str:
         return self._render(str)
@@ -106,11 +128,11 @@ class _Shown:
 
 def _scrub(value: Any) -> Any:
     if isinstance(value, str):
-        return redact(value)
+        return shown(value)
     if isinstance(value, bytes | bytearray):
-        if any(marker in value for marker in _BYTE_MARKERS):
+        if any(marker in value for marker in _BYTE_MARKERS) or len(value) > MAX_QUOTED_CHARS:
             # Quoted as %r (bytes) or %s (which also shows the repr): the repr it is.
-            return _Quoted(redact(repr(value)))
+            return _Quoted(shown(repr(value)))
         return value
     if _element_of(value) is not None:
         return _Shown(value)
@@ -129,12 +151,13 @@ class _Quoted(str):
 
 
 class StreamLogFilter(logging.Filter):
-    """Redacts SASL payloads (and guards deep stanzas) in stream log records; drops none."""
+    """Redacts SASL payloads, bounds what is quoted and guards deep stanzas in stream log
+    records; drops none."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Rewrite ``record``'s message and arguments in place; always keep it."""
         if isinstance(record.msg, str):
-            record.msg = redact(record.msg)
+            record.msg = shown(record.msg)
         args = record.args
         if isinstance(args, tuple):
             record.args = tuple(_scrub(arg) for arg in args)

@@ -1,4 +1,5 @@
-"""No SASL payload reaches slixmpp's stream log, at any level, for any login."""
+"""No SASL payload reaches slixmpp's stream log, at any level, for any login; no record
+quotes more than a bounded part of the stream."""
 
 from __future__ import annotations
 
@@ -92,6 +93,36 @@ async def test_filter_on_strings_bytes_and_stanzas() -> None:
     # A tuple argument (slixmpp logs its discarded queue entries as such).
     rec = record("Discarded stanza: %s", (f"<response xmlns='{SASL}'>cD0x</response>", True))
     assert "cD0x" not in rec.getMessage()
+
+
+async def test_a_large_stanza_is_quoted_in_part_saying_how_much_was_left_out() -> None:
+    bound = stream_log.MAX_QUOTED_CHARS
+    item = "<item id='i'><entry>" + "x" * 1000 + "</entry></item>"
+    answer = f"<iq type='result'><pubsub><items node='n'>{item * 200}</items></pubsub></iq>"
+    assert len(answer) > 5 * bound
+    client = RoostClient("a@example.org", "pw", ConnectionOptions(tls="none"))
+    stanza = client._build_stanza(ET.fromstring(answer))
+    whole = str(stanza)
+    for arg, quoted in (
+        (answer, answer),
+        (answer.encode(), repr(answer.encode())),
+        (stanza, whole),
+    ):
+        message = record("RECV: %s", arg).getMessage()
+        left_out = len(quoted) - bound
+        assert message == f"RECV: {quoted[:bound]}… [{left_out:,} more characters not logged]"
+    # A stanza within the bound is quoted whole.
+    assert record("SEND: %s", item).getMessage() == f"SEND: {item}"
+
+
+async def test_a_secret_across_the_bound_is_redacted_before_the_cut() -> None:
+    bound = stream_log.MAX_QUOTED_CHARS
+    # The <auth/> element starts before the cut and its content runs past it.
+    secret = base64.b64encode(b"\0bob\0" + b"s" * bound).decode()
+    sent = "x" * (bound - 100) + f"<auth xmlns='{SASL}' mechanism='PLAIN'>{secret}</auth>"
+    message = record("SEND: %s", sent).getMessage()
+    assert secret[:50] not in message
+    assert f"[redacted: {len(secret)} bytes]" in message
 
 
 async def test_deep_stanza_in_the_log() -> None:
