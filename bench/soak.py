@@ -35,8 +35,8 @@ least-squares slope over the run after the first window; data lost (target 0): e
 acknowledged ``SetValue`` read back, every published item found in each profile's cache
 (``Search`` by ids) and announced by an ``ItemsEvent``, each node's item count, the
 profiles' contacts as they were (the added ones gone, the friends kept). The RSS curve
-is written as an SVG chart: docs/soak-rss.svg for a run of the full length, else
-bench/results/soak-rss.svg (``--plot`` chooses).
+is written as an SVG chart: docs/soak-rss.svg (docs/soak-rss-postgresql.svg on PostgreSQL)
+for a run of the full length, else bench/results/soak-rss.svg (``--plot`` chooses).
 """
 
 from __future__ import annotations
@@ -795,7 +795,10 @@ def main() -> None:
     parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--plot", type=Path, help="the SVG file of the RSS curve")
     args = parser.parse_args()
-    plot_path = args.plot or (DEFAULT_PLOT if args.duration >= FULL_DURATION else SHORT_PLOT)
+    full_plot = DEFAULT_PLOT
+    if args.database != "sqlite":
+        full_plot = DEFAULT_PLOT.with_name(f"{DEFAULT_PLOT.stem}-{args.database}.svg")
+    plot_path = args.plot or (full_plot if args.duration >= FULL_DURATION else SHORT_PLOT)
     run(args.database, args.duration, plot_path)
 
 
