@@ -41,8 +41,10 @@ def test_sigint_stops_cleanly(roostd_launcher: RoostdLauncher) -> None:
     assert daemon.process.wait(20) == 0
 
 
+# The daemon makes its database and directory itself: owner-only from the first start.
+@pytest.mark.empty_database
 def test_the_database_is_private(roostd_launcher: RoostdLauncher) -> None:
-    daemon = roostd_launcher.start(first_start=True)
+    daemon = roostd_launcher.start()
     assert stat.S_IMODE(daemon.database.stat().st_mode) == 0o600
     assert stat.S_IMODE(daemon.database.parent.stat().st_mode) == 0o700
     assert daemon.terminate() == 0
