@@ -84,9 +84,13 @@ QUERY_CANCELED = "57014"
 #: serialization_failure, deadlock_detected, lock_not_available: tried again, the same
 #: transaction may well succeed.
 TRANSIENT_STATES = frozenset({"40001", "40P01", "55P03"})
-#: Connections per daemon: reads, writes and searches of every profile share them.
-POOL_SIZE = 10
-POOL_OVERFLOW = 10
+#: Connections per daemon: reads, writes and searches of every profile share them. Each
+#: is opened when first needed and then kept: an overflow connection above the pool is
+#: closed as soon as it is given back, and under 32 busy bus clients a pool of 10 with 10
+#: more at busy times opened and closed about 1.5 connections a second (a server process
+#: forked, authentication and asyncpg's type set-up each time).
+POOL_SIZE = 20
+POOL_OVERFLOW = 0
 
 _JSONB_KINDS = {"number": "number", "string": "string", "boolean": "boolean", "array": "array"}
 
@@ -135,8 +139,8 @@ class PostgresEngine(DatabaseEngine):
     # -- connections ---------------------------------------------------------------------
 
     def create_async_engine(self, url: URL, **kwargs: Any) -> AsyncEngine:
-        """See :meth:`DatabaseEngine.create_async_engine`: a pool of :data:`POOL_SIZE`
-        connections (plus :data:`POOL_OVERFLOW` at busy times), each checked as it leaves
+        """See :meth:`DatabaseEngine.create_async_engine`: a pool of up to
+        :data:`POOL_SIZE` connections (plus :data:`POOL_OVERFLOW`), each checked as it leaves
         the pool so that a restarted server costs a reconnection, not an error.
 
         The check is asyncpg's own knowledge of its socket, not SQLAlchemy's
