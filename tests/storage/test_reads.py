@@ -248,10 +248,11 @@ async def test_the_engine_goes_on_after_postgresql_ends_every_session(
         await stores.database.close()
 
 
-async def test_a_busy_time_s_connections_are_kept_for_the_next(postgresql_url: str) -> None:
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+async def test_a_busy_time_s_connections_are_kept_for_the_next(database_url: str) -> None:
     """Connections opened for a burst stay open for the next one: none is closed as soon
     as it is given back, so busy bus clients do not make the daemon reconnect."""
-    stores = await open_stores(postgresql_url)
+    stores = await open_stores(database_url)
     opened = 0
 
     def count_connect(*_args: Any) -> None:
