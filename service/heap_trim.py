@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import ctypes.util
 import gc
 import logging
 import time
 from collections.abc import Callable
 
 from roost.service.events import Event, EventHub, SyncStateChanged
+from roost.service.launch import glibc_function
 
 log = logging.getLogger(__name__)
 
@@ -34,19 +34,6 @@ _FINAL_STATES = frozenset({"completed", "error", "no_sync", "none"})
 QUIET_DELAY = 2.0
 #: The least time between two trims (seconds).
 MIN_INTERVAL = 10.0
-
-
-def _load_malloc_trim() -> Callable[[int], int] | None:
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
-    try:
-        trim = ctypes.CDLL(name).malloc_trim
-    except (OSError, AttributeError):
-        return None
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
-    return trim
 
 
 class HeapTrimmer:
@@ -68,7 +55,7 @@ class HeapTrimmer:
         self._events = events
         self._quiet_delay = quiet_delay
         self._min_interval = min_interval
-        self._malloc_trim = _load_malloc_trim()
+        self._malloc_trim = glibc_function("malloc_trim", [ctypes.c_size_t])
         self._timer: asyncio.TimerHandle | None = None
         self._last = -float("inf")
         self._unsubscribe: Callable[[], None] | None = None

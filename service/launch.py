@@ -30,6 +30,8 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+from collections.abc import Callable
+from typing import Any
 
 ALLOCATOR_ENV = "PYTHONMALLOC"
 ALLOCATOR = "malloc"
@@ -62,18 +64,25 @@ def choose_allocator() -> None:
         return
 
 
+def glibc_function(name: str, argtypes: list[Any]) -> Callable[..., int] | None:
+    """glibc's function ``name`` (returning a C ``int``) from this process's own symbols,
+    or None on another C library."""
+    if not _on_glibc():
+        return None
+    try:
+        function = getattr(ctypes.CDLL(None), name)
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = argtypes
+    function.restype = ctypes.c_int
+    return function  # type: ignore[no-any-return]
+
+
 def fix_mmap_threshold() -> bool:
     """Fix glibc's mmap threshold at :data:`MMAP_THRESHOLD`, so that freeing a large
     block no longer raises it; whether it was done (not on another C library)."""
-    if not _on_glibc():
-        return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
-    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+    mallopt = glibc_function("mallopt", [ctypes.c_int, ctypes.c_int])
+    return mallopt is not None and bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
 
 
 def main() -> None:
