@@ -15,7 +15,6 @@ as :func:`~roost.storage.item_records.parsed_text` and read back as that text.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import time
@@ -56,6 +55,7 @@ from roost.storage.models import Profile, PubsubItem, PubsubNode
 from roost.storage.paging import ReplyBudget, page_window
 from roost.storage.reads import SHORT_READ_ROWS, EngineReads, ReadConnection, ReadRunner
 from roost.storage.search import parse_path
+from roost.storage.write_turn import write_turn_for
 
 log = logging.getLogger(__name__)
 
@@ -239,11 +239,9 @@ class ItemStore:
         self._reads = reads or EngineReads(engine)
         self._dialect = engine_for(engine)
         # Twenty syncs writing pages of thousands of items at once left some waiting
-        # past SQLite's busy timeout ("database is locked"); in this queue they wait
-        # their turn without a bound and without holding a pooled connection.
-        self._write_turn: asyncio.Lock | None = (
-            asyncio.Lock() if self._dialect.single_writer else None
-        )
+        # past SQLite's busy timeout ("database is locked"); in the database's write
+        # turn they wait without a bound and without holding a pooled connection.
+        self._write_turn = write_turn_for(engine)
         self._node_page = _PageStatements(self._dialect, by_ids=False)
         self._ids_page = _PageStatements(self._dialect, by_ids=True)
         # Nodes whose pages, though short, took SQLite longer than a short read may
@@ -281,7 +279,8 @@ class ItemStore:
     async def _transaction(self, name: str, *, write: bool) -> AsyncIterator[AsyncConnection]:
         start = time.perf_counter()
         if write:
-            async with self._write_turn or nullcontext(), self._engine.begin() as conn:
+            turn = self._write_turn.hold() if self._write_turn else nullcontext()
+            async with turn, self._engine.begin() as conn:
                 yield conn
         else:
             async with self._engine.connect() as conn:

@@ -93,7 +93,7 @@ class NodeStore(Store):
         """
         for attempt in range(2):
             try:
-                async with self.transaction("get_or_create_node") as session:
+                async with self.transaction("get_or_create_node", write=True) as session:
                     profile_id = await self.profile_id(session, profile)
                     assert profile_id is not None  # a name always resolves to an id
                     found = await _find(session, profile_id, service, name)
@@ -123,7 +123,7 @@ class NodeStore(Store):
         Raises:
             RowNotFound: no profile has that name.
         """
-        async with self.transaction("get_node") as session:
+        async with self.transaction("get_node", write=False) as session:
             profile_id = await self.profile_id(session, profile)
             assert profile_id is not None
             found = await _find(session, profile_id, service, name)
@@ -135,7 +135,7 @@ class NodeStore(Store):
         Raises:
             RowNotFound: no node has that id.
         """
-        async with self.transaction("get_node_by_id") as session:
+        async with self.transaction("get_node_by_id", write=False) as session:
             return _record(*await _by_id(session, node_id))
 
     async def set_analysis(
@@ -155,7 +155,7 @@ class NodeStore(Store):
         Raises:
             RowNotFound: no node has that id.
         """
-        async with self.transaction("set_analysis") as session:
+        async with self.transaction("set_analysis", write=True) as session:
             node, profile = await _by_id(session, node_id)
             node.analyser, node.type, node.subtype = analyser, type, subtype
             await session.flush()
@@ -179,7 +179,7 @@ class NodeStore(Store):
             RowNotFound: no node has that id.
         """
         check_node_state(state)
-        async with self.transaction("set_sync_state") as session:
+        async with self.transaction("set_sync_state", write=True) as session:
             if extra:
                 await _merge_extra(session, node_id, extra)
             node, profile = await _by_id(session, node_id)
@@ -194,7 +194,7 @@ class NodeStore(Store):
         Raises:
             RowNotFound: no node has that id.
         """
-        async with self.transaction("set_subscribed") as session:
+        async with self.transaction("set_subscribed", write=True) as session:
             node, profile = await _by_id(session, node_id)
             node.subscribed = subscribed
             await session.flush()
@@ -206,7 +206,7 @@ class NodeStore(Store):
         Raises:
             RowNotFound: no node has that id.
         """
-        async with self.transaction("update_extra") as session:
+        async with self.transaction("update_extra", write=True) as session:
             if extra:
                 await _merge_extra(session, node_id, extra)
             node, profile = await _by_id(session, node_id)
@@ -226,7 +226,7 @@ class NodeStore(Store):
             query = query.where(
                 PubsubNode.sync_state.in_([check_node_state(state) for state in states])
             )
-        async with self.transaction("list_nodes") as session:
+        async with self.transaction("list_nodes", write=False) as session:
             profile_id = await self.profile_id(session, profile)
             if profile_id is not None:
                 query = query.where(PubsubNode.profile_id == profile_id)
@@ -239,7 +239,7 @@ class NodeStore(Store):
         Returns:
             True when the node existed.
         """
-        async with self.transaction("delete_node") as session:
+        async with self.transaction("delete_node", write=True) as session:
             result = await session.execute(
                 delete(PubsubNode)
                 .where(PubsubNode.id == node_id)
@@ -253,7 +253,7 @@ class NodeStore(Store):
         Returns:
             How many nodes were deleted.
         """
-        async with self.transaction("reset_all_nodes") as session:
+        async with self.transaction("reset_all_nodes", write=True) as session:
             count = await session.scalar(select(func.count()).select_from(PubsubNode))
             await session.execute(delete(PubsubNode).execution_options(synchronize_session=False))
             return int(count or 0)

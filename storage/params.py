@@ -35,7 +35,7 @@ class ParamStore(Store):
         Raises:
             RowNotFound: no profile has that name.
         """
-        async with self.transaction("get_param") as session:
+        async with self.transaction("get_param", write=False) as session:
             profile_id = await self.profile_id(session, profile)
             return await session.scalar(
                 select(Param.value).where(
@@ -104,7 +104,7 @@ class ParamStore(Store):
         Raises:
             RowNotFound: no profile has that name.
         """
-        async with self.transaction("list_params") as session:
+        async with self.transaction("list_params", write=False) as session:
             profile_id = await self.profile_id(session, profile)
             rows = await session.execute(
                 select(Param.name, Param.value)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import delete, select
@@ -21,6 +21,7 @@ from roost.storage.cancel_safety import stores_complete_on_cancel
 from roost.storage.errors import AlreadyExists, RowNotFound
 from roost.storage.models import Profile
 from roost.storage.records import ProfileRecord
+from roost.storage.write_turn import write_turn_for
 
 logger = logging.getLogger(__name__)
 
@@ -38,19 +39,25 @@ class Store:
     def __init__(self, engine: AsyncEngine | async_sessionmaker[AsyncSession]) -> None:
         if isinstance(engine, async_sessionmaker):
             self._sessions = engine
+            bound: AsyncEngine = engine.kw["bind"]
         else:
             # Records are built before commit returns; nothing is read after it.
             self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+            bound = engine
+        self._write_turn = write_turn_for(bound)
 
     @asynccontextmanager
-    async def transaction(self, name: str) -> AsyncIterator[AsyncSession]:
+    async def transaction(self, name: str, *, write: bool) -> AsyncIterator[AsyncSession]:
         """A session in a transaction, committed on success, logged under ``name``.
 
         The name says in the logs which store call a slow or failed transaction was.
+        A ``write`` transaction first waits for the database's write turn, where it has
+        one (see :mod:`roost.storage.write_turn`).
         """
         started = time.perf_counter()
+        turn = self._write_turn.hold() if write and self._write_turn else nullcontext()
         try:
-            async with self._sessions() as session, session.begin():
+            async with turn, self._sessions() as session, session.begin():
                 yield session
         except Exception:
             logger.debug("transaction %s failed after %.1f ms", name, _ms_since(started))
@@ -69,7 +76,7 @@ class Store:
         """
         for attempt in range(2):
             try:
-                async with self.transaction(name) as session:
+                async with self.transaction(name, write=True) as session:
                     return await work(session)
             except IntegrityError:
                 if attempt:
@@ -134,7 +141,7 @@ class ProfileStore(Store):
             AlreadyExists: a profile has that name.
         """
         try:
-            async with self.transaction("create_profile") as session:
+            async with self.transaction("create_profile", write=True) as session:
                 exists = await session.scalar(select(Profile.id).where(Profile.name == name))
                 if exists is not None:
                     raise AlreadyExists(f"a profile named {name!r} exists already")
@@ -157,7 +164,7 @@ class ProfileStore(Store):
         Raises:
             RowNotFound: no profile has that name.
         """
-        async with self.transaction("get_profile") as session:
+        async with self.transaction("get_profile", write=False) as session:
             row = await session.scalar(select(Profile).where(Profile.name == name))
             if row is None:
                 raise RowNotFound(f"no profile named {name!r}")
@@ -165,7 +172,7 @@ class ProfileStore(Store):
 
     async def list_profiles(self) -> list[ProfileRecord]:
         """Every profile, ordered by name."""
-        async with self.transaction("list_profiles") as session:
+        async with self.transaction("list_profiles", write=False) as session:
             rows = await session.scalars(select(Profile).order_by(Profile.name))
             return [_record(row) for row in rows]
 
@@ -178,7 +185,7 @@ class ProfileStore(Store):
         Raises:
             RowNotFound: no profile has that name.
         """
-        async with self.transaction("update_profile_options") as session:
+        async with self.transaction("update_profile_options", write=True) as session:
             row = await session.scalar(select(Profile).where(Profile.name == name))
             if row is None:
                 raise RowNotFound(f"no profile named {name!r}")
@@ -194,7 +201,7 @@ class ProfileStore(Store):
         Raises:
             RowNotFound: no profile has that name.
         """
-        async with self.transaction("delete_profile") as session:
+        async with self.transaction("delete_profile", write=True) as session:
             result = await session.execute(
                 delete(Profile)
                 .where(Profile.name == name)

@@ -134,7 +134,7 @@ class RosterStore(Store):
         Raises:
             RowNotFound: no profile has that name.
         """
-        async with self.transaction("get_roster") as session:
+        async with self.transaction("get_roster", write=False) as session:
             profile_id = await _profile_id(session, profile)
             version = await session.scalar(
                 select(Roster.version).where(Roster.profile_id == profile_id)
@@ -151,7 +151,7 @@ class RosterStore(Store):
             By profile name, each profile that has a roster version or contacts stored:
             its version (None when it has none) and its contacts, sorted by JID.
         """
-        async with self.transaction("load_rosters") as session:
+        async with self.transaction("load_rosters", write=False) as session:
             versions = await session.execute(
                 select(Profile.name, Roster.version).join(Profile, Roster.profile_id == Profile.id)
             )
@@ -325,7 +325,7 @@ class RosterStore(Store):
         Raises:
             RowNotFound: no profile has that name.
         """
-        async with self.transaction("list_subscription_requests") as session:
+        async with self.transaction("list_subscription_requests", write=False) as session:
             profile_id = await _profile_id(session, profile)
             rows = await session.execute(
                 select(
@@ -350,7 +350,7 @@ class RosterStore(Store):
         Raises:
             RowNotFound: no profile has that name.
         """
-        async with self.transaction("delete_subscription_request") as session:
+        async with self.transaction("delete_subscription_request", write=True) as session:
             profile_id = await _profile_id(session, profile)
             result = await session.execute(
                 delete(SubscriptionRequest)
@@ -433,7 +433,7 @@ class CacheSubscriptionStore(Store):
             query = query.where(CacheSubscription.service == service)
         if node is not None:
             query = query.where(CacheSubscription.node == node)
-        async with self.transaction("list_subscriptions") as session:
+        async with self.transaction("list_subscriptions", write=False) as session:
             profile_id = await self.profile_id(session, profile)
             if profile_id is not None:
                 query = query.where(CacheSubscription.profile_id == profile_id)
@@ -458,7 +458,7 @@ class CacheSubscriptionStore(Store):
         Raises:
             RowNotFound: no profile has that name.
         """
-        async with self.transaction("forget_subscription") as session:
+        async with self.transaction("forget_subscription", write=True) as session:
             profile_id = await _profile_id(session, profile)
             result = await session.execute(
                 delete(CacheSubscription)

@@ -50,7 +50,7 @@ class ValueStore(Store):
         Raises:
             RowNotFound: no profile has that name.
         """
-        async with self.transaction("get_values") as session:
+        async with self.transaction("get_values", write=False) as session:
             profile_id = await self.profile_id(session, profile)
             query = select(StoredValue.key, StoredValue.value_type, StoredValue.value).where(
                 _scope(profile_id, namespace)
@@ -81,7 +81,7 @@ class ValueStore(Store):
             stored = json.dumps(value, ensure_ascii=False, allow_nan=False)
         except TypeError as exc:
             raise ValueError(f"value of {namespace}/{key} is not JSON-able: {exc}") from exc
-        async with self.transaction("set_value") as session:
+        async with self.transaction("set_value", write=True) as session:
             profile_id = await self.profile_id(session, profile)
             row = await session.scalar(
                 select(StoredValue).where(_scope(profile_id, namespace), StoredValue.key == key)
@@ -109,7 +109,7 @@ class ValueStore(Store):
         Raises:
             RowNotFound: no profile has that name.
         """
-        async with self.transaction("delete_value") as session:
+        async with self.transaction("delete_value", write=True) as session:
             profile_id = await self.profile_id(session, profile)
             result = await session.execute(
                 delete(StoredValue)
