@@ -35,7 +35,7 @@ from roost.service.records import ContactRecord, SubscriptionRequestRecord
 from roost.service.safe_xml import check_xml_text
 from roost.service.xmpp.client import RoostClient
 from roost.service.xmpp.sessions import SessionManager
-from roost.storage import Database, RosterEntry
+from roost.storage import Database, RosterChange, RosterEntry, RosterRemoval
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,9 @@ class ContactsService:
         # Stanzas of one profile are handled in arrival order: a push must not overtake
         # the one before it.
         self._locks: dict[str, asyncio.Lock] = {}
+        # Each profile's roster pushes not yet stored, oldest first, with their versions:
+        # stored together by the first of their tasks to get the lock.
+        self._pushes: dict[str, list[tuple[builtins.list[ET.Element], str | None]]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         sessions.on_client(self._attach)
 
@@ -255,9 +258,7 @@ class ContactsService:
     def _attach(self, profile: str, client: RoostClient) -> None:
         # RoostClient neither approves nor refuses requests: they wait for Authorize.
         client.session_steps.append(lambda c: self._fetch_roster(profile, c))
-        client.add_event_handler(
-            "roster_update", lambda iq: self._spawn(profile, self._on_roster_stanza(profile, iq))
-        )
+        client.add_event_handler("roster_update", lambda iq: self._on_roster_stanza(profile, iq))
         client.add_event_handler(
             "roster_subscription_request",
             lambda presence: self._spawn(profile, self._on_request(profile, presence)),
@@ -335,7 +336,7 @@ class ContactsService:
                 await self._answered_elsewhere(profile, entry)
         log.info("%s: roster of %d contacts received", profile, len(entries))
 
-    async def _on_roster_stanza(self, profile: str, iq: Any) -> None:
+    def _on_roster_stanza(self, profile: str, iq: Any) -> None:
         # Results are the session start's own request, handled there; pushes come as sets
         # (slixmpp refuses pushes not from the account itself before this sees them).
         if iq["type"] != "set":
@@ -343,34 +344,48 @@ class ContactsService:
         query = iq.xml.find(f"{{{NS_ROSTER}}}query")
         if query is None:
             return
-        await self._apply_items(profile, list(query), query.get("ver") or None)
+        self._pushes.setdefault(profile, []).append((list(query), query.get("ver") or None))
+        self._spawn(profile, self._apply_pushes(profile))
+
+    async def _apply_pushes(self, profile: str) -> None:
+        # A push that waited for the lock behind a write is stored with every push that
+        # came meanwhile, in one transaction: a burst of changes costs one write, not a
+        # queue of them. The later tasks then find nothing left.
+        pushes = self._pushes.pop(profile, [])
+        if not pushes:
+            return
+        versions = [version for _, version in pushes if version is not None]
+        items = [item for push_items, _ in pushes for item in push_items]
+        await self._apply_items(profile, items, versions[-1] if versions else None)
 
     async def _apply_items(
         self, profile: str, items: builtins.list[ET.Element], version: str | None
     ) -> None:
-        """Apply roster pushes' items to the stored roster, announcing each change."""
-        roster = self._roster(profile)
-        try:
-            for item in items:
-                jid = item.get("jid", "")
-                if item.get("subscription") == "remove":
-                    bare = str(JID(jid).bare)
-                    await self._db.roster.remove_contact(profile, bare, version)
-                    old = roster.entries.pop(bare, None)
-                    if old is not None:
-                        self._announce(profile, roster, old, removed=True)
-                    continue
-                entry = _entry(item)
-                if entry is None:
-                    continue
-                await self._db.roster.upsert_contact(profile, entry, version)
-                if roster.entries.get(entry.jid) != entry:
-                    roster.entries[entry.jid] = entry
-                    self._announce(profile, roster, entry)
-                    await self._answered_elsewhere(profile, entry)
-        except InvalidJID:
-            log.warning("%s: a roster push with an invalid JID was ignored", profile)
+        """Apply roster pushes' items to the stored roster, then announce each change."""
+        changes: builtins.list[RosterChange] = []
+        for item in items:
+            if item.get("subscription") == "remove":
+                try:
+                    changes.append(RosterRemoval(str(JID(item.get("jid", "")).bare)))
+                except InvalidJID:
+                    log.warning("%s: a roster push removing an invalid JID was ignored", profile)
+                continue
+            entry = _entry(item)
+            if entry is not None:
+                changes.append(entry)
+        if not changes and version is None:
             return
+        await self._db.roster.apply_changes(profile, changes, version)
+        roster = self._roster(profile)
+        for change in changes:
+            if isinstance(change, RosterRemoval):
+                old = roster.entries.pop(change.jid, None)
+                if old is not None:
+                    self._announce(profile, roster, old, removed=True)
+            elif roster.entries.get(change.jid) != change:
+                roster.entries[change.jid] = change
+                self._announce(profile, roster, change)
+                await self._answered_elsewhere(profile, change)
         if version is not None:
             roster.version = version
 

@@ -111,6 +111,21 @@ class RosterEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class RosterRemoval:
+    """A contact a roster push removed.
+
+    Attributes:
+        jid: the contact's bare JID.
+    """
+
+    jid: str
+
+
+#: One change of a roster push: a contact added or changed, or a contact removed.
+RosterChange = RosterEntry | RosterRemoval
+
+
+@dataclass(frozen=True, slots=True)
 class SubscriptionRequestRecord:
     """Someone who asks to see a profile's presence and waits for an answer.
 

@@ -31,7 +31,9 @@ from roost.storage.models import (
 from roost.storage.profiles import Store, affected_rows
 from roost.storage.records import (
     CacheSubscriptionRecord,
+    RosterChange,
     RosterEntry,
+    RosterRemoval,
     SubscriptionRequestRecord,
     check_subscription,
 )
@@ -114,10 +116,15 @@ async def _set_version(session: AsyncSession, profile_id: int, version: str | No
         row.version = version
 
 
-async def _find_item(session: AsyncSession, profile_id: int, jid: str) -> RosterItem | None:
-    return await session.scalar(
-        select(RosterItem).where(RosterItem.profile_id == profile_id, RosterItem.jid == jid)
-    )
+async def _delete_items(session: AsyncSession, row_ids: Sequence[int]) -> None:
+    # Many rows a statement rather than one a row through the unit of work: a first
+    # roster of 5,000 contacts is stored in a quarter of the time.
+    for start in range(0, len(row_ids), _WRITE_CHUNK):
+        await session.execute(
+            delete(RosterItem)
+            .where(RosterItem.id.in_(row_ids[start : start + _WRITE_CHUNK]))
+            .execution_options(synchronize_session=False)
+        )
 
 
 @stores_complete_on_cancel
@@ -196,15 +203,9 @@ class RosterStore(Store):
                 select(RosterItem).where(RosterItem.profile_id == profile_id)
             )
             stored = {row.jid: row for row in rows}
-            gone = [row.id for jid, row in stored.items() if jid not in wanted]
-            # Many rows a statement rather than one a row through the unit of work: a
-            # first roster of 5,000 contacts is stored in a quarter of the time.
-            for start in range(0, len(gone), _WRITE_CHUNK):
-                await session.execute(
-                    delete(RosterItem)
-                    .where(RosterItem.id.in_(gone[start : start + _WRITE_CHUNK]))
-                    .execution_options(synchronize_session=False)
-                )
+            await _delete_items(
+                session, [row.id for jid, row in stored.items() if jid not in wanted]
+            )
             new = [
                 _item_values(profile_id, entry, now)
                 for jid, entry in wanted.items()
@@ -234,20 +235,7 @@ class RosterStore(Store):
             RowNotFound: no profile has that name.
             ValueError: the entry has an unknown subscription state or malformed groups.
         """
-        entry = _normalised(entry)
-        now = time.time()
-
-        async def work(session: AsyncSession) -> None:
-            profile_id = await _profile_id(session, profile)
-            if version is not None:
-                await _set_version(session, profile_id, version)
-            row = await _find_item(session, profile_id, entry.jid)
-            if row is None:
-                session.add(RosterItem(**_item_values(profile_id, entry, now)))
-            else:
-                _update_item(row, entry, now)
-
-        await self.once_more_on_conflict("upsert_contact", work)
+        await self.apply_changes(profile, [entry], version)
 
     async def remove_contact(self, profile: str, jid: str, version: str | None = None) -> bool:
         """Remove a contact from the roster (a push with ``subscription='remove'``).
@@ -264,19 +252,76 @@ class RosterStore(Store):
         Raises:
             RowNotFound: no profile has that name.
         """
+        (found,) = await self.apply_changes(profile, [RosterRemoval(jid)], version)
+        return found
 
-        async def work(session: AsyncSession) -> bool:
+    async def apply_changes(
+        self, profile: str, changes: Sequence[RosterChange], version: str | None = None
+    ) -> list[bool]:
+        """Store the changes of one or more roster pushes, in order, in one transaction.
+
+        Pushes that arrive while a write is under way are stored together: one
+        transaction's cost, whatever their number, so that a burst of roster changes
+        does not queue one write after another.
+
+        Args:
+            profile: the profile's name.
+            changes: contacts added or changed, and contacts removed, in the order the
+                pushes gave them.
+            version: the roster version the last push carried; None leaves the stored
+                version as it is.
+
+        Returns:
+            For each change, whether the contact was in the roster just before it.
+
+        Raises:
+            RowNotFound: no profile has that name.
+            ValueError: an entry has an unknown subscription state or malformed groups.
+        """
+        changes = [
+            change if isinstance(change, RosterRemoval) else _normalised(change)
+            for change in changes
+        ]
+        now = time.time()
+
+        async def work(session: AsyncSession) -> list[bool]:
             profile_id = await _profile_id(session, profile)
             if version is not None:
                 await _set_version(session, profile_id, version)
-            result = await session.execute(
-                delete(RosterItem)
-                .where(RosterItem.profile_id == profile_id, RosterItem.jid == jid)
-                .execution_options(synchronize_session=False)
+            jids = sorted({change.jid for change in changes})
+            stored: dict[str, RosterItem] = {}
+            for start in range(0, len(jids), _WRITE_CHUNK):
+                rows = await session.scalars(
+                    select(RosterItem).where(
+                        RosterItem.profile_id == profile_id,
+                        RosterItem.jid.in_(jids[start : start + _WRITE_CHUNK]),
+                    )
+                )
+                stored.update((row.jid, row) for row in rows)
+            # The contacts as the changes leave them, in memory first: a contact added
+            # then removed in the same batch is never written.
+            final: dict[str, RosterEntry | None] = {jid: _entry(row) for jid, row in stored.items()}
+            found = []
+            for change in changes:
+                found.append(final.get(change.jid) is not None)
+                final[change.jid] = None if isinstance(change, RosterRemoval) else change
+            await _delete_items(
+                session, [row.id for jid, row in stored.items() if final[jid] is None]
             )
-            return affected_rows(result) > 0
+            new = [
+                _item_values(profile_id, entry, now)
+                for jid, entry in final.items()
+                if entry is not None and jid not in stored
+            ]
+            if new:
+                await session.execute(insert(RosterItem), new)
+            for jid, row in stored.items():
+                entry = final[jid]
+                if entry is not None:
+                    _update_item(row, entry, now)
+            return found
 
-        return await self.once_more_on_conflict("remove_contact", work)
+        return await self.once_more_on_conflict("apply_changes", work)
 
     async def add_subscription_request(
         self, profile: str, jid: str, message: str, received: float

@@ -3,6 +3,7 @@ another client before roostd starts, on Prosody and ejabberd, across restarts.""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -106,6 +107,53 @@ async def test_changes_made_by_another_client_show_in_list_and_signals(
             assert as_roost_says(await backend.contacts.list(me)) == as_server_says(
                 await peer.roster()
             )
+
+
+async def test_a_burst_of_changes_by_another_client_ends_as_the_server_has_it(
+    xmpp_server: XmppServer, tmp_path: Path
+) -> None:
+    """Another client of the account reorganises the roster at once: the pushes arrive
+    while the first is being stored, and are stored together. List, the signals and the
+    stored roster after a restart all end as the server's roster."""
+    (me,) = unique_names("burst", 1)
+    await xmpp_server.register_many([me])
+    contacts = [xmpp_server.jid(f"{me}-c{n}") for n in range(24)]
+    marker = xmpp_server.jid(f"{me}-last")
+    db = tmp_path / "roost.sqlite"
+    async with running_backend(db, xmpp_server, [me]) as (backend, log):
+        await backend.connect(me)
+        async with XmppPeer(xmpp_server, me) as peer:
+            await asyncio.gather(*(peer.set_contact(jid, "New", ["A"]) for jid in contacts))
+            await asyncio.gather(
+                *(
+                    peer.remove_contact(jid) if n % 2 else peer.set_contact(jid, "Renamed", ["B"])
+                    for n, jid in enumerate(contacts)
+                )
+            )
+            await peer.set_contact(marker, "Last")
+            # Pushes come in order: once the last is announced, all are stored.
+            await log.wait_for(
+                lambda e: isinstance(e, ContactChanged) and e.contact["jid"] == marker,
+                "ContactChanged for the last change",
+            )
+            expected = as_server_says(await peer.roster())
+        assert len(expected) == 13
+        assert as_roost_says(await backend.contacts.list(me)) == expected
+        # Every change was announced, in the order the server made them.
+        announced = {
+            jid: [
+                e.contact
+                for e in log.events
+                if isinstance(e, ContactChanged) and e.contact["jid"] == jid
+            ]
+            for jid in contacts
+        }
+        for n, jid in enumerate(contacts):
+            assert announced[jid][0]["name"] == "New"
+            last = announced[jid][-1]
+            assert last["removed"] if n % 2 else last["name"] == "Renamed"
+    async with running_backend(db, xmpp_server, [me]) as (backend, _log):
+        assert as_roost_says(await backend.contacts.list(me)) == expected
 
 
 async def test_a_strangers_request_waits_for_the_person(

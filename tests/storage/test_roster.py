@@ -13,6 +13,7 @@ from roost.storage import (
     CacheSubscriptionRecord,
     Database,
     RosterEntry,
+    RosterRemoval,
     RowNotFound,
     SubscriptionRequestRecord,
 )
@@ -135,6 +136,42 @@ async def test_remove_reports_whether_the_contact_was_there(db: Database) -> Non
     assert await db.roster.get_roster("p") == ("v3", [BOB])
     assert await db.roster.remove_contact("p", BOB.jid) is True
     assert await db.roster.get_roster("p") == ("v3", [])
+
+
+async def test_changes_of_several_pushes_are_stored_in_order_in_one_call(db: Database) -> None:
+    """A burst of pushes stored at once ends as the same pushes one by one would leave
+    the roster: a contact added and removed within it is not there, one removed and
+    added again is, with its last state."""
+    await db.roster.replace_roster("p", "v1", [ALICE, BOB])
+    before = await _updated(db, BOB.jid)
+    alice_again = RosterEntry(ALICE.jid, "Alice again", ("Home",), "to")
+    found = await db.roster.apply_changes(
+        "p",
+        [
+            CAROL,
+            RosterRemoval(CAROL.jid),
+            RosterRemoval(ALICE.jid),
+            RosterEntry(ALICE.jid, "Alice", (), "none"),
+            alice_again,
+            RosterRemoval("nobody@example.org"),
+            BOB,  # unchanged: its row is left alone
+        ],
+        "v9",
+    )
+    assert found == [False, True, True, False, True, False, True]
+    assert await db.roster.get_roster("p") == ("v9", [alice_again, BOB])
+    assert await _updated(db, BOB.jid) == before
+    assert await db.roster.apply_changes("p", []) == []
+    assert await db.roster.get_roster("p") == ("v9", [alice_again, BOB])
+
+
+async def test_a_refused_change_stores_none_of_its_batch(db: Database) -> None:
+    await db.roster.replace_roster("p", "v1", [ALICE])
+    with pytest.raises(ValueError, match="bogus"):
+        await db.roster.apply_changes(
+            "p", [RosterRemoval(ALICE.jid), RosterEntry(BOB.jid, subscription="bogus")], "v2"
+        )
+    assert await db.roster.get_roster("p") == ("v1", [ALICE])
 
 
 async def test_rosters_are_per_profile(db: Database) -> None:
