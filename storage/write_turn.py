@@ -42,11 +42,6 @@ class WriteTurn:
         """Whether a write holds the turn now."""
         return self._lock.locked()
 
-    @property
-    def held(self) -> bool:
-        """Whether the running task holds the turn (or was started by one that did)."""
-        return self in _held.get()
-
     @asynccontextmanager
     async def hold(self) -> AsyncIterator[None]:
         """Wait for the turn, and keep it for the block (at once when already held)."""
