@@ -36,6 +36,8 @@ class Database:
     Attributes:
         engine: the async engine.
         reads: what runs the item store's reads (for an SQLite file, connections of its own).
+        writes: what runs the other stores' write transactions (for an SQLite file, a
+            writer thread with a connection of its own).
         url: the database URL.
         migration: what :func:`~roost.storage.migrate.prepare_database` did at open.
         profiles, params, values, nodes, items: the stores of those concerns.
@@ -58,15 +60,16 @@ class Database:
         self.url = url
         self.migration = migration
         self.reads = reads or engine_for(url).read_runner(engine, url)
+        self.writes = engine_for(url).write_runner(engine, url)
         sessions = async_sessionmaker[AsyncSession](engine, expire_on_commit=False)
-        self.profiles = ProfileStore(sessions)
-        self.params = ParamStore(sessions)
-        self.values = ValueStore(sessions)
-        self.nodes = NodeStore(sessions)
+        self.profiles = ProfileStore(sessions, self.writes)
+        self.params = ParamStore(sessions, self.writes)
+        self.values = ValueStore(sessions, self.writes)
+        self.nodes = NodeStore(sessions, self.writes)
         self.items = ItemStore(engine, self.reads)
         self.search = SearchStore(engine)
-        self.roster = RosterStore(sessions)
-        self.cache_subscriptions = CacheSubscriptionStore(sessions)
+        self.roster = RosterStore(sessions, self.writes)
+        self.cache_subscriptions = CacheSubscriptionStore(sessions, self.writes)
         self.leases = engine_for(url).open_leases(engine, url)
         self.shares_database = engine_for(url).shares_database
 
@@ -153,6 +156,7 @@ class Database:
         """Let reads under way finish, then give the leases back and close every
         connection."""
         await self.reads.close()
+        await self.writes.close()
         await self.leases.close()
         await self.engine.dispose()
 

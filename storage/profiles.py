@@ -16,12 +16,14 @@ from sqlalchemy import delete, select
 from sqlalchemy.engine import CursorResult, Result
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
 from roost.storage.cancel_safety import stores_complete_on_cancel
 from roost.storage.errors import AlreadyExists, RowNotFound
 from roost.storage.models import Profile
 from roost.storage.records import ProfileRecord
 from roost.storage.write_turn import write_turn_for
+from roost.storage.writes import SessionWrites, WriteRunner
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +38,11 @@ class Store:
             share one factory between stores).
     """
 
-    def __init__(self, engine: AsyncEngine | async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine | async_sessionmaker[AsyncSession],
+        writes: WriteRunner | None = None,
+    ) -> None:
         if isinstance(engine, async_sessionmaker):
             self._sessions = engine
             bound: AsyncEngine = engine.kw["bind"]
@@ -45,6 +51,25 @@ class Store:
             self._sessions = async_sessionmaker(engine, expire_on_commit=False)
             bound = engine
         self._write_turn = write_turn_for(bound)
+        self._writes = writes or SessionWrites(bound)
+
+    async def write(
+        self,
+        name: str,
+        work: Callable[[Session], _T],
+        *,
+        again_on_conflict: bool = False,
+        large: bool = False,
+    ) -> _T:
+        """Run ``work``, a plain function given a session, as one write transaction named
+        ``name``, in one call (see :mod:`roost.storage.writes`).
+
+        ``again_on_conflict``: run it once more if a unique key conflicted, for a write
+        that reads a row, then inserts it when it is missing.
+        ``large``: the write does much work, and should not run on
+        the event loop's thread.
+        """
+        return await self._writes.run(name, work, again_on_conflict=again_on_conflict, large=large)
 
     @asynccontextmanager
     async def transaction(self, name: str, *, write: bool) -> AsyncIterator[AsyncSession]:
@@ -90,9 +115,14 @@ class Store:
         Raises:
             RowNotFound: no profile has that name.
         """
+        return await session.run_sync(Store.profile_id_in, profile)
+
+    @staticmethod
+    def profile_id_in(session: Session, profile: str | None) -> int | None:
+        """:meth:`profile_id` for a write's (synchronous) session."""
         if profile is None:
             return None
-        found = await session.scalar(select(Profile.id).where(Profile.name == profile))
+        found = session.scalar(select(Profile.id).where(Profile.name == profile))
         if found is None:
             raise RowNotFound(f"no profile named {profile!r}")
         return found

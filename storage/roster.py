@@ -19,6 +19,7 @@ from typing import Any, cast
 
 from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from roost.storage.cancel_safety import stores_complete_on_cancel
 from roost.storage.models import (
@@ -41,10 +42,17 @@ from roost.storage.records import (
 #: Rows deleted by one statement when a whole roster is replaced (well under SQLite's
 #: limit of bound parameters).
 _WRITE_CHUNK = 500
+#: Contacts past which a roster write is too long to run on the event loop's thread
+#: (about a millisecond for this many).
+LARGE_WRITE_ROWS = 100
 
 
 async def _profile_id(session: AsyncSession, profile: str) -> int:
-    profile_id = await Store.profile_id(session, profile)
+    return await session.run_sync(_profile_id_in, profile)
+
+
+def _profile_id_in(session: Session, profile: str) -> int:
+    profile_id = Store.profile_id_in(session, profile)
     assert profile_id is not None  # a name always resolves to an id
     return profile_id
 
@@ -108,19 +116,19 @@ def _update_item(row: RosterItem, entry: RosterEntry, now: float) -> None:
     row.updated = now
 
 
-async def _set_version(session: AsyncSession, profile_id: int, version: str | None) -> None:
-    row = await session.get(Roster, profile_id)
+def _set_version(session: Session, profile_id: int, version: str | None) -> None:
+    row = session.get(Roster, profile_id)
     if row is None:
         session.add(Roster(profile_id=profile_id, version=version))
     else:
         row.version = version
 
 
-async def _delete_items(session: AsyncSession, row_ids: Sequence[int]) -> None:
+def _delete_items(session: Session, row_ids: Sequence[int]) -> None:
     # Many rows a statement rather than one a row through the unit of work: a first
     # roster of 5,000 contacts is stored in a quarter of the time.
     for start in range(0, len(row_ids), _WRITE_CHUNK):
-        await session.execute(
+        session.execute(
             delete(RosterItem)
             .where(RosterItem.id.in_(row_ids[start : start + _WRITE_CHUNK]))
             .execution_options(synchronize_session=False)
@@ -196,29 +204,27 @@ class RosterStore(Store):
         wanted = {entry.jid: entry for entry in map(_normalised, entries)}
         now = time.time()
 
-        async def work(session: AsyncSession) -> None:
-            profile_id = await _profile_id(session, profile)
-            await _set_version(session, profile_id, version)
-            rows = await session.scalars(
-                select(RosterItem).where(RosterItem.profile_id == profile_id)
-            )
+        def work(session: Session) -> None:
+            profile_id = _profile_id_in(session, profile)
+            _set_version(session, profile_id, version)
+            rows = session.scalars(select(RosterItem).where(RosterItem.profile_id == profile_id))
             stored = {row.jid: row for row in rows}
-            await _delete_items(
-                session, [row.id for jid, row in stored.items() if jid not in wanted]
-            )
+            _delete_items(session, [row.id for jid, row in stored.items() if jid not in wanted])
             new = [
                 _item_values(profile_id, entry, now)
                 for jid, entry in wanted.items()
                 if jid not in stored
             ]
             if new:
-                await session.execute(insert(RosterItem), new)
+                session.execute(insert(RosterItem), new)
             for jid, row in stored.items():
                 entry = wanted.get(jid)
                 if entry is not None:
                     _update_item(row, entry, now)
 
-        await self.once_more_on_conflict("replace_roster", work)
+        await self.write(
+            "replace_roster", work, again_on_conflict=True, large=len(wanted) > LARGE_WRITE_ROWS
+        )
 
     async def upsert_contact(
         self, profile: str, entry: RosterEntry, version: str | None = None
@@ -284,14 +290,14 @@ class RosterStore(Store):
         ]
         now = time.time()
 
-        async def work(session: AsyncSession) -> list[bool]:
-            profile_id = await _profile_id(session, profile)
+        def work(session: Session) -> list[bool]:
+            profile_id = _profile_id_in(session, profile)
             if version is not None:
-                await _set_version(session, profile_id, version)
+                _set_version(session, profile_id, version)
             jids = sorted({change.jid for change in changes})
             stored: dict[str, RosterItem] = {}
             for start in range(0, len(jids), _WRITE_CHUNK):
-                rows = await session.scalars(
+                rows = session.scalars(
                     select(RosterItem).where(
                         RosterItem.profile_id == profile_id,
                         RosterItem.jid.in_(jids[start : start + _WRITE_CHUNK]),
@@ -305,23 +311,23 @@ class RosterStore(Store):
             for change in changes:
                 found.append(final.get(change.jid) is not None)
                 final[change.jid] = None if isinstance(change, RosterRemoval) else change
-            await _delete_items(
-                session, [row.id for jid, row in stored.items() if final[jid] is None]
-            )
+            _delete_items(session, [row.id for jid, row in stored.items() if final[jid] is None])
             new = [
                 _item_values(profile_id, entry, now)
                 for jid, entry in final.items()
                 if entry is not None and jid not in stored
             ]
             if new:
-                await session.execute(insert(RosterItem), new)
+                session.execute(insert(RosterItem), new)
             for jid, row in stored.items():
                 entry = final[jid]
                 if entry is not None:
                     _update_item(row, entry, now)
             return found
 
-        return await self.once_more_on_conflict("apply_changes", work)
+        return await self.write(
+            "apply_changes", work, again_on_conflict=True, large=len(changes) > LARGE_WRITE_ROWS
+        )
 
     async def add_subscription_request(
         self, profile: str, jid: str, message: str, received: float
@@ -344,9 +350,9 @@ class RosterStore(Store):
             RowNotFound: no profile has that name.
         """
 
-        async def work(session: AsyncSession) -> bool:
-            profile_id = await _profile_id(session, profile)
-            row = await session.scalar(
+        def work(session: Session) -> bool:
+            profile_id = _profile_id_in(session, profile)
+            row = session.scalar(
                 select(SubscriptionRequest).where(
                     SubscriptionRequest.profile_id == profile_id,
                     SubscriptionRequest.jid == jid,
@@ -362,7 +368,7 @@ class RosterStore(Store):
             )
             return True
 
-        return await self.once_more_on_conflict("add_subscription_request", work)
+        return await self.write("add_subscription_request", work, again_on_conflict=True)
 
     async def list_subscription_requests(self, profile: str) -> list[SubscriptionRequestRecord]:
         """The requests waiting for the profile's answer, oldest first.
@@ -395,17 +401,19 @@ class RosterStore(Store):
         Raises:
             RowNotFound: no profile has that name.
         """
-        async with self.transaction("delete_subscription_request", write=True) as session:
-            profile_id = await _profile_id(session, profile)
-            result = await session.execute(
+
+        def work(session: Session) -> bool:
+            result = session.execute(
                 delete(SubscriptionRequest)
                 .where(
-                    SubscriptionRequest.profile_id == profile_id,
+                    SubscriptionRequest.profile_id == _profile_id_in(session, profile),
                     SubscriptionRequest.jid == jid,
                 )
                 .execution_options(synchronize_session=False)
             )
             return affected_rows(result) > 0
+
+        return await self.write("delete_subscription_request", work)
 
 
 @stores_complete_on_cancel
@@ -429,9 +437,9 @@ class CacheSubscriptionStore(Store):
         """
         now = time.time()
 
-        async def work(session: AsyncSession) -> None:
-            profile_id = await _profile_id(session, profile)
-            row = await session.scalar(
+        def work(session: Session) -> None:
+            profile_id = _profile_id_in(session, profile)
+            row = session.scalar(
                 select(CacheSubscription).where(
                     CacheSubscription.profile_id == profile_id,
                     CacheSubscription.service == service,
@@ -451,7 +459,7 @@ class CacheSubscriptionStore(Store):
             else:
                 row.subid = subid
 
-        await self.once_more_on_conflict("record_subscription", work)
+        await self.write("record_subscription", work, again_on_conflict=True)
 
     async def list_subscriptions(
         self, profile: str | None = None, service: str | None = None, node: str | None = None
@@ -503,15 +511,17 @@ class CacheSubscriptionStore(Store):
         Raises:
             RowNotFound: no profile has that name.
         """
-        async with self.transaction("forget_subscription", write=True) as session:
-            profile_id = await _profile_id(session, profile)
-            result = await session.execute(
+
+        def work(session: Session) -> bool:
+            result = session.execute(
                 delete(CacheSubscription)
                 .where(
-                    CacheSubscription.profile_id == profile_id,
+                    CacheSubscription.profile_id == _profile_id_in(session, profile),
                     CacheSubscription.service == service,
                     CacheSubscription.node == node,
                 )
                 .execution_options(synchronize_session=False)
             )
             return affected_rows(result) > 0
+
+        return await self.write("forget_subscription", work)

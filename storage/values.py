@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import ColumnElement, delete, select
+from sqlalchemy.orm import Session
 
 from roost.storage.cancel_safety import stores_complete_on_cancel
 from roost.storage.models import StoredValue
@@ -81,9 +82,10 @@ class ValueStore(Store):
             stored = json.dumps(value, ensure_ascii=False, allow_nan=False)
         except TypeError as exc:
             raise ValueError(f"value of {namespace}/{key} is not JSON-able: {exc}") from exc
-        async with self.transaction("set_value", write=True) as session:
-            profile_id = await self.profile_id(session, profile)
-            row = await session.scalar(
+
+        def work(session: Session) -> None:
+            profile_id = self.profile_id_in(session, profile)
+            row = session.scalar(
                 select(StoredValue).where(_scope(profile_id, namespace), StoredValue.key == key)
             )
             if row is None:
@@ -100,6 +102,8 @@ class ValueStore(Store):
                 row.value_type = value_type
                 row.value = stored
 
+        await self.write("set_value", work, again_on_conflict=True)
+
     async def delete_value(self, profile: str | None, namespace: str, key: str) -> bool:
         """Delete a value.
 
@@ -109,11 +113,15 @@ class ValueStore(Store):
         Raises:
             RowNotFound: no profile has that name.
         """
-        async with self.transaction("delete_value", write=True) as session:
-            profile_id = await self.profile_id(session, profile)
-            result = await session.execute(
+
+        def work(session: Session) -> bool:
+            result = session.execute(
                 delete(StoredValue)
-                .where(_scope(profile_id, namespace), StoredValue.key == key)
+                .where(
+                    _scope(self.profile_id_in(session, profile), namespace), StoredValue.key == key
+                )
                 .execution_options(synchronize_session=False)
             )
             return affected_rows(result) > 0
+
+        return await self.write("delete_value", work)

@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 if TYPE_CHECKING:
     from roost.storage.leases import ProfileLeases
     from roost.storage.reads import ReadRunner
+    from roost.storage.writes import WriteRunner
 
 PathSegment = str | int
 JsonPath = tuple[PathSegment, ...]
@@ -107,6 +108,11 @@ class DatabaseEngine(ABC):
     @abstractmethod
     def read_runner(self, engine: AsyncEngine, url: URL) -> ReadRunner:
         """What runs the item store's reads on this database."""
+
+    @abstractmethod
+    def write_runner(self, engine: AsyncEngine, url: URL) -> WriteRunner:
+        """What runs the stores' write transactions on this database (see
+        :mod:`roost.storage.writes`)."""
 
     @abstractmethod
     def open_leases(self, engine: AsyncEngine, url: URL) -> ProfileLeases:

@@ -65,6 +65,7 @@ from roost.storage.engines.like_patterns import like_to_regex
 if TYPE_CHECKING:
     from roost.storage.leases import ProfileLeases
     from roost.storage.reads import ReadRunner
+    from roost.storage.writes import WriteRunner
 
 #: The column holding each item's full-text vector (generated; not in the ORM mapping).
 SEARCH_VECTOR = "search_vector"
@@ -162,6 +163,13 @@ class PostgresEngine(DatabaseEngine):
         from roost.storage.reads import EngineReads
 
         return EngineReads(engine)
+
+    def write_runner(self, engine: AsyncEngine, url: URL) -> WriteRunner:
+        """See :meth:`DatabaseEngine.write_runner`: through the engine's pool, several
+        at once."""
+        from roost.storage.writes import SessionWrites
+
+        return SessionWrites(engine)
 
     def open_leases(self, engine: AsyncEngine, url: URL) -> ProfileLeases:
         """See :meth:`DatabaseEngine.open_leases`: advisory locks on a connection of

@@ -51,6 +51,7 @@ from roost.storage.fulltext import FTS_TABLE
 if TYPE_CHECKING:
     from roost.storage.leases import ProfileLeases
     from roost.storage.reads import ReadRunner
+    from roost.storage.writes import WriteRunner
 
 #: How long a connection waits for another's write lock before "database is locked".
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -153,6 +154,16 @@ class SqliteEngine(DatabaseEngine):
 
         path = sqlite_url_file(url)
         return EngineReads(engine) if path is None else SqliteReads(path)
+
+    def write_runner(self, engine: AsyncEngine, url: URL) -> WriteRunner:
+        """See :meth:`DatabaseEngine.write_runner`: at once, on a connection of its own
+        to a file, set up as the engine's are (an in-memory database is seen only through
+        the engine's)."""
+        from roost.storage.writes import SessionWrites, sqlite_file_writes
+
+        if sqlite_url_file(url) is None:
+            return SessionWrites(engine)
+        return sqlite_file_writes(engine, url, _configure_connection)
 
     def open_leases(self, engine: AsyncEngine, url: URL) -> ProfileLeases:
         """See :meth:`DatabaseEngine.open_leases`: locks on ``<database file>.leases``;
