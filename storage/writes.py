@@ -6,8 +6,8 @@ Through the async engine each statement is a trip to aiosqlite's thread and back
 each trip waits for the event loop: under 32 busy bus clients a stored value's write
 held the turn for 9 ms (p50) where SQLite's own work is a fraction of one, the turn was
 held all the time, and the writes behind it waited 100-200 ms. Run on a writer thread
-instead, in one trip, a write still held it for 10 ms, and the thread's Python work
-slowed every other call: it competes with the event loop for the interpreter lock.
+instead, in one trip, a write still held it for 10 ms: the thread waits for the
+interpreter lock, which the busy event loop holds, and the answer waits for the loop.
 
 So a write is a plain (synchronous) function given a SQLAlchemy :class:`Session`, and a
 :class:`WriteRunner` runs it in one transaction:
