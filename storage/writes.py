@@ -69,9 +69,8 @@ class WriteRunner(ABC):
         that reads a row, then inserts it when it is missing (a concurrent write, of
         this daemon or another on the same database, may insert the same key between
         the two: the second run finds that row).
-        ``large``: the write
-        does much work (a whole roster): where writes run on the event loop's thread, it
-        runs off it.
+        ``large``: the write does much work (a whole roster); where writes run on the
+        event loop's thread, it runs off it.
         """
         started = time.perf_counter()
         for attempt in range(2):
@@ -114,7 +113,6 @@ class SqliteFileWrites(WriteRunner):
     ) -> None:
         self._engine = sync_engine
         self._sessions = sessionmaker(sync_engine, expire_on_commit=False)
-        self._async_engine = engine
         self._waiting_writes = SessionWrites(engine)
         self._is_busy = is_busy
         turn = write_turn_for(engine)
@@ -133,8 +131,9 @@ class SqliteFileWrites(WriteRunner):
                 busy = exc
             else:
                 return result
-        # Another process holds the file's write lock: the transaction never began (it
-        # takes the lock first). Wait for the lock off the loop.
+        # Another process holds the file's write lock (met at the transaction's start,
+        # which takes it; were it met later, nothing of the write was kept either). Wait
+        # for the lock off the loop.
         logger.debug("the database file is busy (%s); the write waits for it", busy)
         return await self._waiting_writes._run(write, large)
 
