@@ -36,8 +36,8 @@ class Database:
     Attributes:
         engine: the async engine.
         reads: what runs the item store's reads (for an SQLite file, connections of its own).
-        writes: what runs the other stores' write transactions (for an SQLite file, a
-            writer thread with a connection of its own).
+        writes: what runs the write transactions given to :meth:`Store.write` (for an
+            SQLite file, at once, on a connection of its own).
         url: the database URL.
         migration: what :func:`~roost.storage.migrate.prepare_database` did at open.
         profiles, params, values, nodes, items: the stores of those concerns.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import ColumnElement, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from roost.storage.cancel_safety import stores_complete_on_cancel
 from roost.storage.models import Param
@@ -52,9 +52,9 @@ class ParamStore(Store):
             RowNotFound: no profile has that name.
         """
 
-        async def work(session: AsyncSession) -> None:
-            profile_id = await self.profile_id(session, profile)
-            row = await session.scalar(
+        def work(session: Session) -> None:
+            profile_id = self.profile_id_in(session, profile)
+            row = session.scalar(
                 select(Param).where(
                     _scope(profile_id), Param.category == category, Param.name == name
                 )
@@ -64,7 +64,7 @@ class ParamStore(Store):
             else:
                 row.value = value
 
-        await self.once_more_on_conflict("set_param", work)
+        await self.write("set_param", work, again_on_conflict=True)
 
     async def claim_param(self, profile: str | None, category: str, name: str, value: str) -> str:
         """Set a param to ``value`` unless it holds a non-empty value already.
@@ -79,24 +79,24 @@ class ParamStore(Store):
             RowNotFound: no profile has that name.
         """
 
-        async def work(session: AsyncSession) -> str:
-            profile_id = await self.profile_id(session, profile)
+        def work(session: Session) -> str:
+            profile_id = self.profile_id_in(session, profile)
             where = (_scope(profile_id), Param.category == category, Param.name == name)
             # Conditional, so that of two writers that both read it empty only one
             # writes: PostgreSQL checks the condition again once the first has committed.
-            claimed = await session.execute(
+            claimed = session.execute(
                 update(Param).where(*where, Param.value == "").values(value=value)
             )
             if affected_rows(claimed):
                 return value
-            held = await session.scalar(select(Param.value).where(*where))
+            held = session.scalar(select(Param.value).where(*where))
             if held is None:
                 session.add(Param(profile_id=profile_id, category=category, name=name, value=value))
-                await session.flush()
+                session.flush()
                 return value
             return held
 
-        return await self.once_more_on_conflict("claim_param", work)
+        return await self.write("claim_param", work, again_on_conflict=True)
 
     async def list_params(self, profile: str | None, category: str) -> dict[str, str]:
         """Every param of a category, by name.

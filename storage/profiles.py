@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager, nullcontext
 from typing import Any, TypeVar, cast
 
@@ -66,8 +66,8 @@ class Store:
 
         ``again_on_conflict``: run it once more if a unique key conflicted, for a write
         that reads a row, then inserts it when it is missing.
-        ``large``: the write does much work, and should not run on
-        the event loop's thread.
+        ``large``: the write does much work, and should not run on the event loop's
+        thread.
         """
         return await self._writes.run(name, work, again_on_conflict=again_on_conflict, large=large)
 
@@ -88,25 +88,6 @@ class Store:
             logger.debug("transaction %s failed after %.1f ms", name, _ms_since(started))
             raise
         logger.debug("transaction %s took %.1f ms", name, _ms_since(started))
-
-    async def once_more_on_conflict(
-        self, name: str, work: Callable[[AsyncSession], Awaitable[_T]]
-    ) -> _T:
-        """Run ``work`` in a transaction named ``name``, and again if a unique key
-        conflicted.
-
-        For writes that read a row, then insert it when it is missing: a concurrent call
-        (of this daemon or another on the same database) can insert the same key in
-        between. The second attempt finds that row and updates it.
-        """
-        for attempt in range(2):
-            try:
-                async with self.transaction(name, write=True) as session:
-                    return await work(session)
-            except IntegrityError:
-                if attempt:
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover
 
     @staticmethod
     async def profile_id(session: AsyncSession, profile: str | None) -> int | None:
