@@ -151,21 +151,24 @@ class ProfileStore(Store):
         Raises:
             AlreadyExists: a profile has that name.
         """
+
+        def work(session: Session) -> ProfileRecord:
+            exists = session.scalar(select(Profile.id).where(Profile.name == name))
+            if exists is not None:
+                raise AlreadyExists(f"a profile named {name!r} exists already")
+            row = Profile(
+                name=name,
+                jid=jid,
+                password=password,
+                options=dict(options or {}),
+                created=time.time(),
+            )
+            session.add(row)
+            session.flush()
+            return _record(row)
+
         try:
-            async with self.transaction("create_profile", write=True) as session:
-                exists = await session.scalar(select(Profile.id).where(Profile.name == name))
-                if exists is not None:
-                    raise AlreadyExists(f"a profile named {name!r} exists already")
-                row = Profile(
-                    name=name,
-                    jid=jid,
-                    password=password,
-                    options=dict(options or {}),
-                    created=time.time(),
-                )
-                session.add(row)
-                await session.flush()
-                return _record(row)
+            return await self.write("create_profile", work)
         except IntegrityError as exc:  # created by a concurrent call since the check
             raise AlreadyExists(f"a profile named {name!r} exists already") from exc
 
@@ -196,13 +199,16 @@ class ProfileStore(Store):
         Raises:
             RowNotFound: no profile has that name.
         """
-        async with self.transaction("update_profile_options", write=True) as session:
-            row = await session.scalar(select(Profile).where(Profile.name == name))
+
+        def work(session: Session) -> ProfileRecord:
+            row = session.scalar(select(Profile).where(Profile.name == name))
             if row is None:
                 raise RowNotFound(f"no profile named {name!r}")
             row.options = dict(options)
-            await session.flush()
+            session.flush()
             return _record(row)
+
+        return await self.write("update_profile_options", work)
 
     async def delete_profile(self, name: str) -> None:
         """Delete a profile with its params, values, nodes, cached items and contacts.
@@ -212,11 +218,15 @@ class ProfileStore(Store):
         Raises:
             RowNotFound: no profile has that name.
         """
-        async with self.transaction("delete_profile", write=True) as session:
-            result = await session.execute(
+
+        def work(session: Session) -> None:
+            result = session.execute(
                 delete(Profile)
                 .where(Profile.name == name)
                 .execution_options(synchronize_session=False)
             )
             if not affected_rows(result):
                 raise RowNotFound(f"no profile named {name!r}")
+
+        # Everything of the profile goes with it (ON DELETE CASCADE): its whole cache.
+        await self.write("delete_profile", work, large=True)
