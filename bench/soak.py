@@ -14,7 +14,11 @@ ITEMS cached items); the soak starts when the last sync has completed.
 During the soak (``--duration``, 600 s; 60 s with ``ROOST_BENCH_SMALL=1``):
 
 - CLIENTS bus clients, each its own D-Bus connection (dbus-fast, all in this process),
-  call one after the other without pause, each call drawn at random (by WEIGHTS):
+  call one after the other without pause (closed loop: the load is whatever roostd
+  keeps up with), or with ``--rate R`` at R calls/s between them (open loop: each client
+  has a call due every CLIENTS/R seconds and its latency counts from when it was due, so
+  time spent waiting behind a slow answer is in the figure, as a frontend would feel it);
+  each call drawn at random (by WEIGHTS):
   ``GetItems`` from the cache (pages walked forward with ``after`` and backward with
   ``before``, each page's token from the previous reply; random ``item_ids``; the newest
   page), across both profiles and every node; ``SetValue`` of a value that changes each
@@ -155,6 +159,8 @@ class Tally:
     heard: asyncio.Event = field(default_factory=asyncio.Event)
     contact_jids: set[str] = field(default_factory=set)
     losses: Losses = field(default_factory=Losses)
+    # Open loop: how late (ms) each call that could not leave when due left.
+    late: list[float] = field(default_factory=list)
 
     def timed(self, kind: str, ms: float) -> None:
         """One call of ``kind`` answered in ``ms``."""
@@ -238,10 +244,22 @@ class SoakClient:
         self.contacts = 0
         self.kinds = list(WEIGHTS)
         self.weights = list(WEIGHTS.values())
+        # In the open loop: when the call now being made was due (perf_counter), which its
+        # first timed step counts from; None in the closed loop, or once counted.
+        self.due: float | None = None
 
-    async def run(self, deadline: float) -> None:
-        """Call until ``deadline`` (a ``time.monotonic`` value)."""
+    async def run(self, deadline: float, every: float | None) -> None:
+        """Call until ``deadline`` (a ``time.monotonic`` value): without pause, or with
+        ``every`` seconds a call due, the first at a random phase."""
+        due = time.perf_counter() + (self.rng.uniform(0, every) if every else 0.0)
         while time.monotonic() < deadline:
+            if every is not None:
+                ahead = due - time.perf_counter()
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+                else:
+                    self.tally.late.append(-ahead * 1000)
+                self.due, due = due, due + every
             kind = self.rng.choices(self.kinds, self.weights)[0]
             if kind == "get_items":
                 await self.get_items()
@@ -255,8 +273,10 @@ class SoakClient:
                 await self.change_contact()
 
     async def timed(self, kind: str, call: Callable[[], Any]) -> Any:
-        """Await ``call()``, timing it as ``kind``; None when it failed (counted)."""
-        sent = time.perf_counter()
+        """Await ``call()``, timing it as ``kind`` (from when it was due, in the open
+        loop); None when it failed (counted)."""
+        sent = time.perf_counter() if self.due is None else self.due
+        self.due = None
         try:
             result = await call()
         except RoostDBusError as exc:
@@ -469,8 +489,11 @@ async def sample_loop(pid: int, tally: Tally, began: float, deadline: float) -> 
         await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
 
-async def soak(world: LoopbackWorld, soak_world: SoakWorld, pid: int, duration: float) -> Any:
-    """The soak itself; returns (tally, samples, seconds, roostd CPU seconds)."""
+async def soak(
+    world: LoopbackWorld, soak_world: SoakWorld, pid: int, duration: float, rate: float | None
+) -> Any:
+    """The soak itself, closed loop or at ``rate`` calls/s; returns (tally, samples,
+    seconds, roostd CPU seconds)."""
     tally, watch = Tally(), ContactWatch()
     listener = await RoostClient.connect(soak_world.address)
 
@@ -490,7 +513,8 @@ async def soak(world: LoopbackWorld, soak_world: SoakWorld, pid: int, duration: 
     deadline = began + duration
     sampler = asyncio.ensure_future(sample_loop(pid, tally, began, deadline))
     publisher = asyncio.ensure_future(publish_loop(world, soak_world, tally, deadline))
-    await asyncio.gather(*(w.run(deadline) for w in workers))
+    every = CLIENTS / rate if rate else None
+    await asyncio.gather(*(w.run(deadline, every) for w in workers))
     seconds = time.monotonic() - began
     roostd_cpu = cpu_seconds(pid) - cpu_before
     samples = await sampler
@@ -643,11 +667,38 @@ def slope_per_minute(samples: list[Sample], after: float) -> float:
     return sum((x - mean_x) * (y - mean_y) for x, y in points) / var if var else 0.0
 
 
-def report(database: str, tally: Tally, samples: list[Sample], seconds: float, cpu: float) -> None:
+def report(
+    database: str,
+    rate: float | None,
+    tally: Tally,
+    samples: list[Sample],
+    seconds: float,
+    cpu: float,
+) -> None:
     """Emit the figures."""
-    name = f"_{database}"
+    name = f"_{database}" if rate is None else f"_{database}_at_{rate:g}_per_s"
     total = sum(len(v) for v in tally.latencies.values())
-    emit(BENCH, f"duration{name}", seconds, "s", clients=CLIENTS, nodes=NODES, items=ITEMS)
+    emit(
+        BENCH,
+        f"duration{name}",
+        seconds,
+        "s",
+        clients=CLIENTS,
+        nodes=NODES,
+        items=ITEMS,
+        loop="closed" if rate is None else f"open, {rate:g} calls/s offered",
+    )
+    if rate is not None:
+        # Calls that left late are the backlog of an answer slower than the spacing.
+        late = spread(tally.late) if tally.late else {"median": 0.0, "max": 0.0}
+        emit(
+            BENCH,
+            f"calls_late{name}",
+            len(tally.late),
+            "calls",
+            late_median_ms=round(late["median"], 1),
+            late_max_ms=round(late["max"], 1),
+        )
     emit(
         BENCH,
         f"throughput{name}",
@@ -734,13 +785,16 @@ def report(database: str, tally: Tally, samples: list[Sample], seconds: float, c
     )
 
 
-def plot(path: Path, database: str, samples: list[Sample], seconds: float) -> None:
+def plot(
+    path: Path, database: str, rate: float | None, samples: list[Sample], seconds: float
+) -> None:
     """The RSS curve, with the 10 % band above the first window's mean."""
     first, _last, window = rss_windows(samples, seconds)
+    load = "" if rate is None else f", {rate:g} calls/s"
     line_chart(
         path,
         [(s.seconds / 60, s.rss_mib) for s in samples],
-        title=f"roostd resident memory during a {seconds / 60:.0f}-minute soak ({database})",
+        title=f"roostd resident memory during a {seconds / 60:.0f}-minute soak ({database}{load})",
         x_label="minutes into the soak",
         y_label="RSS (MiB)",
         band=(first, first * (1 + RSS_GROWTH_PERCENT / 100)),
@@ -751,7 +805,7 @@ def plot(path: Path, database: str, samples: list[Sample], seconds: float) -> No
 # -- the run --------------------------------------------------------------------------------
 
 
-def run(database: str, duration: float, plot_path: Path) -> None:
+def run(database: str, duration: float, rate: float | None, plot_path: Path) -> None:
     """Set up the world, soak, check, report."""
     began = time.perf_counter()
     with (
@@ -772,9 +826,10 @@ def run(database: str, duration: float, plot_path: Path) -> None:
         )
         try:
             asyncio.run(connect_and_sync(world, nodes))
-            progress(BENCH, f"{database}: {CLIENTS} clients for {duration:.0f} s")
+            load = "without pause" if rate is None else f"at {rate:g} calls/s in all"
+            progress(BENCH, f"{database}: {CLIENTS} clients {load} for {duration:.0f} s")
             tally, samples, seconds, cpu = asyncio.run(
-                soak(world, soak_world, daemon.process.pid, duration)
+                soak(world, soak_world, daemon.process.pid, duration, rate)
             )
         except BaseException:
             progress(BENCH, f"roostd's log ends with:\n{daemon.log_text()[-5000:]}")
@@ -782,9 +837,9 @@ def run(database: str, duration: float, plot_path: Path) -> None:
         alive = daemon.process.poll() is None
         if daemon.terminate(120) != 0:
             raise RuntimeError(f"roostd exited with {daemon.process.returncode}")
-    report(database, tally, samples, seconds, cpu)
+    report(database, rate, tally, samples, seconds, cpu)
     emit(BENCH, f"roostd_alive_at_end_{database}", float(alive), "bool", at_least=1)
-    plot(plot_path, database, samples, seconds)
+    plot(plot_path, database, rate, samples, seconds)
     progress(BENCH, f"RSS curve in {plot_path}; done in {time.perf_counter() - began:.0f} s")
 
 
@@ -793,13 +848,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--duration", type=float, default=DURATION, help="seconds of soak")
     parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        help="calls/s offered by the clients together (open loop); without it, closed loop",
+    )
     parser.add_argument("--plot", type=Path, help="the SVG file of the RSS curve")
     args = parser.parse_args()
+    if args.rate is not None and args.rate <= 0:
+        parser.error("--rate must be above 0")
     full_plot = DEFAULT_PLOT
     if args.database != "sqlite":
         full_plot = DEFAULT_PLOT.with_name(f"{DEFAULT_PLOT.stem}-{args.database}.svg")
+    if args.rate is not None:
+        full_plot = full_plot.with_name(f"{full_plot.stem}-open.svg")
     plot_path = args.plot or (full_plot if args.duration >= FULL_DURATION else SHORT_PLOT)
-    run(args.database, args.duration, plot_path)
+    run(args.database, args.duration, args.rate, plot_path)
 
 
 if __name__ == "__main__":
