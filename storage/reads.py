@@ -24,7 +24,11 @@ statement inside it, and a :class:`ReadRunner` runs it in one transaction (one s
 - :class:`EngineReads`, for any other database (and an in-memory SQLite one, which a
   second connection would not see): the function runs through the async engine
   (:meth:`AsyncConnection.run_sync`), the call shielded from cancellation as the writes
-  are.
+  are. On PostgreSQL a short read runs without a transaction of its own (autocommit):
+  at PostgreSQL's ``READ COMMITTED`` each statement sees its own snapshot even inside
+  one, so a transaction adds nothing to a read but a ``BEGIN`` and a ``ROLLBACK``, two
+  round trips to the server of the three a page took, each a turn of the event loop.
+  Longer reads keep theirs: a streamed read's server-side cursor needs one.
 
 A caller cancelled while its read runs on a thread leaves the read to finish there, where
 its transaction ends with it: nothing can be left open, so no shielding task is needed
@@ -325,10 +329,21 @@ class _EngineConnection(ReadConnection):
 
 
 class EngineReads(ReadRunner):
-    """Reads through the async engine, each call shielded from cancellation."""
+    """Reads through the async engine, each call shielded from cancellation.
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    Args:
+        engine: the engine.
+        short_autocommit: run short reads outside a transaction (see the module's
+            documentation: for a database where a transaction gives a read no snapshot
+            of its own).
+    """
+
+    def __init__(self, engine: AsyncEngine, *, short_autocommit: bool = False) -> None:
         self._engine = engine
+        # Shares the engine's pool; the setting is the connection's while it is lent.
+        self._short_engine = (
+            engine.execution_options(isolation_level="AUTOCOMMIT") if short_autocommit else engine
+        )
         self._shielded = completes_on_cancel(self._run)
 
     async def run(
@@ -338,22 +353,25 @@ class EngineReads(ReadRunner):
         short: bool = False,
         overran: Callable[[], None] | None = None,
     ) -> _T:
-        result: _T = await self._shielded(read, *args)
+        result: _T = await self._shielded(
+            self._short_engine if short else self._engine, read, *args
+        )
         return result
 
-    async def _run(self, read: Callable[..., _T], *args: Any) -> _T:
+    async def _run(self, engine: AsyncEngine, read: Callable[..., _T], *args: Any) -> _T:
         try:
-            return await self._once(read, *args)
+            return await self._once(engine, read, *args)
         except DBAPIError as exc:
             # The server ended the session after the connection left the pool (a
             # restart): the pool has let every older connection go, and a read can be
             # run again on a new one.
             if not exc.connection_invalidated:
                 raise
-            return await self._once(read, *args)
+            return await self._once(engine, read, *args)
 
-    async def _once(self, read: Callable[..., _T], *args: Any) -> _T:
-        async with self._engine.connect() as conn:
+    @staticmethod
+    async def _once(engine: AsyncEngine, read: Callable[..., _T], *args: Any) -> _T:
+        async with engine.connect() as conn:
             return await conn.run_sync(lambda sync: read(_EngineConnection(sync), *args))
 
     async def close(self) -> None:

@@ -159,10 +159,12 @@ class PostgresEngine(DatabaseEngine):
         return engine
 
     def read_runner(self, engine: AsyncEngine, url: URL) -> ReadRunner:
-        """See :meth:`DatabaseEngine.read_runner`: through the engine's pool."""
+        """See :meth:`DatabaseEngine.read_runner`: through the engine's pool, short reads
+        without a transaction (``READ COMMITTED`` gives each statement its own snapshot
+        anyway)."""
         from roost.storage.reads import EngineReads
 
-        return EngineReads(engine)
+        return EngineReads(engine, short_autocommit=True)
 
     def write_runner(self, engine: AsyncEngine, url: URL) -> WriteRunner:
         """See :meth:`DatabaseEngine.write_runner`: through the engine's pool, several

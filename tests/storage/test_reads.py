@@ -285,3 +285,38 @@ async def test_a_busy_time_s_connections_are_kept_for_the_next(database_url: str
         assert opened_after[1] == opened_after[2] == opened_after[0]
     finally:
         await stores.database.close()
+
+
+async def test_a_short_read_on_postgresql_sends_one_statement(postgresql_url: str) -> None:
+    """A page of a few items is one round trip to the server: no ``BEGIN`` and
+    ``ROLLBACK`` around it (at ``READ COMMITTED`` they give it no snapshot it lacks);
+    a longer read, which may stream through a cursor, keeps its transaction."""
+    stores = await open_stores(postgresql_url)
+    # What asyncpg sends outside prepared statements: BEGIN, ROLLBACK (a page itself is a
+    # prepared statement, which its query loggers do not see).
+    sent: list[str] = []
+
+    def logged(query: Any) -> None:
+        sent.append(query.query.upper())
+
+    def log_queries(_dbapi: Any, record: Any, _proxy: Any) -> None:
+        record.driver_connection.add_query_logger(logged)
+
+    try:
+        node = stores.nodes["blog"]
+        rows = [ItemInput(f"i{n:03d}", "", f"<item id='i{n:03d}'/>", None, "") for n in range(30)]
+        await stores.items.upsert_items(node, rows)
+        event.listen(stores.engine.sync_engine, "checkout", log_queries)
+        page = await stores.items.get_items(node, max_items=20, after="i004")
+        await asyncio.sleep(0)  # asyncpg tells its query loggers at the loop's next turn
+        assert [i.item_id for i in page.items] == [f"i{n:03d}" for n in range(5, 25)]
+        assert page.count == 30
+        assert not [q for q in sent if q.startswith(("BEGIN", "ROLLBACK"))]
+        sent.clear()
+        whole = await stores.items.get_items(node)
+        await asyncio.sleep(0)
+        assert len(whole.items) == 30
+        # The logger sees what a transaction sends: the test can fail.
+        assert any(q.startswith("BEGIN") for q in sent)
+    finally:
+        await stores.database.close()
