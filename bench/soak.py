@@ -41,6 +41,11 @@ acknowledged ``SetValue`` read back, every published item found in each profile'
 profiles' contacts as they were (the added ones gone, the friends kept). The RSS curve
 is written as an SVG chart: docs/soak-rss.svg (docs/soak-rss-postgresql.svg on PostgreSQL)
 for a run of the full length, else bench/results/soak-rss.svg (``--plot`` chooses).
+
+``--memory-trace DIR`` runs roostd with ``ROOST_MEMORY_TRACE=DIR`` (see
+``roost.service.memory_trace``) and has it write a heap snapshot every TRACE_EVERY
+seconds; roostd's log then says, at each, where its Python memory grew since the last.
+Tracing slows roostd several times over: its latencies are not the daemon's.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ import asyncio
 import contextlib
 import os
 import random
+import signal
 import sys
 import time
 import uuid
@@ -87,6 +93,7 @@ ITEMS = 200 if SMALL else 500
 AUTHORS = 200  # comment_entry's authors take turns: user0 … user199
 PUBLISH_EVERY = 0.5
 SAMPLE_EVERY = 5.0
+TRACE_EVERY = 60.0
 PAGE = 20
 KEYS = 16  # keys each client rewrites in its namespace (a namespace holds 1,024 at most)
 # How often each kind of call is drawn.
@@ -489,8 +496,23 @@ async def sample_loop(pid: int, tally: Tally, began: float, deadline: float) -> 
         await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
 
+async def trace_loop(pid: int, began: float, deadline: float) -> None:
+    """Ask roostd for a heap snapshot at the start and every TRACE_EVERY seconds."""
+    next_at = began
+    while next_at <= deadline:
+        await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+        os.kill(pid, signal.SIGUSR1)
+        next_at += TRACE_EVERY
+
+
 async def soak(
-    world: LoopbackWorld, soak_world: SoakWorld, pid: int, duration: float, rate: float | None
+    world: LoopbackWorld,
+    soak_world: SoakWorld,
+    pid: int,
+    duration: float,
+    rate: float | None,
+    *,
+    traced: bool = False,
 ) -> Any:
     """The soak itself, closed loop or at ``rate`` calls/s; returns (tally, samples,
     seconds, roostd CPU seconds)."""
@@ -513,12 +535,15 @@ async def soak(
     deadline = began + duration
     sampler = asyncio.ensure_future(sample_loop(pid, tally, began, deadline))
     publisher = asyncio.ensure_future(publish_loop(world, soak_world, tally, deadline))
+    tracer = asyncio.ensure_future(trace_loop(pid, began, deadline)) if traced else None
     every = CLIENTS / rate if rate else None
     await asyncio.gather(*(w.run(deadline, every) for w in workers))
     seconds = time.monotonic() - began
     roostd_cpu = cpu_seconds(pid) - cpu_before
     samples = await sampler
     await publisher
+    if tracer is not None:
+        await tracer
     for client in clients:
         client.close()
     await wait_for_events(tally)
@@ -805,7 +830,13 @@ def plot(
 # -- the run --------------------------------------------------------------------------------
 
 
-def run(database: str, duration: float, rate: float | None, plot_path: Path) -> None:
+def run(
+    database: str,
+    duration: float,
+    rate: float | None,
+    plot_path: Path,
+    memory_trace: Path | None = None,
+) -> None:
     """Set up the world, soak, check, report."""
     began = time.perf_counter()
     with (
@@ -815,8 +846,9 @@ def run(database: str, duration: float, rate: float | None, plot_path: Path) -> 
         nodes = asyncio.run(make_world(world))
         progress(BENCH, f"{len(nodes)} nodes of {ITEMS} items and the friends ready")
         extra = ("--database", url) if url is not None else ()
+        env = {"ROOST_MEMORY_TRACE": str(memory_trace)} if memory_trace else None
         daemon: Roostd = world.launcher.spawn(
-            "--log-level", "info", "--config", str(world.config), *extra
+            "--log-level", "info", "--config", str(world.config), *extra, env=env
         )
         wait_for_name(world.bus.address, timeout=120)
         if daemon.process.poll() is not None:
@@ -829,12 +861,24 @@ def run(database: str, duration: float, rate: float | None, plot_path: Path) -> 
             load = "without pause" if rate is None else f"at {rate:g} calls/s in all"
             progress(BENCH, f"{database}: {CLIENTS} clients {load} for {duration:.0f} s")
             tally, samples, seconds, cpu = asyncio.run(
-                soak(world, soak_world, daemon.process.pid, duration, rate)
+                soak(
+                    world,
+                    soak_world,
+                    daemon.process.pid,
+                    duration,
+                    rate,
+                    traced=memory_trace is not None,
+                )
             )
         except BaseException:
             progress(BENCH, f"roostd's log ends with:\n{daemon.log_text()[-5000:]}")
             raise
         alive = daemon.process.poll() is None
+        if memory_trace is not None:
+            grew = [line for line in daemon.log_text().splitlines() if "memory grew" in line]
+            progress(BENCH, "where roostd's memory grew, snapshot by snapshot:")
+            for line in grew:
+                progress(BENCH, line.split(": ", 1)[-1])
         if daemon.terminate(120) != 0:
             raise RuntimeError(f"roostd exited with {daemon.process.returncode}")
     report(database, rate, tally, samples, seconds, cpu)
@@ -854,6 +898,12 @@ def main() -> None:
         help="calls/s offered by the clients together (open loop); without it, closed loop",
     )
     parser.add_argument("--plot", type=Path, help="the SVG file of the RSS curve")
+    parser.add_argument(
+        "--memory-trace",
+        type=Path,
+        metavar="DIR",
+        help="trace roostd's Python heap, a snapshot into DIR every minute (slow)",
+    )
     args = parser.parse_args()
     if args.rate is not None and args.rate <= 0:
         parser.error("--rate must be above 0")
@@ -863,7 +913,8 @@ def main() -> None:
     if args.rate is not None:
         full_plot = full_plot.with_name(f"{full_plot.stem}-open.svg")
     plot_path = args.plot or (full_plot if args.duration >= FULL_DURATION else SHORT_PLOT)
-    run(args.database, args.duration, args.rate, plot_path)
+    memory_trace = args.memory_trace.resolve() if args.memory_trace else None
+    run(args.database, args.duration, args.rate, plot_path, memory_trace)
 
 
 if __name__ == "__main__":

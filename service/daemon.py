@@ -6,7 +6,8 @@ the :class:`~roost.service.backend.Backend`, then start every bridge of the
 full-text check, autoconnections). Loading bridges by entry point keeps this layer free
 of D-Bus: the D-Bus bridge is one plugin (``dbus = roost.bridge.server:DBusBridge``).
 Setting ``ROOST_LOOP_LAG_MS`` turns on the event loop's lag probe
-(:mod:`roost.service.loop_lag`).
+(:mod:`roost.service.loop_lag`), ``ROOST_MEMORY_TRACE`` snapshots of the Python heap on
+``SIGUSR1`` (:mod:`roost.service.memory_trace`).
 
 SIGTERM and SIGINT stop the bridges (no new calls; calls in flight finish), close the
 sessions and the database, and exit 0. A failure the user can fix (name already owned,
@@ -31,6 +32,7 @@ from typing import Protocol
 from roost.service.backend import Backend
 from roost.service.config import LOG_LEVELS, Config, ConfigError, load_config
 from roost.service.loop_lag import LoopLagProbe
+from roost.service.memory_trace import MemoryTrace
 from roost.storage.errors import DatabaseTooNew, StorageError
 
 log = logging.getLogger("roost.daemon")
@@ -144,6 +146,10 @@ async def serve(
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    # Started first, so that what start-up allocates is in the snapshots too.
+    trace = MemoryTrace.from_environment()
+    if trace is not None:
+        trace.start()
 
     try:
         # What runs in the background waits until the bridges serve: the name is owned
@@ -188,6 +194,8 @@ async def serve(
     finally:
         if probe is not None:
             await probe.stop()
+        if trace is not None:
+            trace.stop()
         for bridge in reversed(bridges):
             try:
                 await bridge.stop()
