@@ -146,7 +146,8 @@ async def serve(
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    # Started first, so that what start-up allocates is in the snapshots too.
+    # Started first, so that what opening the database and the bridges allocates is in
+    # the snapshots too (the imports before it are not).
     trace = MemoryTrace.from_environment()
     if trace is not None:
         trace.start()
