@@ -162,10 +162,12 @@ class SessionWrites(WriteRunner):
         """Nothing of its own: the engine is the database's."""
 
 
-def sqlite_file_writes(engine: AsyncEngine, url: URL, configure: Any) -> SqliteFileWrites:
-    """:class:`SqliteFileWrites` on the SQLite file at ``url``, each of its connections
-    set up by ``configure`` (the ``connect`` event handler the async engine has), then
-    told not to wait for a lock."""
+def sqlite_file_writes(
+    engine: AsyncEngine, url: URL, set_up: Callable[[Engine], None]
+) -> SqliteFileWrites:
+    """:class:`SqliteFileWrites` on the SQLite file at ``url``, its engine set up by
+    ``set_up`` as the async engine's is, then its connections told not to wait for a
+    lock."""
     from sqlalchemy import create_engine
 
     from roost.storage.engines import engine_for
@@ -173,7 +175,6 @@ def sqlite_file_writes(engine: AsyncEngine, url: URL, configure: Any) -> SqliteF
     sync_engine = create_engine(url.set(drivername="sqlite+pysqlite"), pool_size=1, max_overflow=0)
 
     def connect(dbapi_connection: Any, record: Any) -> None:
-        configure(dbapi_connection, record)
         dbapi_connection.execute("PRAGMA busy_timeout=0")
         # The driver's own transaction handling begins late: SQLAlchemy begins each
         # transaction itself (below).
@@ -184,6 +185,7 @@ def sqlite_file_writes(engine: AsyncEngine, url: URL, configure: Any) -> SqliteF
         # fails the write before it has done anything, and it can be run elsewhere.
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
+    set_up(sync_engine)  # first: its connect handler runs before the one below
     event.listen(sync_engine, "connect", connect)
     event.listen(sync_engine, "begin", begin)
     return SqliteFileWrites(sync_engine, engine, engine_for(url).is_transient)

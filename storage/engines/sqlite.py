@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import os
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,7 +32,8 @@ from sqlalchemy import (
 )
 from sqlalchemy import text as sql_text
 from sqlalchemy.dialects import sqlite
-from sqlalchemy.engine import URL, Connection
+from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.engine.interfaces import DBAPICursor, ExecutionContext
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.ext.asyncio import create_async_engine as sa_create_async_engine
@@ -66,6 +68,8 @@ PROGRESS_STEPS = 1_000
 #: connections a second (a thread and the pragmas each time) under the soak.
 POOL_SIZE = 15
 POOL_OVERFLOW = 0
+
+log = logging.getLogger(__name__)
 
 _SQLITE_KINDS: dict[str, tuple[str, ...]] = {
     "number": ("integer", "real"),
@@ -105,6 +109,49 @@ def _configure_connection(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _run_across_schema_change(run: Callable[[], object], context: ExecutionContext) -> bool:
+    """Run a statement, and once more if it failed with "no such table".
+
+    SQLite 3.40 fails the first DELETE that reaches the items (of items, nodes or
+    profiles, whose deletes cascade to them) on a connection whose copy of the schema
+    is older than the file's (another connection created an index since, as
+    ``ItemStore.ensure_parsed_key_index`` does at run time), when the full-text table
+    has not been opened on it since: compiling the full-text trigger reads the
+    full-text table's settings with a statement of its own, which finds the schema
+    changed and reloads it under the DELETE being compiled, and the DELETE then
+    reports "no such table". Nothing has run (the statement was not compiled), and the
+    reload is done: the same statement then runs. A table that is really missing fails
+    the second time too.
+    """
+    try:
+        run()
+    except context.dialect.loaded_dbapi.OperationalError as error:
+        if not str(error).startswith("no such table"):
+            raise
+        log.debug("statement compiled again after a schema change: %s", error)
+        run()
+    # Tells SQLAlchemy the statement has run.
+    return True
+
+
+def _execute(
+    cursor: DBAPICursor, statement: str, parameters: Any, context: ExecutionContext
+) -> bool:
+    return _run_across_schema_change(lambda: cursor.execute(statement, parameters), context)
+
+
+def _execute_no_params(cursor: DBAPICursor, statement: str, context: ExecutionContext) -> bool:
+    return _run_across_schema_change(lambda: cursor.execute(statement), context)
+
+
+def set_up_sqlite_engine(sync_engine: Engine) -> None:
+    """What every engine on an SQLite file does: its settings on each connection, and
+    statements run across another connection's schema change."""
+    event.listen(sync_engine, "connect", _configure_connection)
+    event.listen(sync_engine, "do_execute", _execute)
+    event.listen(sync_engine, "do_execute_no_params", _execute_no_params)
+
+
 class SqliteProgressLimit(StatementLimit):
     """A time limit kept by SQLite's progress handler (:meth:`over`)."""
 
@@ -140,7 +187,7 @@ class SqliteEngine(DatabaseEngine):
             kwargs.setdefault("pool_size", POOL_SIZE)
             kwargs.setdefault("max_overflow", POOL_OVERFLOW)
         engine = sa_create_async_engine(url, **kwargs)
-        event.listen(engine.sync_engine, "connect", _configure_connection)
+        set_up_sqlite_engine(engine.sync_engine)
         return engine
 
     def database_file(self, url: URL) -> Path | None:
@@ -163,7 +210,7 @@ class SqliteEngine(DatabaseEngine):
 
         if sqlite_url_file(url) is None:
             return SessionWrites(engine)
-        return sqlite_file_writes(engine, url, _configure_connection)
+        return sqlite_file_writes(engine, url, set_up_sqlite_engine)
 
     def open_leases(self, engine: AsyncEngine, url: URL) -> ProfileLeases:
         """See :meth:`DatabaseEngine.open_leases`: locks on ``<database file>.leases``;
