@@ -8,12 +8,12 @@ items themselves.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Select, delete, func, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from roost.storage.cancel_safety import stores_complete_on_cancel
 from roost.storage.engines import engine_for
@@ -47,31 +47,39 @@ def _record(node: PubsubNode, profile: str) -> NodeRecord:
 async def _find(
     session: AsyncSession, profile_id: int, service: str, name: str
 ) -> tuple[PubsubNode, str] | None:
-    row = (
-        await session.execute(
-            _with_profile().where(
-                PubsubNode.profile_id == profile_id,
-                PubsubNode.service == service,
-                PubsubNode.name == name,
-            )
+    return await session.run_sync(_find_in, profile_id, service, name)
+
+
+def _find_in(
+    session: Session, profile_id: int, service: str, name: str
+) -> tuple[PubsubNode, str] | None:
+    row = session.execute(
+        _with_profile().where(
+            PubsubNode.profile_id == profile_id,
+            PubsubNode.service == service,
+            PubsubNode.name == name,
         )
     ).first()
     return None if row is None else (row[0], row[1])
 
 
 async def _by_id(session: AsyncSession, node_id: int) -> tuple[PubsubNode, str]:
-    row = (await session.execute(_with_profile().where(PubsubNode.id == node_id))).first()
+    return await session.run_sync(_by_id_in, node_id)
+
+
+def _by_id_in(session: Session, node_id: int) -> tuple[PubsubNode, str]:
+    row = session.execute(_with_profile().where(PubsubNode.id == node_id)).first()
     if row is None:
         raise RowNotFound(f"no pubsub node with id {node_id}")
     return row[0], row[1]
 
 
-async def _merge_extra(session: AsyncSession, node_id: int, extra: Mapping[str, Any]) -> None:
+def _merge_extra(session: Session, node_id: int, extra: Mapping[str, Any]) -> None:
     """Set ``extra``'s keys in the node's extra data in the database itself, in one
     statement: a read-modify-write here would lose what another writer (another task,
     another daemon on a shared database) merged between the read and the write."""
     database = engine_for(session.get_bind())
-    await session.execute(
+    session.execute(
         update(PubsubNode)
         .where(PubsubNode.id == node_id)
         .values(extra=database.json_merge(PubsubNode.extra, extra))
@@ -79,16 +87,25 @@ async def _merge_extra(session: AsyncSession, node_id: int, extra: Mapping[str, 
     )
 
 
+def _changed(node_id: int, change: Callable[[PubsubNode], None]) -> Callable[[Session], NodeRecord]:
+    """A write that applies ``change`` to the node and returns it as it is then."""
+
+    def work(session: Session) -> NodeRecord:
+        node, profile = _by_id_in(session, node_id)
+        change(node)
+        session.flush()
+        return _record(node, profile)
+
+    return work
+
+
 @stores_complete_on_cancel
 class NodeStore(Store):
     """Create, find and change pubsub nodes.
 
-    Its writes go through the engine's pooled connections, not :meth:`Store.write`'s
-    one-call path: with them there, a pooled connection's first item write after an
-    expression index was created at run time (``ItemStore.ensure_parsed_key_index``)
-    failed once with "no such table: pubsub_items" on SQLite 3.40
-    (``tests/cache/test_cache_large_resync.py``), which a sync then retries whole.
-    Until that is understood, they stay where that does not happen.
+    Each write runs whole in one call (:meth:`Store.write`); a delete that cascades
+    through the items cached under a node is a large one (off the event loop's thread
+    on SQLite).
     """
 
     async def get_or_create_node(self, profile: str, service: str, name: str) -> NodeRecord:
@@ -99,31 +116,28 @@ class NodeStore(Store):
         Raises:
             RowNotFound: no profile has that name.
         """
-        for attempt in range(2):
-            try:
-                async with self.transaction("get_or_create_node", write=True) as session:
-                    profile_id = await self.profile_id(session, profile)
-                    assert profile_id is not None  # a name always resolves to an id
-                    found = await _find(session, profile_id, service, name)
-                    if found is not None:
-                        return _record(*found)
-                    node = PubsubNode(
-                        profile_id=profile_id,
-                        service=service,
-                        name=name,
-                        sync_state="none",
-                        sync_state_updated=time.time(),
-                        subscribed=False,
-                        extra={},
-                    )
-                    session.add(node)
-                    await session.flush()
-                    return _record(node, profile)
-            except IntegrityError:
-                # Another call created it between our read and our insert: read it back.
-                if attempt:
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover
+
+        def work(session: Session) -> NodeRecord:
+            profile_id = self.profile_id_in(session, profile)
+            assert profile_id is not None  # a name always resolves to an id
+            found = _find_in(session, profile_id, service, name)
+            if found is not None:
+                return _record(*found)
+            node = PubsubNode(
+                profile_id=profile_id,
+                service=service,
+                name=name,
+                sync_state="none",
+                sync_state_updated=time.time(),
+                subscribed=False,
+                extra={},
+            )
+            session.add(node)
+            session.flush()
+            return _record(node, profile)
+
+        # Another call may create it between the read and the insert: then it is read.
+        return await self.write("get_or_create_node", work, again_on_conflict=True)
 
     async def get_node(self, profile: str, service: str, name: str) -> NodeRecord | None:
         """The node, or None when the cache does not know it.
@@ -163,11 +177,11 @@ class NodeStore(Store):
         Raises:
             RowNotFound: no node has that id.
         """
-        async with self.transaction("set_analysis", write=True) as session:
-            node, profile = await _by_id(session, node_id)
+
+        def change(node: PubsubNode) -> None:
             node.analyser, node.type, node.subtype = analyser, type, subtype
-            await session.flush()
-            return _record(node, profile)
+
+        return await self.write("set_analysis", _changed(node_id, change))
 
     async def set_sync_state(
         self, node_id: int, state: str, *, extra: Mapping[str, Any] | None = None
@@ -187,14 +201,17 @@ class NodeStore(Store):
             RowNotFound: no node has that id.
         """
         check_node_state(state)
-        async with self.transaction("set_sync_state", write=True) as session:
+
+        def work(session: Session) -> NodeRecord:
             if extra:
-                await _merge_extra(session, node_id, extra)
-            node, profile = await _by_id(session, node_id)
+                _merge_extra(session, node_id, extra)
+            node, profile = _by_id_in(session, node_id)
             node.sync_state = state
             node.sync_state_updated = time.time()
-            await session.flush()
+            session.flush()
             return _record(node, profile)
+
+        return await self.write("set_sync_state", work)
 
     async def set_subscribed(self, node_id: int, subscribed: bool) -> NodeRecord:
         """Record whether Roost holds a subscription that keeps the node current.
@@ -202,11 +219,11 @@ class NodeStore(Store):
         Raises:
             RowNotFound: no node has that id.
         """
-        async with self.transaction("set_subscribed", write=True) as session:
-            node, profile = await _by_id(session, node_id)
+
+        def change(node: PubsubNode) -> None:
             node.subscribed = subscribed
-            await session.flush()
-            return _record(node, profile)
+
+        return await self.write("set_subscribed", _changed(node_id, change))
 
     async def update_extra(self, node_id: int, extra: Mapping[str, Any]) -> NodeRecord:
         """Merge ``extra`` into the node's extra data (a key set to None stays, as None).
@@ -214,11 +231,13 @@ class NodeStore(Store):
         Raises:
             RowNotFound: no node has that id.
         """
-        async with self.transaction("update_extra", write=True) as session:
+
+        def work(session: Session) -> NodeRecord:
             if extra:
-                await _merge_extra(session, node_id, extra)
-            node, profile = await _by_id(session, node_id)
-            return _record(node, profile)
+                _merge_extra(session, node_id, extra)
+            return _record(*_by_id_in(session, node_id))
+
+        return await self.write("update_extra", work)
 
     async def list_nodes(
         self, profile: str | None = None, states: Sequence[str] | None = None
@@ -247,13 +266,17 @@ class NodeStore(Store):
         Returns:
             True when the node existed.
         """
-        async with self.transaction("delete_node", write=True) as session:
-            result = await session.execute(
+
+        def work(session: Session) -> bool:
+            result = session.execute(
                 delete(PubsubNode)
                 .where(PubsubNode.id == node_id)
                 .execution_options(synchronize_session=False)
             )
             return affected_rows(result) > 0
+
+        # Its items go with it (ON DELETE CASCADE): as many as the node held.
+        return await self.write("delete_node", work, large=True)
 
     async def reset_all_nodes(self) -> int:
         """Delete every node, and so every cached item (the cache's ``Reset``).
@@ -261,7 +284,10 @@ class NodeStore(Store):
         Returns:
             How many nodes were deleted.
         """
-        async with self.transaction("reset_all_nodes", write=True) as session:
-            count = await session.scalar(select(func.count()).select_from(PubsubNode))
-            await session.execute(delete(PubsubNode).execution_options(synchronize_session=False))
+
+        def work(session: Session) -> int:
+            count = session.scalar(select(func.count()).select_from(PubsubNode))
+            session.execute(delete(PubsubNode).execution_options(synchronize_session=False))
             return int(count or 0)
+
+        return await self.write("reset_all_nodes", work, large=True)
