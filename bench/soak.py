@@ -46,6 +46,9 @@ for a run of the full length, else bench/results/soak-rss.svg (``--plot`` choose
 ``roost.service.memory_trace``) and has it write a heap snapshot every TRACE_EVERY
 seconds; roostd's log then says, at each, where its Python memory grew since the last.
 Tracing slows roostd several times over: its latencies are not the daemon's.
+``--memory-figures`` traces nothing (``ROOST_MEMORY_TRACE_FRAMES=0``): each minute roostd
+logs only who holds its resident set (glibc's heap in use and free, the database
+library's own memory), at no cost to its speed; the lines are printed at the end.
 """
 
 from __future__ import annotations
@@ -512,7 +515,7 @@ async def soak(
     duration: float,
     rate: float | None,
     *,
-    traced: bool = False,
+    snapshots: bool = False,
 ) -> Any:
     """The soak itself, closed loop or at ``rate`` calls/s; returns (tally, samples,
     seconds, roostd CPU seconds)."""
@@ -535,7 +538,7 @@ async def soak(
     deadline = began + duration
     sampler = asyncio.ensure_future(sample_loop(pid, tally, began, deadline))
     publisher = asyncio.ensure_future(publish_loop(world, soak_world, tally, deadline))
-    tracer = asyncio.ensure_future(trace_loop(pid, began, deadline)) if traced else None
+    tracer = asyncio.ensure_future(trace_loop(pid, began, deadline)) if snapshots else None
     every = CLIENTS / rate if rate else None
     await asyncio.gather(*(w.run(deadline, every) for w in workers))
     seconds = time.monotonic() - began
@@ -836,6 +839,7 @@ def run(
     rate: float | None,
     plot_path: Path,
     memory_trace: Path | None = None,
+    memory_figures: bool = False,
 ) -> None:
     """Set up the world, soak, check, report."""
     began = time.perf_counter()
@@ -846,7 +850,12 @@ def run(
         nodes = asyncio.run(make_world(world))
         progress(BENCH, f"{len(nodes)} nodes of {ITEMS} items and the friends ready")
         extra = ("--database", url) if url is not None else ()
-        env = {"ROOST_MEMORY_TRACE": str(memory_trace)} if memory_trace else None
+        env = None
+        if memory_trace is not None:
+            env = {"ROOST_MEMORY_TRACE": str(memory_trace)}
+        elif memory_figures:
+            # Nothing is written there without frames.
+            env = {"ROOST_MEMORY_TRACE": str(world.config.parent), "ROOST_MEMORY_TRACE_FRAMES": "0"}
         daemon: Roostd = world.launcher.spawn(
             "--log-level", "info", "--config", str(world.config), *extra, env=env
         )
@@ -867,18 +876,21 @@ def run(
                     daemon.process.pid,
                     duration,
                     rate,
-                    traced=memory_trace is not None,
+                    snapshots=memory_trace is not None or memory_figures,
                 )
             )
         except BaseException:
             progress(BENCH, f"roostd's log ends with:\n{daemon.log_text()[-5000:]}")
             raise
         alive = daemon.process.poll() is None
-        if memory_trace is not None:
-            grew = [line for line in daemon.log_text().splitlines() if "memory grew" in line]
-            progress(BENCH, "where roostd's memory grew, snapshot by snapshot:")
-            for line in grew:
-                progress(BENCH, line.split(": ", 1)[-1])
+        if memory_trace is not None or memory_figures:
+            words = ("memory grew", "memory snapshot", "memory figures")
+            lines = [
+                line for line in daemon.log_text().splitlines() if any(w in line for w in words)
+            ]
+            progress(BENCH, "roostd's memory, minute by minute:")
+            for line in lines:
+                progress(BENCH, line.split(": ", 1)[-1] if "memory grew" in line else line)
         if daemon.terminate(120) != 0:
             raise RuntimeError(f"roostd exited with {daemon.process.returncode}")
     report(database, rate, tally, samples, seconds, cpu)
@@ -904,6 +916,11 @@ def main() -> None:
         metavar="DIR",
         help="trace roostd's Python heap, a snapshot into DIR every minute (slow)",
     )
+    parser.add_argument(
+        "--memory-figures",
+        action="store_true",
+        help="have roostd log who holds its memory every minute (no trace, no slowdown)",
+    )
     args = parser.parse_args()
     if args.rate is not None and args.rate <= 0:
         parser.error("--rate must be above 0")
@@ -914,7 +931,7 @@ def main() -> None:
         full_plot = full_plot.with_name(f"{full_plot.stem}-open.svg")
     plot_path = args.plot or (full_plot if args.duration >= FULL_DURATION else SHORT_PLOT)
     memory_trace = args.memory_trace.resolve() if args.memory_trace else None
-    run(args.database, args.duration, args.rate, plot_path, memory_trace)
+    run(args.database, args.duration, args.rate, plot_path, memory_trace, args.memory_figures)
 
 
 if __name__ == "__main__":

@@ -164,6 +164,8 @@ async def serve(
         log.debug("opening the database failed", exc_info=True)
         detail = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise StartupError(f"cannot open the database: {detail}") from None
+    if trace is not None:
+        trace.watch_database(backend.db.client_memory)
 
     bridges: list[Bridge] = []
     status = 0

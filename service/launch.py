@@ -64,9 +64,11 @@ def choose_allocator() -> None:
         return
 
 
-def glibc_function(name: str, argtypes: list[Any]) -> Callable[..., int] | None:
-    """glibc's function ``name`` (returning a C ``int``) from this process's own symbols,
-    or None on another C library."""
+def glibc_function(
+    name: str, argtypes: list[Any], restype: Any = ctypes.c_int
+) -> Callable[..., Any] | None:
+    """glibc's function ``name`` (returning ``restype``, a C ``int`` unless told) from
+    this process's own symbols, or None on another C library."""
     if not _on_glibc():
         return None
     try:
@@ -74,7 +76,7 @@ def glibc_function(name: str, argtypes: list[Any]) -> Callable[..., int] | None:
     except (OSError, AttributeError):
         return None
     function.argtypes = argtypes
-    function.restype = ctypes.c_int
+    function.restype = restype
     return function  # type: ignore[no-any-return]
 
 

@@ -7,19 +7,32 @@ frames of each, 10 by default), and each ``SIGUSR1`` writes a snapshot there
 logs the places whose memory grew most since the previous one. Compare two snapshots
 taken minutes apart under a steady load to find memory that keeps growing.
 
+Each ``SIGUSR1`` also logs where the resident set is, by who holds it
+(:class:`MemoryFigures`): glibc's heap, in use and free but kept; the database
+library's own memory (SQLite's page caches and statements); the traced Python heap. A
+resident set that grows while the Python heap does not is then told apart: the
+database library, or free memory the heap keeps (fragmentation).
+
 Tracing costs: every allocation is recorded, which makes the daemon several times slower
-and larger. It is for a developer's machine, never for a deployment.
+and larger. It is for a developer's machine, never for a deployment. With
+``ROOST_MEMORY_TRACE_FRAMES=0`` nothing is traced and no snapshot written: each
+``SIGUSR1`` logs the figures only, at no cost to the daemon's speed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import signal
 import tracemalloc
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+
+from roost.service.launch import glibc_function
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +43,95 @@ DEFAULT_FRAMES = 10
 TOP_PLACES = 15
 
 
+class _MallInfo2(ctypes.Structure):
+    # glibc's struct mallinfo2 (<malloc.h>, glibc 2.33 and later), every arena summed.
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
+
+
+_mallinfo2 = glibc_function("mallinfo2", [], _MallInfo2)
+
+
+@dataclass(frozen=True)
+class MemoryFigures:
+    """Where the daemon's memory is, in bytes; None for what cannot be told here.
+
+    Attributes:
+        resident: the resident set (``VmRSS``).
+        heap_in_use: glibc's blocks in use, its own mappings for large blocks included
+            (Python's objects, with ``PYTHONMALLOC=malloc``, and the C libraries').
+        heap_free: glibc's free memory kept in its arenas, not given back.
+        database: the database library's own (see ``Database.client_memory``).
+        python_traced: the Python heap ``tracemalloc`` counts, when it traces.
+    """
+
+    resident: int | None
+    heap_in_use: int | None
+    heap_free: int | None
+    database: int | None
+    python_traced: int | None
+
+    @classmethod
+    def now(cls, database: Callable[[], int | None] | None = None) -> MemoryFigures:
+        """The figures as they are, ``database`` telling the database library's."""
+        heap_in_use = heap_free = None
+        if _mallinfo2 is not None:
+            info = _mallinfo2()
+            heap_in_use, heap_free = info.uordblks + info.hblkhd, info.fordblks
+        return cls(
+            resident=_resident(),
+            heap_in_use=heap_in_use,
+            heap_free=heap_free,
+            database=database() if database is not None else None,
+            python_traced=tracemalloc.get_traced_memory()[0] if tracemalloc.is_tracing() else None,
+        )
+
+    def describe(self) -> str:
+        """The figures in MiB, for the log."""
+        parts = [
+            ("resident", self.resident),
+            ("heap in use", self.heap_in_use),
+            ("heap free, kept", self.heap_free),
+            ("database library", self.database),
+            ("Python heap traced", self.python_traced),
+        ]
+        return ", ".join(
+            f"{label} {value / 2**20:.1f} MiB" for label, value in parts if value is not None
+        )
+
+
+def _resident() -> int | None:
+    try:
+        with Path("/proc/self/status").open(encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 class MemoryTrace:
-    """Snapshots of the Python heap on ``SIGUSR1``, into ``directory``.
+    """Snapshots of the Python heap on ``SIGUSR1``, into ``directory``, and the memory
+    figures (:class:`MemoryFigures`) in the log.
 
     Args:
         directory: where the snapshots go (created if missing).
-        frames: how many frames of each allocation's traceback are kept.
+        frames: how many frames of each allocation's traceback are kept; 0 traces
+            nothing and writes no snapshot (the figures only).
     """
 
     def __init__(self, directory: Path, frames: int = DEFAULT_FRAMES) -> None:
@@ -43,6 +139,12 @@ class MemoryTrace:
         self.frames = frames
         self.taken = 0
         self._previous: tracemalloc.Snapshot | None = None
+        self._database: Callable[[], int | None] | None = None
+
+    def watch_database(self, client_memory: Callable[[], int | None]) -> None:
+        """Include the database library's memory, as ``client_memory`` tells it, in
+        the figures."""
+        self._database = client_memory
 
     @classmethod
     def from_environment(cls) -> MemoryTrace | None:
@@ -54,7 +156,7 @@ class MemoryTrace:
         raw_frames = os.environ.get(MEMORY_TRACE_FRAMES_ENV, "").strip()
         if raw_frames:
             try:
-                frames = max(1, int(raw_frames))
+                frames = max(0, int(raw_frames))
             except ValueError:
                 log.warning(
                     "%s=%r is not a number of frames; %d kept",
@@ -66,9 +168,12 @@ class MemoryTrace:
 
     def start(self) -> None:
         """Start tracing, and take a snapshot at each ``SIGUSR1`` from now on."""
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, self.snapshot)
+        if not self.frames:
+            log.warning("memory figures on: SIGUSR1 logs them (the Python heap not traced)")
+            return
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         tracemalloc.start(self.frames)
-        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, self.snapshot)
         log.warning(
             "memory trace on (%d frames): SIGUSR1 writes a snapshot to %s; the daemon runs"
             " slower meanwhile",
@@ -76,8 +181,13 @@ class MemoryTrace:
             self.directory,
         )
 
-    def snapshot(self) -> Path:
-        """Write a snapshot and log what grew most since the previous one."""
+    def snapshot(self) -> Path | None:
+        """Write a snapshot (when tracing) and log what grew most since the previous
+        one, then the memory figures; the snapshot's file."""
+        if not tracemalloc.is_tracing():
+            self.taken += 1
+            log.info("memory figures %d: %s", self.taken, self.figures().describe())
+            return None
         taken = tracemalloc.take_snapshot()
         self.taken += 1
         path = self.directory / f"roostd-{os.getpid()}-{self.taken}.tracemalloc"
@@ -91,15 +201,18 @@ class MemoryTrace:
                     stat.traceback,
                 )
         self._previous = taken
-        current, peak = tracemalloc.get_traced_memory()
         # Last, so that a reader of the log knows the comparison above is whole.
         log.info(
-            "memory snapshot %s: %.1f MiB traced (peak %.1f MiB)",
+            "memory snapshot %s: %s (traced peak %.1f MiB)",
             path,
-            current / 2**20,
-            peak / 2**20,
+            self.figures().describe(),
+            tracemalloc.get_traced_memory()[1] / 2**20,
         )
         return path
+
+    def figures(self) -> MemoryFigures:
+        """The memory figures now."""
+        return MemoryFigures.now(self._database)
 
     def stop(self) -> None:
         """Stop tracing."""

@@ -73,6 +73,12 @@ class Database:
         self.leases = engine_for(url).open_leases(engine, url)
         self.shares_database = engine_for(url).shares_database
 
+    def client_memory(self) -> int | None:
+        """Bytes the database's client library holds in this process outside Python's
+        objects; None where it does not say (see
+        :meth:`~roost.storage.engines.base.DatabaseEngine.client_memory`)."""
+        return engine_for(self.url).client_memory()
+
     def is_transient(self, exc: BaseException) -> bool:
         """Whether a store call failed on a lock another writer held too long, or a
         conflict the database failed it for: the same call a little later may well

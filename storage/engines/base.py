@@ -119,6 +119,11 @@ class DatabaseEngine(ABC):
         """The profile leases of a daemon on this database (see
         :mod:`roost.storage.leases`); nothing is opened before the first lease."""
 
+    def client_memory(self) -> int | None:
+        """Bytes the database's client library holds in this process outside Python's
+        objects (caches, compiled statements); None where it does not say."""
+        return None
+
     # -- migrations ----------------------------------------------------------------------
 
     @abstractmethod

@@ -8,7 +8,10 @@ so it is checked at start (:meth:`SqliteEngine.fulltext_is_consistent`).
 
 from __future__ import annotations
 
+import _sqlite3
 import asyncio
+import ctypes
+import functools
 import json
 import logging
 import math
@@ -152,6 +155,19 @@ def set_up_sqlite_engine(sync_engine: Engine) -> None:
     event.listen(sync_engine, "do_execute_no_params", _execute_no_params)
 
 
+@functools.cache
+def _sqlite_memory_used() -> Callable[[], int] | None:
+    # The library Python's sqlite3 module runs on: a symbol looked up through the
+    # module's own handle is found in the libraries the module was linked with.
+    try:
+        function = ctypes.CDLL(_sqlite3.__file__).sqlite3_memory_used
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = []
+    function.restype = ctypes.c_int64
+    return function
+
+
 class SqliteProgressLimit(StatementLimit):
     """A time limit kept by SQLite's progress handler (:meth:`over`)."""
 
@@ -219,6 +235,12 @@ class SqliteEngine(DatabaseEngine):
 
         path = sqlite_url_file(url)
         return LocalLeases() if path is None else FileLeases(Path(f"{path}.leases"))
+
+    def client_memory(self) -> int | None:
+        """See :meth:`DatabaseEngine.client_memory`: SQLite's own count of what it has
+        allocated (every connection's page cache and statements among it)."""
+        memory_used = _sqlite_memory_used()
+        return None if memory_used is None else int(memory_used())
 
     # -- migrations ----------------------------------------------------------------------
 

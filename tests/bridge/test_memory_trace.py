@@ -3,6 +3,7 @@ that keeps growing; without it the daemon traces nothing."""
 
 from __future__ import annotations
 
+import re
 import signal
 import time
 import tracemalloc
@@ -51,3 +52,56 @@ def test_without_the_variable_nothing_is_traced(roostd_launcher: RoostdLauncher)
     daemon = roostd_launcher.start()
     assert "memory trace" not in daemon.log_text()
     assert daemon.terminate() == 0
+
+
+def test_each_snapshot_logs_who_holds_the_memory(
+    roostd_launcher: RoostdLauncher, tmp_path: Path
+) -> None:
+    daemon = roostd_launcher.start(env={"ROOST_MEMORY_TRACE": str(tmp_path / "traces")})
+    daemon.process.send_signal(signal.SIGUSR1)
+    line = next(
+        line
+        for line in wait_for_log(daemon, "memory snapshot ", 1).splitlines()
+        if "memory snapshot " in line
+    )
+    figures = figures_in(line)
+    assert set(figures) == {
+        "resident",
+        "heap in use",
+        "heap free, kept",
+        "database library",
+        "Python heap traced",
+    }
+    # The parts are within the whole; the traced heap is in glibc's (PYTHONMALLOC=malloc).
+    assert 0 < figures["database library"] < figures["resident"]
+    assert 0 < figures["Python heap traced"] < figures["heap in use"]
+    assert daemon.terminate() == 0
+
+
+def test_without_frames_only_the_figures_are_logged(
+    roostd_launcher: RoostdLauncher, tmp_path: Path
+) -> None:
+    traces = tmp_path / "traces"
+    daemon = roostd_launcher.start(
+        env={"ROOST_MEMORY_TRACE": str(traces), "ROOST_MEMORY_TRACE_FRAMES": "0"}
+    )
+    for n in (1, 2):
+        daemon.process.send_signal(signal.SIGUSR1)
+        wait_for_log(daemon, f"memory figures {n}: ", 1)
+    lines = [line for line in daemon.log_text().splitlines() if "memory figures 2:" in line]
+    assert set(figures_in(lines[0])) == {
+        "resident",
+        "heap in use",
+        "heap free, kept",
+        "database library",
+    }
+    assert not traces.exists()
+    assert "memory snapshot" not in daemon.log_text()
+    assert daemon.terminate() == 0
+
+
+def figures_in(line: str) -> dict[str, float]:
+    """The MiB figures a memory line logs, by name."""
+    figures = line.split(": ", 2)[-1].split(" (traced peak")[0]
+    found = re.findall(r"([A-Za-z][A-Za-z ,]*?) (\d+\.\d) MiB", figures)
+    return {name.strip(" ,"): float(value) for name, value in found}
