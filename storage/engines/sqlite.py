@@ -122,9 +122,10 @@ def _run_across_schema_change(run: Callable[[], object], context: ExecutionConte
     has not been opened on it since: compiling the full-text trigger reads the
     full-text table's settings with a statement of its own, which finds the schema
     changed and reloads it under the DELETE being compiled, and the DELETE then
-    reports "no such table". Nothing has run (the statement was not compiled), and the
-    reload is done: the same statement then runs. A table that is really missing fails
-    the second time too.
+    reports "no such table". The statement has changed nothing (it was not compiled;
+    and SQLite undoes a statement that fails while it runs whole), and the reload is
+    done: the same statement then runs. A table that is really missing fails the second
+    time too.
     """
     try:
         run()
