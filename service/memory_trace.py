@@ -26,6 +26,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import re
 import signal
 import tracemalloc
 from collections.abc import Callable
@@ -100,17 +101,32 @@ class MemoryFigures:
         )
 
     def describe(self) -> str:
-        """The figures in MiB, for the log."""
-        parts = [
-            ("resident", self.resident),
-            ("heap in use", self.heap_in_use),
-            ("heap free, kept", self.heap_free),
-            ("database library", self.database),
-            ("Python heap traced", self.python_traced),
-        ]
+        """The figures in MiB, for the log (:meth:`from_description` reads them back)."""
         return ", ".join(
-            f"{label} {value / 2**20:.1f} MiB" for label, value in parts if value is not None
+            f"{label} {value / 2**20:.1f} MiB"
+            for label, field in _LABELS.items()
+            if (value := getattr(self, field)) is not None
         )
+
+    @classmethod
+    def from_description(cls, text: str) -> MemoryFigures:
+        """The figures a log line written by :meth:`describe` holds (to 0.1 MiB)."""
+        found = {
+            _LABELS[label]: round(float(mib) * 2**20)
+            for label, mib in re.findall(r"([A-Za-z][A-Za-z ,]*?) (\d+\.\d) MiB", text)
+            if label in _LABELS
+        }
+        return cls(**{field: found.get(field) for field in _LABELS.values()})
+
+
+# The log's words for each figure.
+_LABELS = {
+    "resident": "resident",
+    "heap in use": "heap_in_use",
+    "heap free, kept": "heap_free",
+    "database library": "database",
+    "Python heap traced": "python_traced",
+}
 
 
 def _resident() -> int | None:

@@ -3,12 +3,12 @@ that keeps growing; without it the daemon traces nothing."""
 
 from __future__ import annotations
 
-import re
 import signal
 import time
 import tracemalloc
 from pathlib import Path
 
+from roost.service.memory_trace import MemoryFigures
 from tests.fixtures.dbus import Roostd, RoostdLauncher
 
 # A loaded machine: a traced daemon runs several times slower than usual.
@@ -65,16 +65,10 @@ def test_each_snapshot_logs_who_holds_the_memory(
         if "memory snapshot " in line
     )
     figures = figures_in(line)
-    assert set(figures) == {
-        "resident",
-        "heap in use",
-        "heap free, kept",
-        "database library",
-        "Python heap traced",
-    }
+    assert set(figures) == {"resident", "heap_in_use", "heap_free", "database", "python_traced"}
     # The parts are within the whole; the traced heap is in glibc's (PYTHONMALLOC=malloc).
-    assert 0 < figures["database library"] < figures["resident"]
-    assert 0 < figures["Python heap traced"] < figures["heap in use"]
+    assert 0 < figures["database"] < figures["resident"]
+    assert 0 < figures["python_traced"] < figures["heap_in_use"]
     assert daemon.terminate() == 0
 
 
@@ -89,19 +83,13 @@ def test_without_frames_only_the_figures_are_logged(
         daemon.process.send_signal(signal.SIGUSR1)
         wait_for_log(daemon, f"memory figures {n}: ", 1)
     lines = [line for line in daemon.log_text().splitlines() if "memory figures 2:" in line]
-    assert set(figures_in(lines[0])) == {
-        "resident",
-        "heap in use",
-        "heap free, kept",
-        "database library",
-    }
+    assert set(figures_in(lines[0])) == {"resident", "heap_in_use", "heap_free", "database"}
     assert not traces.exists()
     assert "memory snapshot" not in daemon.log_text()
     assert daemon.terminate() == 0
 
 
 def figures_in(line: str) -> dict[str, float]:
-    """The MiB figures a memory line logs, by name."""
-    figures = line.split(": ", 2)[-1].split(" (traced peak")[0]
-    found = re.findall(r"([A-Za-z][A-Za-z ,]*?) (\d+\.\d) MiB", figures)
-    return {name.strip(" ,"): float(value) for name, value in found}
+    """The MiB figures a memory line logs, by field."""
+    figures = MemoryFigures.from_description(line.split(": ", 2)[-1])
+    return {name: value / 2**20 for name, value in vars(figures).items() if value is not None}
