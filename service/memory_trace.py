@@ -8,7 +8,7 @@ logs the places whose memory grew most since the previous one. Compare two snaps
 taken minutes apart under a steady load to find memory that keeps growing.
 
 Each ``SIGUSR1`` also logs where the resident set is, by who holds it
-(:class:`MemoryFigures`): glibc's heap, in use and free but kept; the database
+(:class:`MemoryFigures`): glibc's heap, in use and free; the database
 library's own memory (SQLite's page caches and statements); the traced Python heap. A
 resident set that grows while the Python heap does not is then told apart: the
 database library, or free memory the heap keeps (fragmentation).
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
 import re
@@ -33,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from roost.service.launch import glibc_function
+from roost.service.heap_trim import heap_usage
 
 log = logging.getLogger(__name__)
 
@@ -44,28 +43,6 @@ DEFAULT_FRAMES = 10
 TOP_PLACES = 15
 
 
-class _MallInfo2(ctypes.Structure):
-    # glibc's struct mallinfo2 (<malloc.h>, glibc 2.33 and later), every arena summed.
-    _fields_ = [
-        (name, ctypes.c_size_t)
-        for name in (
-            "arena",
-            "ordblks",
-            "smblks",
-            "hblks",
-            "hblkhd",
-            "usmblks",
-            "fsmblks",
-            "uordblks",
-            "fordblks",
-            "keepcost",
-        )
-    ]
-
-
-_mallinfo2 = glibc_function("mallinfo2", [], _MallInfo2)
-
-
 @dataclass(frozen=True)
 class MemoryFigures:
     """Where the daemon's memory is, in bytes; None for what cannot be told here.
@@ -74,7 +51,8 @@ class MemoryFigures:
         resident: the resident set (``VmRSS``).
         heap_in_use: glibc's blocks in use, its own mappings for large blocks included
             (Python's objects, with ``PYTHONMALLOC=malloc``, and the C libraries').
-        heap_free: glibc's free memory kept in its arenas, not given back.
+        heap_free: glibc's free blocks among those in use (resident unless their pages
+            were given back by a trim: glibc counts them free either way).
         database: the database library's own (see ``Database.client_memory``).
         python_traced: the Python heap ``tracemalloc`` counts, when it traces.
     """
@@ -88,10 +66,8 @@ class MemoryFigures:
     @classmethod
     def now(cls, database: Callable[[], int | None] | None = None) -> MemoryFigures:
         """The figures as they are, ``database`` telling the database library's."""
-        heap_in_use = heap_free = None
-        if _mallinfo2 is not None:
-            info = _mallinfo2()
-            heap_in_use, heap_free = info.uordblks + info.hblkhd, info.fordblks
+        heap = heap_usage()
+        heap_in_use, heap_free = heap if heap is not None else (None, None)
         return cls(
             resident=_resident(),
             heap_in_use=heap_in_use,
@@ -123,7 +99,7 @@ class MemoryFigures:
 _LABELS = {
     "resident": "resident",
     "heap in use": "heap_in_use",
-    "heap free, kept": "heap_free",
+    "heap free": "heap_free",
     "database library": "database",
     "Python heap traced": "python_traced",
 }

@@ -1,4 +1,4 @@
-"""The heap is trimmed once after syncs end, and not for anything else."""
+"""The heap is trimmed once after syncs end, and between syncs only when its free memory grew."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from roost.service.events import EventHub, SyncProgress, SyncStateChanged
-from roost.service.heap_trim import HeapTrimmer
+from roost.service.heap_trim import HeapTrimmer, heap_usage
 
 
 def watched(trimmer: HeapTrimmer) -> asyncio.Queue[int]:
@@ -92,3 +92,63 @@ async def test_a_trim_waits_out_the_least_interval() -> None:
     # Closed: events no longer schedule anything.
     hub.publish(SyncStateChanged("p", "s", "n", "completed"))
     assert trimmer._timer is None and trimmer.trims == 1
+
+
+def looked(trimmer: HeapTrimmer) -> asyncio.Queue[int]:
+    """A queue that receives the count of steady trims after each look at the free heap."""
+    done: asyncio.Queue[int] = asyncio.Queue()
+    look = trimmer._look_at_free_heap
+
+    def counted() -> None:
+        look()
+        done.put_nowait(trimmer.steady_trims)
+
+    trimmer._look_at_free_heap = counted  # type: ignore[method-assign]
+    return done
+
+
+needs_glibc = pytest.mark.skipif(heap_usage() is None, reason="glibc 2.33 or later only")
+
+
+@needs_glibc
+async def test_between_syncs_grown_free_heap_is_given_back() -> None:
+    hub = EventHub()
+    trimmer = HeapTrimmer(hub, steady_every=0.01, steady_free_limit=-1)
+    done = looked(trimmer)
+    trimmer.start()
+    try:
+        # Any growth since the last trim passes a limit below zero: each look trims.
+        assert await asyncio.wait_for(done.get(), 30) == 1
+        assert await asyncio.wait_for(done.get(), 30) == 2
+    finally:
+        trimmer.close()
+    assert trimmer.trims == 0  # the full trim (with its collection) is not run for it
+
+
+@needs_glibc
+async def test_free_heap_within_the_limit_is_left() -> None:
+    hub = EventHub()
+    trimmer = HeapTrimmer(hub, steady_every=0.01, steady_free_limit=2**50)
+    done = looked(trimmer)
+    trimmer.start()
+    try:
+        for _ in range(3):
+            assert await asyncio.wait_for(done.get(), 30) == 0
+    finally:
+        trimmer.close()
+
+
+@needs_glibc
+async def test_no_steady_trim_while_a_sync_runs() -> None:
+    hub = EventHub()
+    trimmer = HeapTrimmer(hub, steady_every=0.01, steady_free_limit=-1)
+    done = looked(trimmer)
+    trimmer.start()
+    try:
+        hub.publish(SyncStateChanged("p", "s", "n", "in_progress"))
+        for _ in range(3):
+            assert await asyncio.wait_for(done.get(), 30) == 0
+    finally:
+        trimmer.close()
+    # Closed: no look is planned any more.
+    assert trimmer._steady is None
