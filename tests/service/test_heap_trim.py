@@ -10,17 +10,28 @@ from roost.service.events import EventHub, SyncProgress, SyncStateChanged
 from roost.service.heap_trim import HeapTrimmer, heap_usage
 
 
-def watched(trimmer: HeapTrimmer) -> asyncio.Queue[int]:
-    """A queue that receives the trim count after each trim."""
+def reported(trimmer: HeapTrimmer, method: str, count: str) -> asyncio.Queue[int]:
+    """A queue that receives ``trimmer``'s counter ``count`` after each call of its
+    ``method``."""
     done: asyncio.Queue[int] = asyncio.Queue()
-    trim = trimmer.trim
+    original = getattr(trimmer, method)
 
     def counted() -> None:
-        trim()
-        done.put_nowait(trimmer.trims)
+        original()
+        done.put_nowait(getattr(trimmer, count))
 
-    trimmer.trim = counted  # type: ignore[method-assign]
+    setattr(trimmer, method, counted)
     return done
+
+
+def watched(trimmer: HeapTrimmer) -> asyncio.Queue[int]:
+    """A queue that receives the trim count after each trim."""
+    return reported(trimmer, "trim", "trims")
+
+
+def looked(trimmer: HeapTrimmer) -> asyncio.Queue[int]:
+    """A queue that receives the count of steady trims after each look at the free heap."""
+    return reported(trimmer, "_look_at_free_heap", "steady_trims")
 
 
 async def test_syncs_ending_together_are_trimmed_after_once() -> None:
@@ -94,61 +105,33 @@ async def test_a_trim_waits_out_the_least_interval() -> None:
     assert trimmer._timer is None and trimmer.trims == 1
 
 
-def looked(trimmer: HeapTrimmer) -> asyncio.Queue[int]:
-    """A queue that receives the count of steady trims after each look at the free heap."""
-    done: asyncio.Queue[int] = asyncio.Queue()
-    look = trimmer._look_at_free_heap
-
-    def counted() -> None:
-        look()
-        done.put_nowait(trimmer.steady_trims)
-
-    trimmer._look_at_free_heap = counted  # type: ignore[method-assign]
-    return done
-
-
 needs_glibc = pytest.mark.skipif(heap_usage() is None, reason="glibc 2.33 or later only")
 
 
 @needs_glibc
-async def test_between_syncs_grown_free_heap_is_given_back() -> None:
+@pytest.mark.parametrize(
+    ("limit", "syncing", "counts"),
+    [
+        # Any growth since the last trim passes a limit below zero: each look trims.
+        (-1, False, [1, 2, 3]),
+        (2**50, False, [0, 0, 0]),
+        # A sync running is the full trim's.
+        (-1, True, [0, 0, 0]),
+    ],
+    ids=["grown", "within-the-limit", "while-a-sync-runs"],
+)
+async def test_between_syncs_grown_free_heap_is_given_back(
+    limit: int, syncing: bool, counts: list[int]
+) -> None:
     hub = EventHub()
-    trimmer = HeapTrimmer(hub, steady_every=0.01, steady_free_limit=-1)
+    trimmer = HeapTrimmer(hub, steady_every=0.01, steady_free_limit=limit)
     done = looked(trimmer)
     trimmer.start()
     try:
-        # Any growth since the last trim passes a limit below zero: each look trims.
-        assert await asyncio.wait_for(done.get(), 30) == 1
-        assert await asyncio.wait_for(done.get(), 30) == 2
+        if syncing:
+            hub.publish(SyncStateChanged("p", "s", "n", "in_progress"))
+        assert [await asyncio.wait_for(done.get(), 30) for _ in counts] == counts
     finally:
         trimmer.close()
     assert trimmer.trims == 0  # the full trim (with its collection) is not run for it
-
-
-@needs_glibc
-async def test_free_heap_within_the_limit_is_left() -> None:
-    hub = EventHub()
-    trimmer = HeapTrimmer(hub, steady_every=0.01, steady_free_limit=2**50)
-    done = looked(trimmer)
-    trimmer.start()
-    try:
-        for _ in range(3):
-            assert await asyncio.wait_for(done.get(), 30) == 0
-    finally:
-        trimmer.close()
-
-
-@needs_glibc
-async def test_no_steady_trim_while_a_sync_runs() -> None:
-    hub = EventHub()
-    trimmer = HeapTrimmer(hub, steady_every=0.01, steady_free_limit=-1)
-    done = looked(trimmer)
-    trimmer.start()
-    try:
-        hub.publish(SyncStateChanged("p", "s", "n", "in_progress"))
-        for _ in range(3):
-            assert await asyncio.wait_for(done.get(), 30) == 0
-    finally:
-        trimmer.close()
-    # Closed: no look is planned any more.
-    assert trimmer._steady is None
+    assert trimmer._steady is None  # closed: no look planned any more
