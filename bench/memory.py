@@ -4,7 +4,7 @@ Prints one JSON object a line through ``bench/figures.py``; progress goes to std
 the "Memory" section of docs/performance.md for the breakdown behind these figures.
 
 One run, on loopback: a private dbus-daemon, ejabberd, and one ``roostd`` as a real
-process (``--log-level warning``; a config file raises ``max_items_per_node`` so that the
+process (``--log-level info``; a config file raises ``max_items_per_node`` so that the
 large node is kept whole). Both nodes are filled before the daemon starts, by writing
 ejabberd's tables (``bench/ejabberd_fill.py``): 1,000 and 100,000 XEP-0277 comments of
 about 300 bytes of Atom each. RSS is read from ``/proc/<pid>/status`` (``VmRSS``), the
@@ -26,6 +26,11 @@ starts, so the peak is the stage's own.
    ``rss_60s_after_sync_100k``: right after ``completed`` and 60 s later (target: back
    within 10 MiB of ``rss_60s_after_sync_1k``, i.e. memory given back).
 
+At each stage roostd also says who holds its resident set (``ROOST_MEMORY_TRACE`` with
+no frames: a ``SIGUSR1`` logs the figures, nothing is traced): glibc's heap in use and
+free but kept, and the database library's own memory (``heap_in_use_mib``,
+``heap_free_mib``, ``database_mib`` in the stage's line).
+
 ``ROOST_BENCH_SMALL=1``: 10,000 items instead of 100,000 and 10 s instead of 60 s (a
 quick run; its late figures are then not the targets' own).
 """
@@ -34,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 import time
 import uuid
@@ -47,6 +53,7 @@ from bench.figures import emit, progress
 from bench.loopback import COMMENTS, comment_entry, ejabberd_world, sync_node
 from roost.bridge.client import RoostClient
 from roost.service.events import EventHub
+from roost.service.memory_trace import MemoryFigures
 from roost.service.pubsub.operations import PubsubService
 from roost.service.xmpp.sessions import SessionManager
 from tests.fixtures.dbus import Roostd, wait_for_name
@@ -136,6 +143,30 @@ async def watch_peak(proc: Process, until: asyncio.Future[Any]) -> float:
     return highest
 
 
+class Figures:
+    """Asks roostd (started with figures-only memory tracing) who holds its memory."""
+
+    def __init__(self, daemon: Roostd) -> None:
+        self.daemon = daemon
+        self.asked = 0
+
+    async def now(self) -> dict[str, float]:
+        """The figures, in MiB, as the fields of a stage's line."""
+        self.asked += 1
+        self.daemon.process.send_signal(signal.SIGUSR1)
+        mark = f"memory figures {self.asked}: "
+        deadline = time.monotonic() + 60
+        while mark not in (text := self.daemon.log_text()):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"roostd did not log its memory figures:\n{text[-3000:]}")
+            await asyncio.sleep(0.05)
+        line = next(line for line in text.splitlines() if mark in line)
+        figures = MemoryFigures.from_description(line.split(mark, 1)[1])
+        wanted = ("heap_in_use", "heap_free", "database")
+        mib = {name: getattr(figures, name) for name in wanted}
+        return {f"{k}_mib": round(v / 2**20, 1) for k, v in mib.items() if v is not None}
+
+
 def settled_extra(samples: list[float]) -> dict[str, float]:
     """The range of the last 30 s of samples: how far RSS still moves."""
     tail = samples[-30:]
@@ -145,7 +176,8 @@ def settled_extra(samples: list[float]) -> dict[str, float]:
 async def stages(daemon: Roostd, server: EjabberdServer, nodes: dict[int, str]) -> None:
     """Every stage on one daemon, each figure emitted as it is measured."""
     proc = Process(daemon.process.pid)
-    emit(BENCH, "rss_name_owned", proc.rss(), "MiB")
+    figures = Figures(daemon)
+    emit(BENCH, "rss_name_owned", proc.rss(), "MiB", **await figures.now())
     service = server.pubsub_service
 
     client = await RoostClient.connect(daemon.bus_address)
@@ -180,6 +212,7 @@ async def stages(daemon: Roostd, server: EjabberdServer, nodes: dict[int, str]) 
         items=count,
         profiles=2,
         **settled_extra(samples),
+        **await figures.now(),
     )
     settled = samples[-1]
 
@@ -205,7 +238,7 @@ async def stages(daemon: Roostd, server: EjabberdServer, nodes: dict[int, str]) 
         sampled_peak=round(sampled, 1),
         seconds=round(seconds, 1),
     )
-    emit(BENCH, f"rss_after_sync_{label}", after, "MiB", items=count)
+    emit(BENCH, f"rss_after_sync_{label}", after, "MiB", items=count, **await figures.now())
     progress(BENCH, f"waiting {SETTLE_SECONDS:.0f} s")
     samples = await settle(proc, SETTLE_SECONDS)
     emit(
@@ -217,6 +250,7 @@ async def stages(daemon: Roostd, server: EjabberdServer, nodes: dict[int, str]) 
         at_most=settled + GIVEN_BACK_MIB,
         items=count,
         **settled_extra(samples),
+        **await figures.now(),
     )
     client.close()
 
@@ -226,7 +260,9 @@ def main() -> None:
     began = time.perf_counter()
     with ejabberd_world("roost-bench-memory-", max_items_per_node=1_000_000) as world:
         nodes = asyncio.run(make_nodes(world.server))
-        daemon = world.launcher.spawn("--log-level", "warning", "--config", str(world.config))
+        # Figures only: nothing is traced, and nothing written there.
+        env = {"ROOST_MEMORY_TRACE": str(world.config.parent), "ROOST_MEMORY_TRACE_FRAMES": "0"}
+        daemon = world.launcher.spawn("--log-level", "info", "--config", str(world.config), env=env)
         wait_for_name(world.bus.address, timeout=60)
         if daemon.process.poll() is not None:
             raise RuntimeError(f"roostd exited at start:\n{daemon.log_text()}")
