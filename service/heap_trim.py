@@ -13,14 +13,10 @@ after a large sync), which is why it waits for the syncs to end: a frontend read
 while a sync runs would feel it. On a C library without ``malloc_trim`` (musl, macOS)
 only the collection runs.
 
-Between syncs the heap's free memory grows too: under a steady load of bus calls the
-blocks in use stayed level for an hour while the free memory glibc kept among them
-went from 16 to 24 MiB (``bench/soak.py --memory-figures``), all of it resident. So once
-every :data:`STEADY_EVERY`, while no sync runs, the free pages are given back
-(``malloc_trim`` alone: no collection, which is what costs the loop) when the free heap
-has grown by more than :data:`STEADY_FREE_LIMIT` since the last trim. (glibc counts a
-free block as free whether its pages were given back or not, so it is the growth since
-a trim that is resident, not the whole count.)
+Between syncs nothing is trimmed: under a steady load of bus calls the free heap grows
+too (16 to 24 MiB in an hour's soak), but as holes among blocks in use, in pages that
+``malloc_trim`` cannot give back. A trim once a minute while no sync ran, tried in two
+soaks, gave back nothing.
 """
 
 from __future__ import annotations
@@ -43,11 +39,6 @@ _FINAL_STATES = frozenset({"completed", "error", "no_sync", "none"})
 QUIET_DELAY = 2.0
 #: The least time between two trims (seconds).
 MIN_INTERVAL = 10.0
-#: Seconds between two looks at the free heap while no sync runs.
-STEADY_EVERY = 60.0
-#: Growth of the free heap since the last trim (bytes) past which a look gives the free
-#: pages back.
-STEADY_FREE_LIMIT = 8 * 2**20
 
 
 class _MallInfo2(ctypes.Structure):
@@ -73,8 +64,9 @@ _mallinfo2 = glibc_function("mallinfo2", [], _MallInfo2)
 
 
 def heap_usage() -> tuple[int, int] | None:
-    """(bytes in use, bytes free but kept) of glibc's heap, its own mappings for large
-    blocks counted in use; None on another C library (or a glibc before 2.33)."""
+    """(bytes in use, bytes free) of glibc's heap, its own mappings for large blocks
+    counted in use, a free block counted whether a trim gave its pages back or not;
+    None on another C library (or a glibc before 2.33)."""
     if _mallinfo2 is None:
         return None
     info = _mallinfo2()
@@ -88,9 +80,6 @@ class HeapTrimmer:
         events: the hub whose :class:`SyncStateChanged` events say when a sync ended.
         quiet_delay: seconds to wait after the last sync ended.
         min_interval: the least time between two trims.
-        steady_every: seconds between two looks at the free heap while no sync runs.
-        steady_free_limit: growth of the free heap since the last trim (bytes) past
-            which such a look gives the free pages back.
     """
 
     def __init__(
@@ -99,36 +88,22 @@ class HeapTrimmer:
         *,
         quiet_delay: float = QUIET_DELAY,
         min_interval: float = MIN_INTERVAL,
-        steady_every: float = STEADY_EVERY,
-        steady_free_limit: int = STEADY_FREE_LIMIT,
     ) -> None:
         self._events = events
         self._quiet_delay = quiet_delay
         self._min_interval = min_interval
-        self._steady_every = steady_every
-        self._steady_free_limit = steady_free_limit
         self._malloc_trim = glibc_function("malloc_trim", [ctypes.c_size_t])
         self._timer: asyncio.TimerHandle | None = None
-        self._steady: asyncio.TimerHandle | None = None
-        # The free heap as the last trim left it (its pages given back), the least seen
-        # since.
-        self._free_after_trim = 0
         self._last = -float("inf")
         self._unsubscribe: Callable[[], None] | None = None
         # The nodes whose sync runs now (profile, service, node).
         self._syncing: set[tuple[str, str, str]] = set()
         #: Trims run so far.
         self.trims = 0
-        #: Free pages given back between syncs so far.
-        self.steady_trims = 0
 
     def start(self) -> None:
-        """Listen for the end of syncs, and look at the free heap between them."""
+        """Listen for the end of syncs."""
         self._unsubscribe = self._events.subscribe(self._on_event)
-        if self._malloc_trim is not None and heap_usage() is not None:
-            self._steady = asyncio.get_running_loop().call_later(
-                self._steady_every, self._look_at_free_heap
-            )
 
     def close(self) -> None:
         """Stop listening; a trim waiting to run is dropped."""
@@ -138,37 +113,6 @@ class HeapTrimmer:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._steady is not None:
-            self._steady.cancel()
-            self._steady = None
-
-    def _look_at_free_heap(self) -> None:
-        self._steady = asyncio.get_running_loop().call_later(
-            self._steady_every, self._look_at_free_heap
-        )
-        usage = heap_usage()
-        # A sync running, or one just ended, is the full trim's.
-        if self._syncing or self._timer is not None or usage is None or self._malloc_trim is None:
-            return
-        free = usage[1]
-        grown = free - self._free_after_trim
-        if grown <= self._steady_free_limit:
-            self._free_after_trim = min(self._free_after_trim, free)
-            return
-        began = time.perf_counter()
-        self._malloc_trim(0)
-        self.steady_trims += 1
-        self._note_trimmed()
-        log.debug(
-            "free heap given back in %.1f ms (%.1f MiB free, %.1f MiB of it since the last trim)",
-            (time.perf_counter() - began) * 1000,
-            free / 2**20,
-            grown / 2**20,
-        )
-
-    def _note_trimmed(self) -> None:
-        usage = heap_usage()
-        self._free_after_trim = usage[1] if usage is not None else 0
 
     def _on_event(self, event: Event) -> None:
         if not isinstance(event, SyncStateChanged):
@@ -199,7 +143,6 @@ class HeapTrimmer:
         began = time.perf_counter()
         collected = gc.collect()
         released = self._malloc_trim(0) if self._malloc_trim is not None else 0
-        self._note_trimmed()
         self._last = time.monotonic()
         self.trims += 1
         log.debug(
