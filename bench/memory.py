@@ -150,16 +150,12 @@ class Figures:
         self.daemon = daemon
         self.asked = 0
 
-    async def now(self) -> dict[str, float]:
+    def now(self) -> dict[str, float]:
         """The figures, in MiB, as the fields of a stage's line."""
         self.asked += 1
         self.daemon.process.send_signal(signal.SIGUSR1)
         mark = f"memory figures {self.asked}: "
-        deadline = time.monotonic() + 60
-        while mark not in (text := self.daemon.log_text()):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"roostd did not log its memory figures:\n{text[-3000:]}")
-            await asyncio.sleep(0.05)
+        text = self.daemon.wait_for_log(mark)
         line = next(line for line in text.splitlines() if mark in line)
         figures = MemoryFigures.from_description(line.split(mark, 1)[1])
         wanted = ("heap_in_use", "heap_free", "database")
@@ -177,7 +173,7 @@ async def stages(daemon: Roostd, server: EjabberdServer, nodes: dict[int, str]) 
     """Every stage on one daemon, each figure emitted as it is measured."""
     proc = Process(daemon.process.pid)
     figures = Figures(daemon)
-    emit(BENCH, "rss_name_owned", proc.rss(), "MiB", **await figures.now())
+    emit(BENCH, "rss_name_owned", proc.rss(), "MiB", **figures.now())
     service = server.pubsub_service
 
     client = await RoostClient.connect(daemon.bus_address)
@@ -212,7 +208,7 @@ async def stages(daemon: Roostd, server: EjabberdServer, nodes: dict[int, str]) 
         items=count,
         profiles=2,
         **settled_extra(samples),
-        **await figures.now(),
+        **figures.now(),
     )
     settled = samples[-1]
 
@@ -238,7 +234,7 @@ async def stages(daemon: Roostd, server: EjabberdServer, nodes: dict[int, str]) 
         sampled_peak=round(sampled, 1),
         seconds=round(seconds, 1),
     )
-    emit(BENCH, f"rss_after_sync_{label}", after, "MiB", items=count, **await figures.now())
+    emit(BENCH, f"rss_after_sync_{label}", after, "MiB", items=count, **figures.now())
     progress(BENCH, f"waiting {SETTLE_SECONDS:.0f} s")
     samples = await settle(proc, SETTLE_SECONDS)
     emit(
@@ -250,7 +246,7 @@ async def stages(daemon: Roostd, server: EjabberdServer, nodes: dict[int, str]) 
         at_most=settled + GIVEN_BACK_MIB,
         items=count,
         **settled_extra(samples),
-        **await figures.now(),
+        **figures.now(),
     )
     client.close()
 

@@ -41,38 +41,6 @@ QUIET_DELAY = 2.0
 MIN_INTERVAL = 10.0
 
 
-class _MallInfo2(ctypes.Structure):
-    # glibc's struct mallinfo2 (<malloc.h>, glibc 2.33 and later), every arena summed.
-    _fields_ = [
-        (name, ctypes.c_size_t)
-        for name in (
-            "arena",
-            "ordblks",
-            "smblks",
-            "hblks",
-            "hblkhd",
-            "usmblks",
-            "fsmblks",
-            "uordblks",
-            "fordblks",
-            "keepcost",
-        )
-    ]
-
-
-_mallinfo2 = glibc_function("mallinfo2", [], _MallInfo2)
-
-
-def heap_usage() -> tuple[int, int] | None:
-    """(bytes in use, bytes free) of glibc's heap, its own mappings for large blocks
-    counted in use, a free block counted whether a trim gave its pages back or not;
-    None on another C library (or a glibc before 2.33)."""
-    if _mallinfo2 is None:
-        return None
-    info = _mallinfo2()
-    return info.uordblks + info.hblkhd, info.fordblks
-
-
 class HeapTrimmer:
     """Collects garbage and returns free heap pages to the system after syncs end.
 

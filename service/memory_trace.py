@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import re
@@ -32,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from roost.service.heap_trim import heap_usage
+from roost.service.launch import glibc_function
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,38 @@ MEMORY_TRACE_FRAMES_ENV = "ROOST_MEMORY_TRACE_FRAMES"
 DEFAULT_FRAMES = 10
 #: Places logged at each snapshot.
 TOP_PLACES = 15
+
+
+class _MallInfo2(ctypes.Structure):
+    # glibc's struct mallinfo2 (<malloc.h>, glibc 2.33 and later), every arena summed.
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
+
+
+_mallinfo2 = glibc_function("mallinfo2", [], _MallInfo2)
+
+
+def heap_usage() -> tuple[int, int] | None:
+    """(bytes in use, bytes free) of glibc's heap, its own mappings for large blocks
+    counted in use, a free block counted whether a trim gave its pages back or not;
+    None on another C library (or a glibc before 2.33)."""
+    if _mallinfo2 is None:
+        return None
+    info = _mallinfo2()
+    return info.uordblks + info.hblkhd, info.fordblks
 
 
 @dataclass(frozen=True)

@@ -4,27 +4,14 @@ that keeps growing; without it the daemon traces nothing."""
 from __future__ import annotations
 
 import signal
-import time
 import tracemalloc
 from pathlib import Path
 
 from roost.service.memory_trace import MemoryFigures
-from tests.fixtures.dbus import Roostd, RoostdLauncher
+from tests.fixtures.dbus import RoostdLauncher
 
 # A loaded machine: a traced daemon runs several times slower than usual.
 WAIT = 60.0
-
-
-def wait_for_log(daemon: Roostd, text: str, count: int) -> str:
-    """The daemon's log once ``text`` is in it ``count`` times (or fail after WAIT)."""
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        log = daemon.log_text()
-        if log.count(text) >= count:
-            return log
-        assert daemon.process.poll() is None, f"roostd exited:\n{log}"
-        time.sleep(0.05)
-    raise AssertionError(f"{text!r} not logged {count} times:\n{daemon.log_text()}")
 
 
 def test_sigusr1_writes_snapshots_and_logs_what_grew(
@@ -35,7 +22,7 @@ def test_sigusr1_writes_snapshots_and_logs_what_grew(
     assert "memory trace on" in daemon.log_text()
     for n in (1, 2):
         daemon.process.send_signal(signal.SIGUSR1)
-        wait_for_log(daemon, "memory snapshot ", n)
+        daemon.wait_for_log("memory snapshot ", n, timeout=WAIT)
     snapshots = sorted(traces.glob("roostd-*.tracemalloc"))
     assert [p.name.rsplit("-", 1)[1] for p in snapshots] == ["1.tracemalloc", "2.tracemalloc"]
     assert traces.stat().st_mode & 0o077 == 0
@@ -61,7 +48,7 @@ def test_each_snapshot_logs_who_holds_the_memory(
     daemon.process.send_signal(signal.SIGUSR1)
     line = next(
         line
-        for line in wait_for_log(daemon, "memory snapshot ", 1).splitlines()
+        for line in daemon.wait_for_log("memory snapshot ", 1, timeout=WAIT).splitlines()
         if "memory snapshot " in line
     )
     figures = figures_in(line)
@@ -81,7 +68,7 @@ def test_without_frames_only_the_figures_are_logged(
     )
     for n in (1, 2):
         daemon.process.send_signal(signal.SIGUSR1)
-        wait_for_log(daemon, f"memory figures {n}: ", 1)
+        daemon.wait_for_log(f"memory figures {n}: ", 1, timeout=WAIT)
     lines = [line for line in daemon.log_text().splitlines() if "memory figures 2:" in line]
     assert set(figures_in(lines[0])) == {"resident", "heap_in_use", "heap_free", "database"}
     assert not traces.exists()
