@@ -8,8 +8,11 @@ in-band registration; alice's XEP-0277 comments node on the pubsub service holds
 comments (written into ejabberd's tables, ``bench/ejabberd_fill.py``). Each profile
 synchronises that node into its own cache, so the cache holds 100 x 1,000 items.
 
-The same run, once on SQLite (a file) and once on PostgreSQL (the same config, the URL
-given with ``--database``), a fresh daemon each:
+The same run on SQLite (a file), then on PostgreSQL (the same config, the URL given with
+``--database``) twice: over the cluster's Unix socket (``postgresql``: a daemon on the
+database server's host, as Debian's ``postgresql:///roost`` connects) and over loopback
+TCP (``postgresql_tcp``: as to a server on another host, less the network); a fresh
+daemon and database each:
 
 1. ``connect_<n>_profiles``: every profile created (one after the other) and connected
    (``Connect`` returns once the session is up; 20 in flight); ``sync_<n>x<items>``:
@@ -53,6 +56,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dbus_fast import Variant
+from sqlalchemy import make_url
 
 from bench.ejabberd_fill import fill_ejabberd_node
 from bench.figures import emit, progress, spread
@@ -489,10 +493,16 @@ def main() -> None:
         progress(BENCH, f"{PROFILES} accounts and a {ITEMS}-item node ready")
         on_sqlite = measure(world, node, "sqlite", None, None)
         report("sqlite", on_sqlite, None)
+        postmaster = int((cluster.data_dir / "postmaster.pid").read_text().split()[0])
         with cluster.database() as url:
-            postmaster = int((cluster.data_dir / "postmaster.pid").read_text().split()[0])
-            on_postgres = measure(world, node, "postgresql", url, postmaster)
+            name = make_url(url).database
+            assert name is not None
+            over_socket = cluster.socket_url(name)
+            on_postgres = measure(world, node, "postgresql", over_socket, postmaster)
         report("postgresql", on_postgres, on_sqlite)
+        with cluster.database() as url:
+            on_tcp = measure(world, node, "postgresql_tcp", url, postmaster)
+        report("postgresql_tcp", on_tcp, on_sqlite)
     progress(BENCH, f"done in {time.perf_counter() - began:.0f} s")
 
 

@@ -21,6 +21,8 @@ statement inside it, and a :class:`ReadRunner` runs it in one transaction (one s
   that a read preempted by a busy machine is not taken for a long one. Every other read runs on
   one of :data:`READ_THREADS` reader threads, one trip. Statements are compiled once
   and executed on the driver directly.
+- :class:`~roost.storage.postgres_reads.PostgresReads`, for PostgreSQL: a short read on
+  a plain asyncpg connection of its own, the rest through :class:`EngineReads`.
 - :class:`EngineReads`, for any other database (and an in-memory SQLite one, which a
   second connection would not see): the function runs through the async engine
   (:meth:`AsyncConnection.run_sync`), the call shielded from cancellation as the writes
@@ -47,7 +49,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Select
+from sqlalchemy import Connection, Dialect, Select
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -121,16 +123,19 @@ class ReadRunner(ABC):
 # -- SQLite files -------------------------------------------------------------------------
 
 
-class _Compiled:
-    """A statement as SQLite runs it: its SQL, its parameters' names in order, and the
+class CompiledStatement:
+    """A statement as a driver runs it: its SQL, its parameters' names in order, and the
     values of those the statement itself gives (literals)."""
 
     __slots__ = ("fixed", "names", "sql", "stmt")
 
-    def __init__(self, stmt: Statement) -> None:
-        compiled = stmt.compile(dialect=_SQLITE)
+    def __init__(self, stmt: Statement, dialect: Dialect) -> None:
+        compiled = stmt.compile(dialect=dialect)
         self.stmt = stmt  # kept, so that its id is not reused while cached
         self.sql = compiled.string
+        if "POSTCOMPILE" in self.sql:
+            # Values rendered into the SQL at each execution: not one SQL text.
+            raise ValueError("a read's statement cannot have literal_execute parameters")
         self.names = tuple(compiled.positiontup or ())
         self.fixed = {
             name: bind.effective_value for name, bind in compiled.binds.items() if not bind.required
@@ -143,7 +148,22 @@ class _Compiled:
         return [params[name] for name in self.names]
 
 
-_SQLITE = sqlite.dialect()
+class CompiledStatements:
+    """Statements compiled once for one dialect, shared by every connection of a runner
+    (the GIL guards the dict). A store builds its statements once: a few dozen at most;
+    past :data:`_MAX_COMPILED` (statements built per call by mistake) it starts again."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self._dialect = dialect
+        self._compiled: dict[int, CompiledStatement] = {}
+
+    def __getitem__(self, stmt: Statement) -> CompiledStatement:
+        found = self._compiled.get(id(stmt))
+        if found is None or found.stmt is not stmt:
+            if len(self._compiled) >= _MAX_COMPILED:
+                self._compiled.clear()
+            found = self._compiled[id(stmt)] = CompiledStatement(stmt, self._dialect)
+        return found
 
 
 class _SqliteConnection(ReadConnection):
@@ -151,7 +171,7 @@ class _SqliteConnection(ReadConnection):
     SQLite stops each statement that takes more than that."""
 
     def __init__(
-        self, conn: sqlite3.Connection, compiled: dict[int, _Compiled], *, budgeted: bool = False
+        self, conn: sqlite3.Connection, compiled: CompiledStatements, *, budgeted: bool = False
     ) -> None:
         self._conn = conn
         self._compiled = compiled
@@ -165,11 +185,7 @@ class _SqliteConnection(ReadConnection):
         return 1 if self._looks_left < 0 else 0
 
     def _execute(self, stmt: Statement, params: Mapping[str, Any]) -> sqlite3.Cursor:
-        found = self._compiled.get(id(stmt))
-        if found is None or found.stmt is not stmt:
-            if len(self._compiled) >= _MAX_COMPILED:
-                self._compiled.clear()
-            found = self._compiled[id(stmt)] = _Compiled(stmt)
+        found = self._compiled[stmt]
         if self.budget is not None:
             self._looks_left = self.budget // _PROGRESS_STEPS
         return self._conn.execute(found.sql, found.values(params))
@@ -223,8 +239,7 @@ class SqliteReads(ReadRunner):
         self._local = threading.local()
         self._lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
-        # Statements compiled once, shared by every connection (the GIL guards the dict).
-        self._compiled: dict[int, _Compiled] = {}
+        self._compiled = CompiledStatements(sqlite.dialect())
         self._short: _SqliteConnection | None = None
         self._stopped = False
 

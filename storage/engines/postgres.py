@@ -92,6 +92,14 @@ TRANSIENT_STATES = frozenset({"40001", "40P01", "55P03"})
 #: forked, authentication and asyncpg's type set-up each time).
 POOL_SIZE = 20
 POOL_OVERFLOW = 0
+#: Each connection's settings (short reads' connections too): the server's views name it.
+SERVER_SETTINGS = {"application_name": "roostd"}
+# What SQLAlchemy's asyncpg adapter takes out of the connect arguments for itself.
+_ADAPTER_ARGUMENTS = (
+    "async_creator_fn",
+    "prepared_statement_cache_size",
+    "prepared_statement_name_func",
+)
 
 _JSONB_KINDS = {"number": "number", "string": "string", "boolean": "boolean", "array": "array"}
 
@@ -153,18 +161,30 @@ class PostgresEngine(DatabaseEngine):
         kwargs.setdefault("pool_size", POOL_SIZE)
         kwargs.setdefault("max_overflow", POOL_OVERFLOW)
         connect_args = kwargs.setdefault("connect_args", {})
-        connect_args.setdefault("server_settings", {"application_name": "roostd"})
+        connect_args.setdefault("server_settings", dict(SERVER_SETTINGS))
         engine = sa_create_async_engine(url, **kwargs)
         event.listen(engine.sync_engine, "checkout", _refuse_closed_connection)
         return engine
 
     def read_runner(self, engine: AsyncEngine, url: URL) -> ReadRunner:
-        """See :meth:`DatabaseEngine.read_runner`: through the engine's pool, short reads
-        without a transaction (``READ COMMITTED`` gives each statement its own snapshot
-        anyway)."""
-        from roost.storage.reads import EngineReads
+        """See :meth:`DatabaseEngine.read_runner`: short reads on plain asyncpg
+        connections of their own, outside a transaction (``READ COMMITTED`` gives each
+        statement its own snapshot anyway), longer ones through the engine's pool
+        (:class:`~roost.storage.postgres_reads.PostgresReads`)."""
+        import asyncpg  # type: ignore[import-untyped]
 
-        return EngineReads(engine, short_autocommit=True)
+        from roost.storage.postgres_reads import PostgresReads
+
+        # The engine's own translation of the URL (host, socket directory, SSL options).
+        args, params = engine.dialect.create_connect_args(engine.url)
+        for name in _ADAPTER_ARGUMENTS:
+            params.pop(name, None)
+        params.setdefault("server_settings", dict(SERVER_SETTINGS))
+
+        async def connect() -> Any:
+            return await asyncpg.connect(*args, **params)
+
+        return PostgresReads(engine, connect)
 
     def write_runner(self, engine: AsyncEngine, url: URL) -> WriteRunner:
         """See :meth:`DatabaseEngine.write_runner`: through the engine's pool, several

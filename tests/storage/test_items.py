@@ -71,7 +71,7 @@ def item(
 async def db(database_url: str) -> AsyncIterator[Stores]:
     stores = await open_stores(database_url)
     yield stores
-    await stores.engine.dispose()
+    await stores.database.close()
 
 
 @pytest.fixture
@@ -79,7 +79,7 @@ async def sqlite_db(sqlite_url: str) -> AsyncIterator[Stores]:
     """The stores on SQLite, for tests of SQLite's own query plans."""
     stores = await open_stores(sqlite_url)
     yield stores
-    await stores.engine.dispose()
+    await stores.database.close()
 
 
 def ids(records: Sequence[object]) -> list[str]:
@@ -414,4 +414,4 @@ async def test_large_writes_at_once_take_turns_instead_of_failing_on_the_lock(
         )
         assert [await stores.items.count_items(node) for node in nodes] == [2000] * len(nodes)
     finally:
-        await stores.engine.dispose()
+        await stores.database.close()

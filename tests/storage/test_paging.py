@@ -104,8 +104,8 @@ class Harness:
         return page
 
     def close(self) -> None:
-        """Dispose of the engine, then close the loop."""
-        self.run(self.db.engine.dispose())
+        """Close the database, then the loop."""
+        self.run(self.db.database.close())
         self.runner.close()
 
 
