@@ -33,6 +33,7 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    any_,
     bindparam,
     case,
     cast,
@@ -100,6 +101,8 @@ _ADAPTER_ARGUMENTS = (
     "prepared_statement_cache_size",
     "prepared_statement_name_func",
 )
+
+_TEXT_ARRAY = postgresql.ARRAY(Text())
 
 _JSONB_KINDS = {"number": "number", "string": "string", "boolean": "boolean", "array": "array"}
 
@@ -393,11 +396,30 @@ class PostgresEngine(DatabaseEngine):
 
     # -- lists and upserts ---------------------------------------------------------------
 
+    def in_values(self, column: Any, values: Sequence[str]) -> ColumnElement[bool]:
+        """See :meth:`DatabaseEngine.in_values`: ``= ANY`` of a ``text[]`` parameter."""
+        return self._any_of(column, bindparam(None, list(values), type_=_TEXT_ARRAY))
+
     def in_named_values(self, column: Any, param: BindParameter[Any]) -> ColumnElement[bool]:
-        """See :meth:`DatabaseEngine.in_named_values`: a JSON array's elements."""
-        listed = func.jsonb_array_elements_text(cast(param, JSONB)).table_valued("value")
-        result: ColumnElement[bool] = column.in_(select(listed.c.value))
+        """See :meth:`DatabaseEngine.in_named_values`: ``= ANY`` of a ``text[]``
+        parameter (its value from :meth:`values_param`, a list).
+
+        Not ``IN`` the elements of a JSON array, as on SQLite: PostgreSQL estimates such
+        a set function at 100 rows and, on a table whose statistics are not yet gathered
+        (a node just synchronised), read every item of the node to match 20 ids, twice
+        (0.6 ms at 1,000 items). An array parameter is an index condition whatever the
+        statistics: 20 lookups of the (node, item id) index (0.14 ms)."""
+        return self._any_of(column, bindparam(param.key, type_=_TEXT_ARRAY))
+
+    @staticmethod
+    def _any_of(column: Any, listed: BindParameter[Any]) -> ColumnElement[bool]:
+        # Negated (~), SQLAlchemy writes NOT (x = ANY (...)), never x != ANY (...).
+        result: ColumnElement[bool] = column == any_(listed)
         return result
+
+    def values_param(self, values: Sequence[str]) -> Any:
+        """See :meth:`DatabaseEngine.values_param`: the list itself, bound as ``text[]``."""
+        return list(values)
 
     def reset_id_sequences(self, connection: Connection, tables: Sequence[Table]) -> None:
         """See :meth:`DatabaseEngine.reset_id_sequences`: each ``id`` column's sequence
