@@ -63,6 +63,14 @@ READ_CONNECTIONS = 8
 _DRIVER_FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 
+def _failed_statement_only(exc: BaseException) -> bool:
+    """Whether the server refused a statement and the connection is fit for the next
+    (an error of the statement, not of the connection or the protocol)."""
+    return isinstance(exc, asyncpg.PostgresError) and not isinstance(
+        exc, asyncpg.PostgresConnectionError
+    )
+
+
 class _DriverConnection(ReadConnection):
     """A plain asyncpg connection, from inside the read's greenlet."""
 
@@ -146,6 +154,10 @@ class PostgresReads(ReadRunner):
                     log.info(
                         "a short read failed on its own connection (%r): through the engine", exc
                     )
+                    if not _failed_statement_only(exc):
+                        # The connection itself failed, or is in a state no one knows:
+                        # closed here, it is not given back.
+                        conn.terminate()
                 finally:
                     self._give_back(conn)
         return await self._through_engine.run(read, *args, short=True)
@@ -164,6 +176,7 @@ class PostgresReads(ReadRunner):
             return None
 
     def _give_back(self, conn: Any) -> None:
+        """Keep ``conn`` for the next read, unless it is closed."""
         if not conn.is_closed():
             self._idle.append(conn)
 

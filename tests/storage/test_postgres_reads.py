@@ -12,7 +12,8 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import Integer, bindparam, event, func, literal, select
+from sqlalchemy.exc import DBAPIError
 
 from roost.storage.errors import RowNotFound
 from roost.storage.items import ItemStore
@@ -145,6 +146,26 @@ async def test_a_read_whose_connection_fails_is_read_through_the_engine(
         # And the next one has a new connection.
         assert await runner.run(count, short=True) == ITEMS
         assert connections.opened == 2
+    finally:
+        await runner.close()
+
+
+async def test_a_statement_the_server_refuses_fails_as_through_the_engine(
+    db: Stores, connections: Connections
+) -> None:
+    """The caller sees SQLAlchemy's error, as every other read's; the connection, which
+    did nothing wrong, serves the next read."""
+    divided = select(literal(1) / bindparam("zero", type_=Integer()))
+
+    def dividing(conn: ReadConnection) -> Any:
+        return conn.row(divided, {"zero": 0})
+
+    runner = PostgresReads(db.engine, connections.connect, connections=1)
+    try:
+        with pytest.raises(DBAPIError, match="division by zero"):
+            await runner.run(dividing, short=True)
+        assert await runner.run(count, short=True) == ITEMS
+        assert connections.opened == 1
     finally:
         await runner.close()
 
