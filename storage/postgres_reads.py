@@ -60,7 +60,16 @@ READ_CONNECTIONS = 8
 
 #: What the driver raises when a connection or the server failed a read: the read is run
 #: again through the engine.
-_DRIVER_FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+# InternalClientError among them: a connection whose server session ended while it sat
+# idle can meet the next statement half-way through reading the server's farewell
+# ("another operation is in progress"), before it knows it is closed.
+_DRIVER_FAILURES = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    TimeoutError,
+)
 
 
 def _failed_statement_only(exc: BaseException) -> bool:

@@ -135,17 +135,20 @@ async def test_a_read_whose_connection_fails_is_read_through_the_engine(
         connections.refuse = False
         assert await runner.run(count, short=True) == ITEMS
         assert connections.opened == 1
-        # The server ends the runner's session: the read that meets it is run again.
-        ended = await asyncio.to_thread(
-            connections.server.psql,
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-            f" WHERE application_name = '{connections.name}'",
-        )
-        assert ended == "1"
-        assert await runner.run(count, short=True) == ITEMS
-        # And the next one has a new connection.
-        assert await runner.run(count, short=True) == ITEMS
-        assert connections.opened == 2
+        # The server ends the runner's session: the read that meets it is run again,
+        # whether the connection already knows it is closed, has read part of the
+        # server's farewell, or none of it (rounds, since which it meets is timing).
+        for round_ in range(1, 6):
+            ended = await asyncio.to_thread(
+                connections.server.psql,
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                f" WHERE application_name = '{connections.name}'",
+            )
+            assert ended == "1"
+            assert await runner.run(count, short=True) == ITEMS
+            # The next read has a new connection at the latest.
+            assert await runner.run(count, short=True) == ITEMS
+            assert connections.opened == 1 + round_
     finally:
         await runner.close()
 
