@@ -570,7 +570,7 @@ class PubsubCache:
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, ProfileConnected):
-            self._spawn(self._resync_profile(event.profile))
+            self._spawn(self._resync_profile(event.profile, time.time()))
         elif isinstance(event, ContactChanged):
             self._spawn(self._contact_changed(event.profile, event.contact))
         elif isinstance(event, ProfileDisconnected):
@@ -606,14 +606,20 @@ class PubsubCache:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _resync_profile(self, profile: str) -> None:
-        """After a connection: resynchronise every node of the profile that is cached, and
-        remove the subscriptions of nodes that left the cache while it was offline."""
+    async def _resync_profile(self, profile: str, connected_at: float) -> None:
+        """After a connection (at ``connected_at``): resynchronise every node of the
+        profile that is cached, and remove the subscriptions of nodes that left the cache
+        while it was offline.
+
+        A node whose sync state changed since the connection was synchronised under it
+        already (a ``Cache.Sync`` or a read right after ``Connect``, which can end before
+        this runs on a busy machine): it is not synchronised a second time."""
         wanted: set[tuple[str, str]] = set()
         for record in await self._db.nodes.list_nodes(profile=profile):
             if record.extra.get("to_sync"):
                 wanted.add((record.service, record.name))
-                self.scheduler.schedule(record.id)
+                if record.sync_state_updated < connected_at:
+                    self.scheduler.schedule(record.id)
         await self.subscriptions.release_unused(profile, lambda s, n: (s, n) in wanted)
         await self.analysis.probe_contacts(profile)
 

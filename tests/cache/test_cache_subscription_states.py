@@ -11,6 +11,9 @@ Prosody only: the component lives there.
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import pytest
 
 from roost.service.events import SyncStateChanged
@@ -114,3 +117,51 @@ async def test_only_an_active_subscription_keeps_a_node_current(
         assert state["state"] == "no_sync" and not state["current"], state
         assert reason in state["reason"], state
         assert not reply.from_cache
+
+
+async def test_a_node_synchronised_right_after_connecting_is_not_synchronised_again(
+    prosody_server: ProsodyServer, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a busy machine the connection's resync of the profile's cached nodes can run
+    after a ``Cache.Sync`` asked right after ``Connect`` has ended: it must not start that
+    node's sync again (which showed the node ``in_progress`` once more, just after its
+    sync was announced as ended)."""
+    server = prosody_server
+    (me,) = unique_names("once", 1)
+    await server.register_many([me])
+    async with (
+        running_backend(database_url, server, [me], None) as (backend, log),
+        HostileService(server) as evil,
+    ):
+        cache = backend.cache
+        # The connection's resync is held until the sync below has ended, as a loaded
+        # machine may have it; what it asks the scheduler for is written down.
+        sync_ended = asyncio.Event()
+        resync = cache._resync_profile
+        asked: list[int] = []
+        schedule = cache.scheduler.schedule
+
+        async def late_resync(*args: Any) -> None:
+            await sync_ended.wait()
+            await resync(*args)
+
+        def recorded(node_id: int, delay: float = 0.0) -> None:
+            asked.append(node_id)
+            schedule(node_id, delay)
+
+        monkeypatch.setattr(cache, "_resync_profile", late_resync)
+        evil.node(NODE).subscribe_state = "unconfigured"
+        evil.put_items(NODE, [("1", "<note xmlns='urn:example:note'>one</note>")])
+        await backend.connect(me)
+        seen = len(log.events)
+        await cache.sync(me, evil.jid, NODE)
+        assert await synced_state(log, evil.jid, NODE, seen) == "no_sync"
+        record = await backend.db.nodes.get_node(me, evil.jid, NODE)
+        assert record is not None and record.extra.get("to_sync")
+        monkeypatch.setattr(cache.scheduler, "schedule", recorded)
+        sync_ended.set()
+        await asyncio.wait_for(asyncio.gather(*cache._background), 60)
+        assert record.id not in asked
+        assert not cache.scheduler.is_syncing(record.id)
+        state = await backend.pubsub.get_node_state(me, evil.jid, NODE)
+        assert state["state"] == "no_sync", state
