@@ -55,7 +55,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from roost.storage.cancel_safety import completes_on_cancel
-from roost.storage.engines.sqlite import SQLITE_BUSY_TIMEOUT_MS
+from roost.storage.engines.sqlite_connections import SQLITE_BUSY_TIMEOUT_MS
 
 _T = TypeVar("_T")
 

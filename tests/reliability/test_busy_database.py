@@ -24,7 +24,7 @@ import pytest
 from roost.service.cache import analysis
 from roost.service.config import Config
 from roost.service.events import SyncStateChanged
-from roost.storage.engines import sqlite as sqlite_engine
+from roost.storage.engines import sqlite_connections
 from tests.fixtures.backend import running_backend
 from tests.fixtures.world import XmppPeer
 from tests.fixtures.xmpp import XmppServer
@@ -96,7 +96,7 @@ async def test_syncs_that_meet_a_held_write_lock_are_tried_again(
     monkeypatch: pytest.MonkeyPatch,
     lock_failures: LockFailures,
 ) -> None:
-    monkeypatch.setattr(sqlite_engine, "SQLITE_BUSY_TIMEOUT_MS", BUSY_TIMEOUT_MS)
+    monkeypatch.setattr(sqlite_connections, "SQLITE_BUSY_TIMEOUT_MS", BUSY_TIMEOUT_MS)
     service = prosody_server.pubsub_service
     nodes = await blog_nodes(prosody_server, NODES)
     database = tmp_path / "busy.db"
@@ -134,7 +134,7 @@ async def test_syncs_that_meet_a_held_write_lock_are_tried_again(
 async def test_an_analysis_that_keeps_meeting_the_lock_is_announced_and_done_again_later(
     tmp_path: Path, prosody_server: XmppServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sqlite_engine, "SQLITE_BUSY_TIMEOUT_MS", BUSY_TIMEOUT_MS)
+    monkeypatch.setattr(sqlite_connections, "SQLITE_BUSY_TIMEOUT_MS", BUSY_TIMEOUT_MS)
     # One short retry, so that the lock outlasts every attempt within the test.
     monkeypatch.setattr(analysis, "BUSY_RETRY_DELAYS", (0.1,))
     service = prosody_server.pubsub_service

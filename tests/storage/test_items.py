@@ -13,8 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from roost.storage.database import Database
-from roost.storage.engines import SqliteEngine, engine_for
-from roost.storage.engines import sqlite as sqlite_engine
+from roost.storage.engines import SqliteEngine, engine_for, sqlite_connections
 from roost.storage.errors import InvalidQuery, RowNotFound
 from roost.storage.item_records import ItemInput
 from roost.storage.items import ItemStore, parsed_key_index_name
@@ -398,7 +397,7 @@ async def test_large_writes_at_once_take_turns_instead_of_failing_on_the_lock(
     """Many syncs writing pages at once: SQLite has one writer, and a page of thousands
     of items holds it for a while. With a busy timeout shorter than one such write, every
     write still lands, queued by the store rather than failing "database is locked"."""
-    monkeypatch.setattr(sqlite_engine, "SQLITE_BUSY_TIMEOUT_MS", 20)
+    monkeypatch.setattr(sqlite_connections, "SQLITE_BUSY_TIMEOUT_MS", 20)
     stores = await open_stores(sqlite_url)
     try:
         nodes = [

@@ -12,7 +12,7 @@ import asyncio
 import pytest
 
 from roost.storage import Database, TypedValue
-from roost.storage.engines import sqlite as sqlite_engine
+from roost.storage.engines import sqlite_connections
 from roost.storage.item_records import ItemInput
 from roost.storage.records import RosterEntry
 from roost.storage.write_turn import write_turn_for
@@ -47,7 +47,7 @@ async def test_writes_of_every_store_land_beside_large_item_pages(
     """Item pages of thousands hold the write lock far longer than SQLite's busy timeout
     here; the values, contacts and nodes written meanwhile still all land, in their turn
     rather than through the busy handler's retries."""
-    monkeypatch.setattr(sqlite_engine, "SQLITE_BUSY_TIMEOUT_MS", 20)
+    monkeypatch.setattr(sqlite_connections, "SQLITE_BUSY_TIMEOUT_MS", 20)
     database = await Database.open(sqlite_url)
     try:
         await database.profiles.create_profile("p", "p@example.org", "x", {})
