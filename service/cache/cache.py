@@ -570,7 +570,7 @@ class PubsubCache:
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, ProfileConnected):
-            self._spawn(self._resync_profile(event.profile, time.time()))
+            self._spawn(self._resync_profile(event.profile, time.monotonic()))
         elif isinstance(event, ContactChanged):
             self._spawn(self._contact_changed(event.profile, event.contact))
         elif isinstance(event, ProfileDisconnected):
@@ -607,18 +607,18 @@ class PubsubCache:
         task.add_done_callback(self._background.discard)
 
     async def _resync_profile(self, profile: str, connected_at: float) -> None:
-        """After a connection (at ``connected_at``): resynchronise every node of the
-        profile that is cached, and remove the subscriptions of nodes that left the cache
-        while it was offline.
+        """After a connection (at ``connected_at``, ``time.monotonic``): resynchronise
+        every node of the profile that is cached, and remove the subscriptions of nodes
+        that left the cache while it was offline.
 
-        A node whose sync state changed since the connection was synchronised under it
-        already (a ``Cache.Sync`` or a read right after ``Connect``, which can end before
-        this runs on a busy machine): it is not synchronised a second time."""
+        A node whose sync started since the connection is synchronised under it already
+        (a ``Cache.Sync`` or a read right after ``Connect``, which can end before this
+        runs on a busy machine): it is not synchronised a second time."""
         wanted: set[tuple[str, str]] = set()
         for record in await self._db.nodes.list_nodes(profile=profile):
             if record.extra.get("to_sync"):
                 wanted.add((record.service, record.name))
-                if record.sync_state_updated < connected_at:
+                if not self.scheduler.started_since(record.id, connected_at):
                     self.scheduler.schedule(record.id)
         await self.subscriptions.release_unused(profile, lambda s, n: (s, n) in wanted)
         await self.analysis.probe_contacts(profile)

@@ -65,6 +65,8 @@ class SyncScheduler:
         self._applier = applier
         self._kept_by_subscription = kept_by_subscription
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        # When each node's last sync started (monotonic clock).
+        self._started: dict[int, float] = {}
         self._timers: dict[int, asyncio.TimerHandle] = {}
         self._buffered: dict[int, list[ItemsEvent]] = {}
         # Nodes being synchronised, by key: the sync may have just subscribed to them.
@@ -79,6 +81,10 @@ class SyncScheduler:
     def is_syncing(self, node_id: int) -> bool:
         """Whether the node's sync runs now."""
         return node_id in self._tasks
+
+    def started_since(self, node_id: int, moment: float) -> bool:
+        """Whether a sync of the node started at or after ``moment`` (``time.monotonic``)."""
+        return self._started.get(node_id, -1.0) >= moment
 
     def is_syncing_key(self, key: NodeKey) -> bool:
         """Whether the node named by ``key`` is being synchronised now."""
@@ -144,6 +150,7 @@ class SyncScheduler:
             return
         task = asyncio.create_task(self._run(node_id), name=f"sync node {node_id}")
         self._tasks[node_id] = task
+        self._started[node_id] = time.monotonic()
         task.add_done_callback(lambda _t: self._ended_sync(node_id))
 
     def _ended_sync(self, node_id: int) -> None:
