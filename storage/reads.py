@@ -120,7 +120,7 @@ class ReadRunner(ABC):
         """Let reads under way finish, then close the connections."""
 
 
-# -- SQLite files -------------------------------------------------------------------------
+# -- statements compiled once, run on a driver directly --------------------------------------
 
 
 class CompiledStatement:
@@ -164,6 +164,9 @@ class CompiledStatements:
                 self._compiled.clear()
             found = self._compiled[id(stmt)] = CompiledStatement(stmt, self._dialect)
         return found
+
+
+# -- SQLite files -------------------------------------------------------------------------
 
 
 class _SqliteConnection(ReadConnection):
