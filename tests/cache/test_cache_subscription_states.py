@@ -12,10 +12,13 @@ Prosody only: the component lives there.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 
+from roost.service.backend import Backend
 from roost.service.events import SyncStateChanged
 from tests.fixtures.backend import EventLog, running_backend
 from tests.fixtures.hostile import HostileService
@@ -41,6 +44,21 @@ async def synced_state(log: EventLog, service: str, node: str, after: int) -> st
     )
     assert isinstance(event, SyncStateChanged)
     return event.state
+
+
+@asynccontextmanager
+async def account_beside_hostile_service(
+    server: ProsodyServer, database_url: str
+) -> AsyncIterator[tuple[str, Backend, EventLog, HostileService]]:
+    """A new account with its profile in a backend (not connected yet), and the hostile
+    pubsub service beside the server."""
+    (me,) = unique_names("approval", 1)
+    await server.register_many([me])
+    async with (
+        running_backend(database_url, server, [me], None) as (backend, log),
+        HostileService(server) as evil,
+    ):
+        yield me, backend, log, evil
 
 
 # (the state a subscribe is given, what the service lists as the account's
@@ -92,12 +110,7 @@ async def test_only_an_active_subscription_keeps_a_node_current(
 ) -> None:
     granted, listed, outcome, reason = CASES[case]
     server = prosody_server
-    (me,) = unique_names("approval", 1)
-    await server.register_many([me])
-    async with (
-        running_backend(database_url, server, [me], None) as (backend, log),
-        HostileService(server) as evil,
-    ):
+    async with account_beside_hostile_service(server, database_url) as (me, backend, log, evil):
         await backend.connect(me)
         jid = server.jid(me)
         node = evil.node(NODE)
@@ -126,12 +139,11 @@ async def test_a_node_synchronised_right_after_connecting_is_not_synchronised_ag
     after a ``Cache.Sync`` asked right after ``Connect`` has ended: it must not start that
     node's sync again (which showed the node ``in_progress`` once more, just after its
     sync was announced as ended)."""
-    server = prosody_server
-    (me,) = unique_names("once", 1)
-    await server.register_many([me])
-    async with (
-        running_backend(database_url, server, [me], None) as (backend, log),
-        HostileService(server) as evil,
+    async with account_beside_hostile_service(prosody_server, database_url) as (
+        me,
+        backend,
+        log,
+        evil,
     ):
         cache = backend.cache
         # The connection's resync is held until the sync below has ended, as a loaded

@@ -6,6 +6,7 @@ fit for the next read, and nothing left open at close."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -24,6 +25,9 @@ from tests.storage.test_items import Stores
 from tests.storage.test_reads import COUNT, ITEMS, REQUESTS, open_filled_stores
 
 pytestmark = pytest.mark.postgresql
+
+#: How long the statement a cancelled caller leaves behind sleeps on the server.
+SLEEP_S = 0.3
 
 
 class Connections:
@@ -178,7 +182,7 @@ async def test_a_cancelled_caller_leaves_its_connection_fit_for_the_next_read(
 ) -> None:
     # Set from the read's greenlet, on the event loop's thread.
     started = asyncio.Event()
-    slow = select(func.pg_sleep(0.3), func.count()).select_from(COUNT.subquery())
+    slow = select(func.pg_sleep(SLEEP_S), func.count()).select_from(COUNT.subquery())
 
     def sleeping(conn: ReadConnection) -> int:
         started.set()
@@ -190,11 +194,15 @@ async def test_a_cancelled_caller_leaves_its_connection_fit_for_the_next_read(
     try:
         call = asyncio.create_task(runner.run(sleeping, short=True))
         await asyncio.wait_for(started.wait(), 30)
+        began = time.monotonic()
         call.cancel()
         with pytest.raises(asyncio.CancelledError):
             await call
-        # The read finished before the caller saw its cancellation; its connection is
-        # back, idle, and serves the next read.
+        # The read finished before the caller saw its cancellation: the server slept
+        # its 0.3 s, which began after ``started`` (cut off, the statement would have
+        # been cancelled at once)...
+        assert time.monotonic() - began >= SLEEP_S - 0.01
+        # ...and its connection is back and serves the next read.
         assert await runner.run(count, short=True) == ITEMS
         assert connections.opened == 1
         assert await connections.on_server() == 1
