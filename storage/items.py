@@ -31,6 +31,7 @@ from sqlalchemy import (
     Table,
     Text,
     bindparam,
+    case,
     cast,
     delete,
     func,
@@ -52,7 +53,7 @@ from roost.storage.item_records import (
     parsed_text,
 )
 from roost.storage.models import Profile, PubsubItem, PubsubNode
-from roost.storage.paging import ReplyBudget, page_window
+from roost.storage.paging import ReplyBudget, Window, page_window
 from roost.storage.reads import SHORT_READ_ROWS, EngineReads, ReadConnection, ReadRunner
 from roost.storage.search import parse_path
 from roost.storage.write_turn import write_turn_for
@@ -100,7 +101,12 @@ def _check_count(name: str, value: int | None) -> None:
 # -- reads: plain functions of a connection, run by the store's ReadRunner -------------------
 
 _NODE = _items.c.node_id == bindparam("node", type_=Integer())
-_COUNT_ITEMS = select(func.count()).select_from(_items).where(_NODE)
+_NODE_ITEM_COUNT = (
+    select(_nodes.c.item_count)
+    .where(_nodes.c.id == bindparam("node", type_=Integer()))
+    .scalar_subquery()
+)
+_COUNT_ITEMS = select(_nodes.c.item_count).where(_nodes.c.id == bindparam("node", type_=Integer()))
 _LIST_ITEM_IDS = select(_items.c.item_id, _items.c.updated).where(_NODE).order_by(_items.c.position)
 _GET_ITEM = select(*_RECORD_COLUMNS).where(
     _NODE, _items.c.item_id == bindparam("item_id", type_=String())
@@ -142,7 +148,17 @@ class _PageStatements:
         def count(*extra: Any) -> Any:
             return select(func.count()).select_from(_items).where(*where, *extra).scalar_subquery()
 
-        total, up_to, before = count(), count(pos <= anchor), count(pos < anchor)
+        # A node's length is kept with the node (by triggers, in the same transactions as
+        # its items): read, not counted. An id list's is counted.
+        total = count() if by_ids else _NODE_ITEM_COUNT
+        # The anchor's place is counted from the nearer end, as its place when last seen
+        # says (``place``, None when unknown: from the start). Only the branch taken is
+        # counted (both databases run a scalar subquery when its value is first needed):
+        # a walk back from the newest items of a large node counts the few after it.
+        place = bindparam("place", type_=BigInteger())
+        from_end = place * 2 > total
+        up_to = case((from_end, total - count(pos > anchor)), else_=count(pos <= anchor))
+        before = case((from_end, total - count(pos >= anchor)), else_=count(pos < anchor))
         size = bindparam("n", type_=BigInteger())
         plain = select(*_RECORD_COLUMNS, total).where(*where)
         self.first = plain.order_by(order).limit(size)
@@ -161,6 +177,10 @@ class _PageStatements:
             .order_by(order.desc())
             .limit(size)
         )
+        # Every item an id list names, without the list's length: when the page holds
+        # them all, the length is the rows' (SQLite would otherwise look every id up
+        # twice, once to count).
+        self.named = select(*_RECORD_COLUMNS).where(*where).order_by(order)
         self.count_header = select(total)
         self.after_header = select(total, anchor, up_to)
         self.before_header = select(total, anchor, before)
@@ -184,6 +204,57 @@ def _item_batch(conn: ReadConnection, node_id: int, after_row: int, limit: int) 
     rows = conn.rows(_ITEM_BATCH, {"node": node_id, "after_row": after_row, "n": limit})
     items = [_record(row[1:]) for row in rows]
     return ItemBatch(items, int(rows[-1][0]) if len(rows) == limit else None)
+
+
+def _holds_every_named(
+    item_ids: Sequence[str],
+    max_items: int | None,
+    before: str | None,
+    after: str | None,
+    index: int | None,
+) -> bool:
+    """Whether a page of the items an id list names holds every one of them (a few at
+    most: a short read), so that the rows themselves say how many there are."""
+    return (
+        len(item_ids) <= SHORT_READ_ROWS
+        and before is None
+        and after is None
+        and index is None
+        and (max_items is None or max_items >= len(item_ids))
+    )
+
+
+def _named_page(
+    rows: list[Any],
+    max_items: int | None,
+    max_reply_items: int | None,
+    max_reply_bytes: int | None,
+) -> ItemPage:
+    """The page of every item an id list names (``rows``, in node order), cut to the
+    reply's bounds when they are given and no ``max_items`` is."""
+    total = len(rows)
+    if max_items is None and (max_reply_items is not None or max_reply_bytes is not None):
+        budget = ReplyBudget(
+            _UNBOUNDED if max_reply_items is None else max_reply_items,
+            _UNBOUNDED if max_reply_bytes is None else max_reply_bytes,
+        )
+        rows = _fitting(rows, budget)
+        window = page_window(total, len(rows), after=0)
+    else:
+        window = page_window(total, max_items)
+    return _item_page(rows, window, total)
+
+
+def _item_page(rows: list[Any], window: Window, total: int) -> ItemPage:
+    records = [_record(r) for r in rows]
+    return ItemPage(
+        items=records,
+        first=records[0].item_id if records else None,
+        last=records[-1].item_id if records else None,
+        first_index=window.first_index,
+        count=total,
+        complete=window.complete,
+    )
 
 
 def _fitting(rows: list[Any], budget: ReplyBudget) -> list[Any]:
@@ -487,6 +558,7 @@ class ItemStore:
         page_size: int = DEFAULT_PAGE_SIZE,
         max_reply_items: int | None = None,
         max_reply_bytes: int | None = None,
+        anchor_place: int | None = None,
     ) -> ItemPage:
         """Read a page of a node's items, as a pubsub service with RSM answers.
 
@@ -514,6 +586,9 @@ class ItemStore:
             max_reply_items: for a read of all of L, the most items the page holds.
             max_reply_bytes: for a read of all of L, the most bytes of item XML (UTF-8)
                 the page holds past its first item.
+            anchor_place: where the ``before``/``after`` item was in L when last seen
+                (a hint, right or not: it picks the end of L the anchor's place is
+                counted from, so a page near the end of a large L counts few items).
 
         Returns:
             The page, with first/last ids, first_index, count and complete.
@@ -553,6 +628,7 @@ class ItemStore:
             index,
             max_reply_items,
             max_reply_bytes,
+            anchor_place,
             short=rows is not None and rows <= SHORT_READ_ROWS and node_id not in self._large_nodes,
             overran=lambda: self._large(node_id),
         )
@@ -574,6 +650,7 @@ class ItemStore:
         index: int | None,
         max_reply_items: int | None,
         max_reply_bytes: int | None,
+        anchor_place: int | None,
     ) -> ItemPage:
         """:meth:`get_items`' read, its arguments checked: one statement, two when the
         page is empty."""
@@ -581,9 +658,14 @@ class ItemStore:
         sql = self._node_page if item_ids is None else self._ids_page
         if item_ids is not None:
             params["ids"] = self._dialect.values_param(item_ids)
+            if _holds_every_named(item_ids, max_items, before, after, index):
+                return _named_page(
+                    conn.rows(sql.named, params), max_items, max_reply_items, max_reply_bytes
+                )
         anchor = after if after is not None else before
         if anchor:
             params["anchor"] = anchor
+            params["place"] = anchor_place
         rows: list[Any]
         header = sql.count_header
         if after is not None:
@@ -617,7 +699,7 @@ class ItemStore:
         # The list's length (and the anchor's place) came with the rows, else read apart.
         found = rows[0][_HEADER:] if rows else conn.row(header, params)
         assert found is not None
-        total = found[0]
+        total = found[0] or 0  # None: no such node (deleted meanwhile), so no items
         if anchor and found[1] is None:
             raise RowNotFound(f"item {anchor!r} is not in the node's item list")
         if after is not None:
@@ -632,15 +714,7 @@ class ItemStore:
             window = page_window(total)
         else:
             window = page_window(total, len(rows), after=0)
-        records = [_record(r) for r in rows]
-        return ItemPage(
-            items=records,
-            first=records[0].item_id if records else None,
-            last=records[-1].item_id if records else None,
-            first_index=window.first_index,
-            count=total,
-            complete=window.complete,
-        )
+        return _item_page(rows, window, total)
 
     async def purge_items(
         self,

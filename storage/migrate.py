@@ -45,7 +45,7 @@ logger = logging.getLogger(__name__)
 VERSION_TABLE = "alembic_version"
 #: The newest revision of the migrations shipped here (a test keeps it equal to the
 #: script directory's head): a database at it is opened without Alembic.
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 
 
 # One lock per event loop (tests run a loop each; a lock is bound to the loop it ran on).

@@ -166,6 +166,8 @@ class PubsubNode(Base):
     sync_state_updated: Mapped[float] = mapped_column(Float, default=0.0)
     subscribed: Mapped[bool] = mapped_column(Boolean, default=False)
     extra: Mapped[dict[str, Any]] = mapped_column(JsonData, default=dict)
+    # Kept by triggers on pubsub_items (migration 0003), never written by the stores.
+    item_count: Mapped[int] = mapped_column(Integer, server_default="0")
 
     profile: Mapped[Profile] = relationship(back_populates="nodes")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from roost.service.errors import InvalidArgument
 from roost.service.pubsub import rsm
 from roost.service.pubsub.model import ItemsReply, ItemsRequest, PubsubItem
-from roost.service.pubsub.rsm import DEFAULT_PAGE_SIZE, decode_token, window_reply
+from roost.service.pubsub.rsm import DEFAULT_PAGE_SIZE, TokenParts, read_token, window_reply
 from roost.storage import NodeRecord
 from roost.storage.errors import RowNotFound
 from roost.storage.item_records import ItemRecord
@@ -24,12 +24,9 @@ def item_from_record(record: ItemRecord) -> PubsubItem:
     return PubsubItem(record.item_id, record.publisher, record.data, record.parsed_json)
 
 
-def _anchor(token: str | None) -> str | None:
-    """The item id a ``before``/``after`` token points at; ``""`` stays ``""``."""
-    if token is None or token == "":
-        return token
-    item_id, _server_token = decode_token(token)
-    return item_id
+def _anchor(token: str | None) -> TokenParts | None:
+    """What a ``before``/``after`` token holds; None for no token or ``""``."""
+    return read_token(token) if token else None
 
 
 async def answer_from_store(
@@ -60,13 +57,16 @@ async def answer_from_store(
             return None
         if request.max_items > stored:
             return None
+    before, after = _anchor(request.before), _anchor(request.after)
+    anchor = before or after
     try:
         page = await items.get_items(
             node.id,
             item_ids=request.item_ids or None,
             max_items=request.max_items,
-            before=_anchor(request.before),
-            after=_anchor(request.after),
+            before=request.before if before is None else before.item_id,
+            after=request.after if after is None else after.item_id,
+            anchor_place=None if anchor is None else anchor.place,
             page_size=DEFAULT_PAGE_SIZE,
             # Read only when no other paging is given: at most what a reply may hold.
             max_reply_items=rsm.MAX_REPLY_ITEMS,

@@ -163,6 +163,54 @@ async def test_deletes(db: Stores) -> None:
     assert await db.items.count_items(blog) == 2
 
 
+async def _counts_kept_and_real(db: Stores) -> dict[str, tuple[int, int]]:
+    """Each node's item count as the node keeps it, and as its rows count."""
+    async with db.engine.connect() as conn:
+        rows = await conn.execute(
+            text(
+                "SELECT n.id, n.item_count, (SELECT count(*) FROM pubsub_items i "
+                "WHERE i.node_id = n.id) FROM pubsub_nodes n"
+            )
+        )
+        found = {node: (kept, real) for node, kept, real in rows}
+    return {key: found[node] for key, node in db.nodes.items() if node in found}
+
+
+async def test_each_node_keeps_its_item_count_through_every_kind_of_write(db: Stores) -> None:
+    blog, news, bob_blog = db.nodes["blog"], db.nodes["news"], db.nodes["bob_blog"]
+
+    async def agree(**expected: int) -> None:
+        counts = await _counts_kept_and_real(db)
+        assert counts == {key: (n, n) for key, n in expected.items()}
+        for key, n in expected.items():
+            assert await db.items.count_items(db.nodes[key]) == n
+            assert (await db.items.get_items(db.nodes[key], max_items=1)).count == n
+
+    await db.items.upsert_items(blog, [item(x) for x in "abcdef"])
+    await db.items.upsert_items(news, [item(x) for x in "abc"])
+    await agree(blog=6, news=3, bob_blog=0)
+    # A republication updates a row: no new item. A batch mixes both.
+    await db.items.upsert_items(blog, [item("a", parsed={"v": 2}), item("g"), item("b")])
+    await agree(blog=7, news=3, bob_blog=0)
+    await db.items.delete_items(blog, ["a", "missing"])
+    await db.items.delete_items_not_in(blog, ["b", "c", "d", "g"])
+    await agree(blog=4, news=3, bob_blog=0)
+    await db.items.trim_node(blog, 2)
+    await db.items.clear_node(news)
+    await agree(blog=2, news=0, bob_blog=0)
+    await db.items.upsert_items(bob_blog, [item(x) for x in "xyz"])
+    await db.items.upsert_items(news, [item("n")])
+    assert await db.items.purge_items(profiles=["bob"]) == 3
+    assert await db.items.purge_items(services=["news.example.org"]) == 1
+    await agree(blog=2, news=0, bob_blog=0)
+    # A node deleted with its items, and one created after, count from nothing.
+    assert await db.database.nodes.delete_node(blog)
+    fresh = await db.database.nodes.get_or_create_node("alice", "pubsub.example.org", "fresh")
+    db.nodes = {"fresh": fresh.id, "news": news, "bob_blog": bob_blog}
+    await db.items.upsert_items(fresh.id, [item("f")])
+    await agree(fresh=1, news=0, bob_blog=0)
+
+
 async def test_trim_keeps_the_newest(db: Stores) -> None:
     blog = db.nodes["blog"]
     await db.items.upsert_items(blog, [item(x) for x in "abcdef"])

@@ -117,7 +117,32 @@ def _seed_0002(conn: Connection) -> None:
     )
 
 
-SEEDS: dict[str, Callable[[Connection], None]] = {"0001": _seed_0001, "0002": _seed_0002}
+def _seed_0003(conn: Connection) -> None:
+    # Items added and removed at 0003 are counted by its triggers as they come and go.
+    conn.execute(
+        text(
+            "INSERT INTO pubsub_nodes (id, profile_id, service, name, sync_state, "
+            "sync_state_updated, subscribed, extra) VALUES "
+            "(202, 101, 'pubsub.example.org', 'blog2', 'completed', 6.0, FALSE, '{}')"
+        )
+    )
+    for i in range(3):
+        conn.execute(
+            text(
+                "INSERT INTO pubsub_items (node_id, item_id, publisher, position, data, "
+                "search_text, created, updated) VALUES (202, :item, '', :pos, '<item/>', "
+                "'', 1.0, 1.0)"
+            ),
+            {"item": f"seed3-{i}", "pos": i},
+        )
+    conn.execute(text("DELETE FROM pubsub_items WHERE item_id = 'seed3-1'"))
+
+
+SEEDS: dict[str, Callable[[Connection], None]] = {
+    "0001": _seed_0001,
+    "0002": _seed_0002,
+    "0003": _seed_0003,
+}
 
 
 async def _check_seed_0001(db: Database) -> None:
@@ -168,7 +193,25 @@ async def _check_seed_0002(db: Database) -> None:
     ]
 
 
-CHECKS = {"0001": _check_seed_0001, "0002": _check_seed_0002}
+async def _check_seed_0003(db: Database) -> None:
+    # blog1's items were written before 0003 and counted by the migration; blog2's by
+    # the triggers; both go on being counted.
+    for name, ids in (
+        ("blog1", ["seed1-0", "seed1-1", "seed1-2"]),
+        ("blog2", ["seed3-0", "seed3-2"]),
+    ):
+        node = await db.nodes.get_node("seed1", "pubsub.example.org", name)
+        assert node is not None
+        page = await db.items.get_items(node.id, max_items=1)
+        assert ([r.item_id for r in page.items], page.count) == (ids[-1:], len(ids))
+        assert await db.items.count_items(node.id) == len(ids)
+    blog2 = await db.nodes.get_node("seed1", "pubsub.example.org", "blog2")
+    assert blog2 is not None
+    await db.items.delete_items(blog2.id, ["seed3-0"])
+    assert await db.items.count_items(blog2.id) == 1
+
+
+CHECKS = {"0001": _check_seed_0001, "0002": _check_seed_0002, "0003": _check_seed_0003}
 
 
 def _revisions() -> list[str]:

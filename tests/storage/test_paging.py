@@ -48,6 +48,7 @@ def reference_page(
     after: str | None = None,
     index: int | None = None,
     page_size: int = 100,
+    anchor_place: int | None = None,  # a hint of the store's: the answer is the same
 ) -> Expected:
     """The paging contract on a list of ids, oldest first."""
     lst = node if item_ids is None else [i for i in node if i in item_ids]
@@ -186,6 +187,9 @@ def paging_requests(draw: st.DrawFn) -> tuple[list[str], list[str], dict[str, An
     mode = draw(st.sampled_from(["none", "before", "after", "index"]))
     if mode in ("before", "after"):
         kwargs[mode] = draw(st.sampled_from(["", *known]))
+        # Where the anchor was when last seen: a hint, right or wrong, that only picks
+        # the end its place is counted from.
+        kwargs["anchor_place"] = draw(st.none() | st.integers(min_value=0, max_value=45))
     elif mode == "index":
         kwargs["index"] = draw(st.integers(min_value=0, max_value=45))
     return written, order, kwargs
@@ -279,3 +283,10 @@ def test_a_bounded_read_of_the_store_stops_where_the_reply_is_full(harness: Harn
     # The bound applies to a read of all of L only.
     newest = harness.page(node, max_items=20, max_reply_items=5, max_reply_bytes=1)
     check(newest, Expected(ids[10:], 10, 30, False))
+    # So does it to an id list's items, counted by the rows read (not by a count).
+    named = [ids[n] for n in (25, 3, 17, 9, 11, 28)] + ["missing"]
+    in_order = [ids[n] for n in (3, 9, 11, 17, 25, 28)]
+    by_ids = harness.page(node, item_ids=named, max_reply_items=4, max_reply_bytes=10**6)
+    check(by_ids, Expected(in_order[:4], 0, 6, False))
+    every_named = harness.page(node, item_ids=named, max_reply_items=6, max_reply_bytes=10**6)
+    check(every_named, Expected(in_order, 0, 6, True))
