@@ -46,10 +46,10 @@ from bench.figures import emit, spread, upper
 from bench.postgres_cluster import analyse, bench_cluster, copy_items, insert_items, settings_text
 from roost.storage import Database
 from roost.storage.engine import create_engine
-from roost.storage.fulltext import FTS_TABLE, SQLITE_FTS_DDL
+from roost.storage.fulltext import FTS_TABLE, SQLITE_FTS_DDL, SQLITE_FTS_DROP
 from roost.storage.item_records import ItemInput
 from roost.storage.items import ItemStore
-from roost.storage.models import Base, Profile, PubsubNode
+from roost.storage.models import Profile, PubsubNode
 from roost.storage.search import SearchStore
 from roost.storage.search_limits import SEARCH_TIME_BUDGET, SearchTimeout
 
@@ -158,14 +158,19 @@ def sqlite_url(path: Path) -> str:
 
 
 async def create_schema(path: Path, *, fts: bool = True) -> None:
-    """An SQLite database at ``path`` with the mapped schema, profiles and nodes."""
-    engine = create_engine(sqlite_url(path))
-    async with engine.begin() as conn:
-        await conn.run_sync(Base.metadata.create_all)
-        for ddl in SQLITE_FTS_DDL if fts else ():
-            await conn.execute(text(ddl))
-    await add_profiles_and_nodes(engine)
-    await engine.dispose()
+    """An SQLite database at ``path`` with Roost's schema (by the migrations: the
+    full-text index and the triggers that keep each node's item count), profiles and
+    nodes; without the full-text index when ``fts`` is false (a bulk load builds it
+    after)."""
+    db = await Database.open(sqlite_url(path), check_fulltext=False)
+    try:
+        if not fts:
+            async with db.engine.begin() as conn:
+                for ddl in SQLITE_FTS_DROP:
+                    await conn.execute(text(ddl))
+        await add_profiles_and_nodes(db.engine)
+    finally:
+        await db.close()
 
 
 async def create_postgres_schema(url: str) -> None:
@@ -264,6 +269,15 @@ async def items_count(engine: Any) -> int:
         return int(await conn.scalar(text("SELECT count(*) FROM pubsub_items")) or 0)
 
 
+async def node_counts(engine: Any) -> dict[int, int]:
+    """Each node's items, counted."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            text("SELECT node_id, count(*) FROM pubsub_items GROUP BY node_id")
+        )
+        return {int(node): int(count) for node, count in rows}
+
+
 async def search_latency(
     url: str, label: str, database: str, baseline: dict[str, float] | None = None
 ) -> dict[str, float]:
@@ -285,9 +299,16 @@ async def search_latency(
         sizes["parsed_eq"] = len(await search.search(query))
 
     filled_nodes = min(NODES, max(1, await items_count(engine) // BATCH))
+    counts = await node_counts(engine)
 
     async def newest_20(n: int) -> None:
-        page = await items.get_items(n % filled_nodes + 1, max_items=20)
+        node = n % filled_nodes + 1
+        page = await items.get_items(node, max_items=20)
+        # The count a page gives is the node's own (kept by triggers, not counted here).
+        if page.count != counts.get(node, 0):
+            raise SystemExit(
+                f"node {node}: the page says {page.count} items, it has {counts.get(node)}"
+            )
         sizes["node_newest_20"] = len(page.items)
 
     # The common term reads every match (see docs/performance.md): fewer runs of it.

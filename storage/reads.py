@@ -67,11 +67,6 @@ SHORT_READ_ROWS = 100
 #: How many virtual machine steps SQLite may take on one statement of a short read on the
 #: event loop's thread before the read is stopped and run again on a reader thread.
 SHORT_READ_STEPS = 100_000
-#: How much of the database file a reader connection maps into memory. A page read from the
-#: map is a memory access; past it, SQLite copies each page from the file with a system
-#: call. The mapped pages are the kernel's page cache, shared and given back under memory
-#: pressure, but they count in the process's resident size (``RssFile``).
-READ_MMAP_BYTES = 256 * 1024 * 1024
 # SQLite virtual machine steps between two looks at the budget (a few microseconds).
 _PROGRESS_STEPS = 500
 # Compiled statements kept: a store builds its statements once, so a few dozen at most;
@@ -258,8 +253,6 @@ class SqliteReads(ReadRunner):
         conn.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
         # A reader never writes, whatever a bug asks of it.
         conn.execute("PRAGMA query_only=ON")
-        # A page of 20 items at 1.5 KB each: 20-25 % less time than copying its pages in.
-        conn.execute(f"PRAGMA mmap_size={READ_MMAP_BYTES}")
         with self._lock:
             self._connections.append(conn)
         return conn
