@@ -311,11 +311,27 @@ async def search_latency(
             )
         sizes["node_newest_20"] = len(page.items)
 
+    # A frontend scrolling back from the newest items: the page before the 50th newest,
+    # its token's place given as the service gives it.
+    anchors = {}
+    for node in range(1, filled_nodes + 1):
+        newest = await items.get_items(node, max_items=50)
+        anchors[node] = (newest.items[0].item_id, newest.first_index)
+
+    async def before_20(n: int) -> None:
+        node = n % filled_nodes + 1
+        anchor, place = anchors[node]
+        page = await items.get_items(node, max_items=20, before=anchor, anchor_place=place)
+        if (page.first_index, page.count) != (place - 20, counts[node]):
+            raise SystemExit(f"node {node}: the page before {anchor} is misplaced")
+        sizes["node_before_20"] = len(page.items)
+
     # The common term reads every match (see docs/performance.md): fewer runs of it.
     cases = [
         ("fts_selective", fts_selective, RUNS),
         ("parsed_eq", parsed_eq, RUNS),
         ("node_newest_20", newest_20, RUNS),
+        ("node_before_20", before_20, RUNS),
         ("fts_common", fts_common, RUNS // 4),
     ]
     medians: dict[str, float] = {}

@@ -66,15 +66,18 @@ def encode_token(item_id: str, server_token: str | None = None, index: int | Non
     place in the node, ``index``, if known)."""
     if server_token is not None:
         payload: list[str | int | None] = [item_id, server_token]
-    elif index is not None:
-        payload = [item_id, None, index]
     elif _PLAIN.fullmatch(item_id):
         # What json.dumps writes for such an id, without its cost (two tokens a reply).
-        raw = f'["{item_id}"]'.encode()
-        return _PREFIX + base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        plain = f'["{item_id}"]' if index is None else f'["{item_id}",null,{int(index)}]'
+        return _packed(plain.encode())
+    elif index is not None:
+        payload = [item_id, None, index]
     else:
         payload = [item_id]
-    raw = json.dumps(payload, separators=(",", ":")).encode()
+    return _packed(json.dumps(payload, separators=(",", ":")).encode())
+
+
+def _packed(raw: bytes) -> str:
     return _PREFIX + base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 

@@ -40,11 +40,16 @@ def test_tokens_round_trip() -> None:
             rsm.decode_token(bad)
 
 
-@given(st.text(max_size=40) | st.from_regex(r"[ -~]{0,40}", fullmatch=True))
-def test_tokens_are_the_json_form_of_the_item_id(item_id: str) -> None:
-    raw = json.dumps([item_id], separators=(",", ":")).encode()
-    assert rsm.encode_token(item_id) == "r1." + base64.urlsafe_b64encode(raw).decode().rstrip("=")
-    assert rsm.decode_token(rsm.encode_token(item_id)) == (item_id, None)
+@given(
+    st.text(max_size=40) | st.from_regex(r"[ -~]{0,40}", fullmatch=True),
+    st.none() | st.integers(min_value=0, max_value=10**9),
+)
+def test_tokens_are_the_json_form_of_the_item_id(item_id: str, place: int | None) -> None:
+    payload = [item_id] if place is None else [item_id, None, place]
+    raw = json.dumps(payload, separators=(",", ":")).encode()
+    token = rsm.encode_token(item_id, index=place)
+    assert token == "r1." + base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    assert rsm.read_token(token) == rsm.TokenParts(item_id, None, place)
 
 
 def test_whole_and_newest() -> None:
