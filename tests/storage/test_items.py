@@ -18,6 +18,7 @@ from roost.storage.errors import InvalidQuery, RowNotFound
 from roost.storage.item_records import ItemInput
 from roost.storage.items import ItemStore, parsed_key_index_name
 from roost.storage.search import SearchQuery, SearchStore, build_search
+from tests.fixtures.crash import check_database
 
 
 @dataclass
@@ -209,6 +210,19 @@ async def test_each_node_keeps_its_item_count_through_every_kind_of_write(db: St
     db.nodes = {"fresh": fresh.id, "news": news, "bob_blog": bob_blog}
     await db.items.upsert_items(fresh.id, [item("f")])
     await agree(fresh=1, news=0, bob_blog=0)
+
+
+async def test_the_crash_check_finds_a_node_whose_count_is_wrong(
+    db: Stores, database_url: str
+) -> None:
+    await db.items.upsert_items(db.nodes["blog"], [item(x) for x in "abc"])
+    assert "item counts" in (found := await check_database(database_url)).checks
+    assert found.problems == []
+    async with db.engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE pubsub_nodes SET item_count = 7 WHERE id = :n"), {"n": db.nodes["blog"]}
+        )
+    assert (await check_database(database_url)).problems == ["1 node(s) keep a wrong item count"]
 
 
 async def test_trim_keeps_the_newest(db: Stores) -> None:
