@@ -5,7 +5,8 @@ which grows with every write: a republished item moves to the end, as on the ser
 Paging is done in SQL with keyset conditions on ``position`` (never an OFFSET scan for
 ``before``/``after``), reading no more rows than the page holds, in the window that
 :func:`roost.storage.paging.page_window` gives (the rules the service layer also pages a
-server's answer by), as described in :meth:`ItemStore.get_items`.
+server's answer by), as described in :meth:`ItemStore.get_items`; the page reads
+themselves are :mod:`roost.storage.item_pages`.
 
 Reads are plain functions of a connection, each run whole by the database's
 :class:`~roost.storage.reads.ReadRunner` (one trip, one snapshot); writes are async
@@ -19,7 +20,7 @@ import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager, closing, nullcontext
+from contextlib import asynccontextmanager, nullcontext
 from typing import Any, TypeVar
 
 from sqlalchemy import (
@@ -31,11 +32,8 @@ from sqlalchemy import (
     Table,
     Text,
     bindparam,
-    case,
-    cast,
     delete,
     func,
-    literal_column,
     select,
     update,
 )
@@ -43,7 +41,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from roost.storage.cancel_safety import completes_by_itself, stores_complete_on_cancel
 from roost.storage.engines import DatabaseEngine, engine_for
-from roost.storage.errors import InvalidQuery, RowNotFound
+from roost.storage.errors import InvalidQuery
+from roost.storage.item_pages import (
+    NODE,
+    RECORD_COLUMNS,
+    ItemPages,
+    PageQuery,
+    item_record,
+)
 from roost.storage.item_records import (
     DEFAULT_PAGE_SIZE,
     ItemBatch,
@@ -53,7 +58,6 @@ from roost.storage.item_records import (
     parsed_text,
 )
 from roost.storage.models import Profile, PubsubItem, PubsubNode
-from roost.storage.paging import ReplyBudget, Window, page_window
 from roost.storage.reads import SHORT_READ_ROWS, EngineReads, ReadConnection, ReadRunner
 from roost.storage.search import parse_path
 from roost.storage.write_turn import write_turn_for
@@ -67,30 +71,10 @@ _profiles: Table = Profile.__table__  # type: ignore[assignment]
 # Rows per executemany call: large enough to amortise the round trip through the async
 # driver's thread, small enough to keep the parameter list's memory modest.
 _WRITE_CHUNK = 1000
-_RECORD_COLUMNS = (
-    _items.c.item_id,
-    _items.c.publisher,
-    _items.c.data,
-    # The stored text (on PostgreSQL, JSONB's text form): no decoding here, no encoding on
-    # the way out.
-    cast(_items.c.parsed, Text).label("parsed"),
-    _items.c.created,
-    _items.c.updated,
-)
-# No byte bound: more than any reply holds.
-_UNBOUNDED = 2**62
 # Large nodes remembered (see ItemStore._large_nodes); past this, they are learnt again.
 _LARGE_NODES = 10_000
 _UPDATED_ON_CONFLICT = ("publisher", "position", "data", "parsed", "search_text", "updated")
 _T = TypeVar("_T")
-
-
-def _record(row: Any) -> ItemRecord:
-    return ItemRecord._make(row[:_HEADER])
-
-
-# Where a page row's own columns end and the list's length (and the anchor's) begin.
-_HEADER = len(_RECORD_COLUMNS)
 
 
 def _check_count(name: str, value: int | None) -> None:
@@ -100,90 +84,17 @@ def _check_count(name: str, value: int | None) -> None:
 
 # -- reads: plain functions of a connection, run by the store's ReadRunner -------------------
 
-_NODE = _items.c.node_id == bindparam("node", type_=Integer())
-_NODE_ITEM_COUNT = (
-    select(_nodes.c.item_count)
-    .where(_nodes.c.id == bindparam("node", type_=Integer()))
-    .scalar_subquery()
-)
 _COUNT_ITEMS = select(_nodes.c.item_count).where(_nodes.c.id == bindparam("node", type_=Integer()))
-_LIST_ITEM_IDS = select(_items.c.item_id, _items.c.updated).where(_NODE).order_by(_items.c.position)
-_GET_ITEM = select(*_RECORD_COLUMNS).where(
-    _NODE, _items.c.item_id == bindparam("item_id", type_=String())
+_LIST_ITEM_IDS = select(_items.c.item_id, _items.c.updated).where(NODE).order_by(_items.c.position)
+_GET_ITEM = select(*RECORD_COLUMNS).where(
+    NODE, _items.c.item_id == bindparam("item_id", type_=String())
 )
 _ITEM_BATCH = (
-    select(_items.c.id, *_RECORD_COLUMNS)
-    .where(_NODE, _items.c.id > bindparam("after_row", type_=Integer()))
+    select(_items.c.id, *RECORD_COLUMNS)
+    .where(NODE, _items.c.id > bindparam("after_row", type_=Integer()))
     .order_by(_items.c.id)
     .limit(bindparam("n", type_=BigInteger()))
 )
-
-
-class _PageStatements:
-    """The statements of :meth:`ItemStore.get_items`, built once (so compiled once), for
-    a node's items or for those of them an id list names (``by_ids``).
-
-    Each page statement reads the page's rows and, in the same statement, the list's
-    length (and with an anchor, the anchor's position and how many items come before the
-    page: up to it for ``after``, before it for ``before``) as columns after the item's
-    own; a page with no rows gets them from the matching ``*_header`` statement.
-    Parameters: ``node``, ``ids`` (``by_ids``), ``anchor`` (an item id), ``n`` (the most
-    rows), ``o`` (an offset).
-    """
-
-    def __init__(self, dialect: DatabaseEngine, *, by_ids: bool) -> None:
-        pos = _items.c.position
-        where = [_NODE]
-        order: Any = pos
-        if by_ids:
-            ids = bindparam("ids", type_=Text())
-            where.append(dialect.in_named_values(_items.c.item_id, ids))
-            # Ordered by an expression rather than the column: SQLite then looks the ids
-            # up by the (node, item id) index and sorts them, rather than walking the
-            # node's position index through every item of the node.
-            order = pos + literal_column("0")
-        at = select(pos).where(*where, _items.c.item_id == bindparam("anchor", type_=String()))
-        anchor = at.scalar_subquery()
-
-        def count(*extra: Any) -> Any:
-            return select(func.count()).select_from(_items).where(*where, *extra).scalar_subquery()
-
-        # A node's length is kept with the node (by triggers, in the same transactions as
-        # its items): read, not counted. An id list's is counted.
-        total = count() if by_ids else _NODE_ITEM_COUNT
-        # The anchor's place is counted from the nearer end, as its place when last seen
-        # says (``place``, None when unknown: from the start). Only the branch taken is
-        # counted (both databases run a scalar subquery when its value is first needed):
-        # a walk back from the newest items of a large node counts the few after it.
-        place = bindparam("place", type_=BigInteger())
-        from_end = place * 2 > total
-        up_to = case((from_end, total - count(pos > anchor)), else_=count(pos <= anchor))
-        before = case((from_end, total - count(pos >= anchor)), else_=count(pos < anchor))
-        size = bindparam("n", type_=BigInteger())
-        plain = select(*_RECORD_COLUMNS, total).where(*where)
-        self.first = plain.order_by(order).limit(size)
-        self.at_offset = self.first.offset(bindparam("o", type_=BigInteger()))
-        # Newest first: read backwards, then put in node order.
-        self.last = plain.order_by(order.desc()).limit(size)
-        self.after = (
-            select(*_RECORD_COLUMNS, total, anchor, up_to)
-            .where(*where, pos > anchor)
-            .order_by(order)
-            .limit(size)
-        )
-        self.before = (
-            select(*_RECORD_COLUMNS, total, anchor, before)
-            .where(*where, pos < anchor)
-            .order_by(order.desc())
-            .limit(size)
-        )
-        # Every item an id list names, without the list's length: when the page holds
-        # them all, the length is the rows' (SQLite would otherwise look every id up
-        # twice, once to count).
-        self.named = select(*_RECORD_COLUMNS).where(*where).order_by(order)
-        self.count_header = select(total)
-        self.after_header = select(total, anchor, up_to)
-        self.before_header = select(total, anchor, before)
 
 
 def _count_items(conn: ReadConnection, node_id: int) -> int:
@@ -197,86 +108,13 @@ def _list_item_ids(conn: ReadConnection, node_id: int) -> list[tuple[str, float]
 
 def _get_item(conn: ReadConnection, node_id: int, item_id: str) -> ItemRecord | None:
     row = conn.row(_GET_ITEM, {"node": node_id, "item_id": item_id})
-    return None if row is None else _record(row)
+    return None if row is None else item_record(row)
 
 
 def _item_batch(conn: ReadConnection, node_id: int, after_row: int, limit: int) -> ItemBatch:
     rows = conn.rows(_ITEM_BATCH, {"node": node_id, "after_row": after_row, "n": limit})
-    items = [_record(row[1:]) for row in rows]
+    items = [item_record(row[1:]) for row in rows]
     return ItemBatch(items, int(rows[-1][0]) if len(rows) == limit else None)
-
-
-def _holds_every_named(
-    item_ids: Sequence[str],
-    max_items: int | None,
-    before: str | None,
-    after: str | None,
-    index: int | None,
-) -> bool:
-    """Whether a page of the items an id list names holds every one of them (a few at
-    most: a short read), so that the rows themselves say how many there are."""
-    return (
-        len(item_ids) <= SHORT_READ_ROWS
-        and before is None
-        and after is None
-        and index is None
-        and (max_items is None or max_items >= len(item_ids))
-    )
-
-
-def _named_page(
-    rows: list[Any],
-    max_items: int | None,
-    max_reply_items: int | None,
-    max_reply_bytes: int | None,
-) -> ItemPage:
-    """The page of every item an id list names (``rows``, in node order), cut to the
-    reply's bounds when they are given and no ``max_items`` is."""
-    total = len(rows)
-    if max_items is None and (max_reply_items is not None or max_reply_bytes is not None):
-        budget = ReplyBudget(
-            _UNBOUNDED if max_reply_items is None else max_reply_items,
-            _UNBOUNDED if max_reply_bytes is None else max_reply_bytes,
-        )
-        rows = _fitting(rows, budget)
-        window = page_window(total, len(rows), after=0)
-    else:
-        window = page_window(total, max_items)
-    return _item_page(rows, window, total)
-
-
-def _item_page(rows: list[Any], window: Window, total: int) -> ItemPage:
-    records = [_record(r) for r in rows]
-    return ItemPage(
-        items=records,
-        first=records[0].item_id if records else None,
-        last=records[-1].item_id if records else None,
-        first_index=window.first_index,
-        count=total,
-        complete=window.complete,
-    )
-
-
-def _fitting(rows: list[Any], budget: ReplyBudget) -> list[Any]:
-    """The leading ``rows`` that fit ``budget`` (by their item XML's UTF-8 size)."""
-    for n, row in enumerate(rows):
-        if not budget.take(len(row[2].encode())):
-            return rows[:n]
-    return rows
-
-
-def _bounded_rows(
-    conn: ReadConnection, stmt: Any, params: dict[str, Any], budget: ReplyBudget
-) -> list[Any]:
-    """The leading rows of ``stmt`` that fit ``budget`` (by their item XML's UTF-8 size),
-    read as a stream: no row past the first that does not fit."""
-    rows: list[Any] = []
-    with closing(conn.stream(stmt, {**params, "n": budget.items_left})) as stream:
-        for row in stream:
-            if not budget.take(len(row[2].encode())):
-                break
-            rows.append(row)
-    return rows
 
 
 def parsed_key_index_name(path: str) -> str:
@@ -313,8 +151,7 @@ class ItemStore:
         # past SQLite's busy timeout ("database is locked"); in the database's write
         # turn they wait without a bound and without holding a pooled connection.
         self._write_turn = write_turn_for(engine)
-        self._node_page = _PageStatements(self._dialect, by_ids=False)
-        self._ids_page = _PageStatements(self._dialect, by_ids=True)
+        self._pages = ItemPages(self._dialect)
         # Nodes whose pages, though short, took SQLite longer than a short read may
         # (counting a very large node): their pages go straight to a reader thread.
         self._large_nodes: set[int] = set()
@@ -616,9 +453,7 @@ class ItemStore:
             rows = max_items
         if item_ids is not None:
             rows = len(item_ids) if rows is None else min(rows, len(item_ids))
-        return await self._read(
-            "get_items",
-            self._page,
+        query = PageQuery(
             node_id,
             item_ids,
             size,
@@ -629,6 +464,11 @@ class ItemStore:
             max_reply_items,
             max_reply_bytes,
             anchor_place,
+        )
+        return await self._read(
+            "get_items",
+            self._pages.read,
+            query,
             short=rows is not None and rows <= SHORT_READ_ROWS and node_id not in self._large_nodes,
             overran=lambda: self._large(node_id),
         )
@@ -637,84 +477,6 @@ class ItemStore:
         if len(self._large_nodes) >= _LARGE_NODES:
             self._large_nodes.clear()
         self._large_nodes.add(node_id)
-
-    def _page(
-        self,
-        conn: ReadConnection,
-        node_id: int,
-        item_ids: Sequence[str] | None,
-        size: int,
-        max_items: int | None,
-        before: str | None,
-        after: str | None,
-        index: int | None,
-        max_reply_items: int | None,
-        max_reply_bytes: int | None,
-        anchor_place: int | None,
-    ) -> ItemPage:
-        """:meth:`get_items`' read, its arguments checked: one statement, two when the
-        page is empty."""
-        params: dict[str, Any] = {"node": node_id}
-        sql = self._node_page if item_ids is None else self._ids_page
-        if item_ids is not None:
-            params["ids"] = self._dialect.values_param(item_ids)
-            if _holds_every_named(item_ids, max_items, before, after, index):
-                return _named_page(
-                    conn.rows(sql.named, params), max_items, max_reply_items, max_reply_bytes
-                )
-        anchor = after if after is not None else before
-        if anchor:
-            params["anchor"] = anchor
-            params["place"] = anchor_place
-        rows: list[Any]
-        header = sql.count_header
-        if after is not None:
-            if after:
-                rows, header = conn.rows(sql.after, {**params, "n": size}), sql.after_header
-            else:
-                rows = conn.rows(sql.first, {**params, "n": size})
-        elif before is not None:
-            if before:
-                rows, header = conn.rows(sql.before, {**params, "n": size}), sql.before_header
-            else:
-                rows = conn.rows(sql.last, {**params, "n": size})
-            rows.reverse()
-        elif index is not None:
-            rows = conn.rows(sql.at_offset, {**params, "n": size, "o": index})
-        elif max_items is not None:
-            rows = conn.rows(sql.last, {**params, "n": max_items})
-            rows.reverse()
-        elif max_reply_items is None and max_reply_bytes is None:
-            rows = conn.rows(sql.first, {**params, "n": _UNBOUNDED})
-        else:
-            budget = ReplyBudget(
-                _UNBOUNDED if max_reply_items is None else max_reply_items,
-                _UNBOUNDED if max_reply_bytes is None else max_reply_bytes,
-            )
-            if item_ids is not None and len(item_ids) <= SHORT_READ_ROWS:
-                # A few rows at most: read at once, then cut where the stream would stop.
-                rows = _fitting(conn.rows(sql.first, {**params, "n": len(item_ids)}), budget)
-            else:
-                rows = _bounded_rows(conn, sql.first, params, budget)
-        # The list's length (and the anchor's place) came with the rows, else read apart.
-        found = rows[0][_HEADER:] if rows else conn.row(header, params)
-        assert found is not None
-        total = found[0] or 0  # None: no such node (deleted meanwhile), so no items
-        if anchor and found[1] is None:
-            raise RowNotFound(f"item {anchor!r} is not in the node's item list")
-        if after is not None:
-            window = page_window(total, size, after=found[2] if after else 0)
-        elif before is not None:
-            window = page_window(total, size, before=found[2] if before else total)
-        elif index is not None:
-            window = page_window(total, size, after=min(index, total))
-        elif max_items is not None:
-            window = page_window(total, max_items)
-        elif max_reply_items is None and max_reply_bytes is None:
-            window = page_window(total)
-        else:
-            window = page_window(total, len(rows), after=0)
-        return _item_page(rows, window, total)
 
     async def purge_items(
         self,

@@ -54,12 +54,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, Table, Text, and_, cast, false, or_, select
+from sqlalchemy import ColumnElement, Select, Table, and_, false, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from roost.storage.cancel_safety import completes_on_cancel
 from roost.storage.engines import DatabaseEngine, JsonKind, JsonPath, engine_for, path_label
 from roost.storage.errors import InvalidQuery
+from roost.storage.item_pages import RECORD_COLUMNS
 from roost.storage.item_records import SearchHit
 from roost.storage.models import Profile, PubsubItem, PubsubNode
 from roost.storage.search_limits import (
@@ -436,13 +437,8 @@ def build_search(
     """
     stmt = (
         select(
-            _items.c.item_id,
-            _items.c.publisher,
-            _items.c.data,
-            # The stored text, as GetItems gives it: not decoded.
-            cast(_items.c.parsed, Text).label("parsed"),
-            _items.c.created,
-            _items.c.updated,
+            # The item as GetItems gives it (``parsed`` as stored text, not decoded).
+            *RECORD_COLUMNS,
             _profiles.c.name,
             _nodes.c.service,
             _nodes.c.name,
