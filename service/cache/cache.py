@@ -288,8 +288,10 @@ class PubsubCache:
         """A server answer, given the ``parsed`` data a cached answer would carry; the
         node is analysed beside the reply the first time the server path meets it."""
         key = (profile, service, node)
-        self.analysis.server_answered(key, reply.items)
+        # The parser is looked up before the analysis starts: started first, the
+        # analysis's own database work went ahead of the lookup and held the reply.
         parser = await self.analysis.parser_for(key, reply.items)
+        self.analysis.server_answered(key, reply.items)
         if parser is None or not reply.items:
             return reply
         rows = await stored_forms(reply.items, parser, ParserContext(profile, service, node))

@@ -7,7 +7,8 @@ disproves it, and that answer is then paged by Roost itself.
 
 Without RSM, the newest N are asked as ``max_items`` N, and the node's count and the
 items' places come from its item listing (disco#items: ids, not payloads), asked beside
-it; a request by item ids asks those ids (and the listing, to order two or more); any
+it; a request by item ids asks those ids (and the listing, to order two or more, until
+the service's answers have shown they come in node order: :mod:`.answer_order`); any
 other is one whole read paged here. What decides it is what each read costs the one
 such server Roost is tested against, Prosody 0.12 (its default storage, a 1,000-item
 node; docs/performance.md, "Server reads"): a listing costs it 0.8-0.9 of a whole read
@@ -39,6 +40,7 @@ from typing import TypeVar
 from roost.service.errors import XmppError
 from roost.service.pubsub import protocol as p
 from roost.service.pubsub import rsm
+from roost.service.pubsub.answer_order import AnswerOrder, ByIdAnswerOrder
 from roost.service.pubsub.model import ItemsReply, ItemsRequest, PubsubItem
 from roost.service.pubsub.rsm import (
     DEFAULT_PAGE_SIZE,
@@ -106,6 +108,7 @@ class ItemsQuery:
         self._rsm: dict[str, bool] = {}
         # Whether each service's disco#items lists a node's items oldest first.
         self._oldest_first: dict[str, bool] = {}
+        self._by_id_order = ByIdAnswerOrder()
         self._walked: dict[tuple[str, str], int] = {}
 
     def walked_total(self, service: str, node: str) -> int | None:
@@ -116,6 +119,10 @@ class ItemsQuery:
     def known_rsm(self, service: str) -> bool | None:
         """What is known of ``service``'s RSM support (None: not yet known)."""
         return self._rsm.get(service)
+
+    def known_by_id_order(self, service: str) -> AnswerOrder | None:
+        """What is known of the order ``service`` answers items asked by id in."""
+        return self._by_id_order.known(service)
 
     def known_listing_order(self, service: str) -> bool | None:
         """Whether ``service`` lists a node's items oldest first (None: not yet known)."""
@@ -171,8 +178,11 @@ class ItemsQuery:
         """
         if request.item_ids:
             return page_items(await self._by_ids(client, service, node, request), request)
+        newest = request.max_items is not None and not request.is_paging
+        if newest and service not in self._rsm:
+            return await self._newest_learning_rsm(client, service, node, request)
         if not await self.server_supports_rsm(client, service, node):
-            if request.max_items is not None and not request.is_paging:
+            if newest:
                 return await self._newest_listed(client, service, node, request)
             return page_items(await self._whole(client, service, node), request)
         query = self._translate(request)
@@ -312,11 +322,33 @@ class ItemsQuery:
                 whole += [replace(item, element=None) for item in page]
         return whole
 
-    async def _newest_listed(
+    async def _newest_learning_rsm(
         self, client: RoostClient, service: str, node: str, request: ItemsRequest
     ) -> ItemsReply:
+        """The newest ``request.max_items`` from a service whose RSM support is not known
+        yet: one request carrying both RSM's last page of N and ``max_items`` N, which a
+        service with RSM answers as that page (with the node's count) and one without
+        (Prosody) as its newest N. The read itself learns the support, where a probe
+        first would cost ejabberd a second read of the node."""
+        size = request.max_items
+        assert size is not None
+        reply = await self._ask(client, service, node, p.rsm_set(size, before=""), max_items=size)
+        meta = p.parse_rsm(reply)
+        if meta is not None:
+            return self._from_rsm(p.parse_items(reply), meta, request)
+        return await self._newest_listed(client, service, node, request, answered=reply)
+
+    async def _newest_listed(
+        self,
+        client: RoostClient,
+        service: str,
+        node: str,
+        request: ItemsRequest,
+        answered: ET.Element | None = None,
+    ) -> ItemsReply:
         """The newest ``request.max_items`` from a service without RSM: ``max_items`` N
-        and the node's item listing, asked together; the listing gives the count and the
+        and the node's item listing, asked together (only the listing when ``answered``
+        is the service's answer to the first); the listing gives the count and the
         page's place.
 
         The two must agree: the listing names each item once, and the answer's items are
@@ -327,10 +359,13 @@ class ItemsQuery:
         """
         size = request.max_items
         assert size is not None
-        reply, listing = await _together(
-            self._ask(client, service, node, max_items=size),
-            self._try_listing(client, service, node),
-        )
+        if answered is None:
+            reply, listing = await _together(
+                self._ask(client, service, node, max_items=size),
+                self._try_listing(client, service, node),
+            )
+        else:
+            reply, listing = answered, await self._try_listing(client, service, node)
         items = p.parse_items(reply)
         ids = [item.id for item in items]
         if isinstance(listing, XmppError):
@@ -376,11 +411,15 @@ class ItemsQuery:
         XEP-0060 gives a by-id answer no order: Prosody answers in the order asked,
         ejabberd in the node's. The node's item listing (disco#items), asked beside the
         items when two or more are, gives the order on every server, once its direction
-        on the service is known (see :meth:`_listing_oldest_first`).
+        on the service is known (see :meth:`_listing_oldest_first`), until the service's
+        answers have shown they come in node order (:mod:`.answer_order`).
         """
         asked = self._ask(client, service, node, item_ids=request.item_ids)
-        if len(request.item_ids) < 2:
+        answer_order = self._by_id_order.known(service)
+        if len(request.item_ids) < 2 or answer_order is AnswerOrder.OLDEST_FIRST:
             return p.parse_items(await asked)
+        if answer_order is AnswerOrder.NEWEST_FIRST:
+            return p.parse_items(await asked)[::-1]
         reply, listing = await _together(asked, self._try_listing(client, service, node))
         items = p.parse_items(reply)
         if len(items) < 2:
@@ -391,7 +430,14 @@ class ItemsQuery:
             listing.reverse()
         order = {item_id: n for n, item_id in enumerate(listing)}
         # An item the listing misses was published after it: the newest.
-        return sorted(items, key=lambda item: order.get(item.id, len(order)))
+        ordered = sorted(items, key=lambda item: order.get(item.id, len(order)))
+        self._by_id_order.observe(
+            service,
+            request.item_ids,
+            [item.id for item in items],
+            [item.id for item in ordered if item.id in order],
+        )
+        return ordered
 
     async def _listing_oldest_first(
         self,

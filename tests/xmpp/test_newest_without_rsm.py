@@ -96,6 +96,33 @@ async def test_the_newest_n_are_read_with_max_items_and_placed_by_the_listing(
 
 
 @pytest.mark.xmpp
+@pytest.mark.parametrize("rsm", [None, "honest"])
+async def test_the_first_newest_n_of_a_service_learns_its_rsm_support_by_itself(
+    bob: RoostClient, evil: HostileService, rsm: str | None
+) -> None:
+    # A new backend's first read: one request says both what the newest N are and
+    # whether the service has RSM, no probe before it (on ejabberd a probe cost a second
+    # read of the node).
+    query = ItemsQuery()
+    node = evil.node(NODE)
+    node.rsm = rsm
+    reply = await query.get_items(bob, evil.jid, NODE, ItemsRequest(max_items=5))
+    ids = [f"i{n:02d}" for n in range(HELD - 5, HELD)]
+    assert said(reply)[:4] == (ids, HELD, HELD - 5, False)
+    assert query.known_rsm(evil.jid) is (rsm is not None)
+    if rsm is None:
+        # The service ignored the RSM set and answered max_items: the listing places it.
+        assert node.asked == ["max_items 5", "listing"], node.asked
+        assert said(reply)[4:] == (ids[0], ids[-1])
+    else:
+        assert node.asked == ["rsm"], node.asked
+    # Learnt: the next read asks as for a known service.
+    node.asked.clear()
+    await query.get_items(bob, evil.jid, NODE, ItemsRequest(max_items=3))
+    assert sorted(node.asked) == (["listing", "max_items 3"] if rsm is None else ["rsm"])
+
+
+@pytest.mark.xmpp
 async def test_an_empty_node_answers_an_empty_complete_page(
     bob: RoostClient, evil: HostileService
 ) -> None:
