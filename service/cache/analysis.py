@@ -344,11 +344,13 @@ class NodeAnalysis:
                 await self._db.items.ensure_parsed_key_index(key)
                 self._indexed.add(key)
 
-    async def parser_for(self, key: NodeKey, items: list[PubsubItem]) -> Parser | None:
-        """The parser the node's items are parsed with: its stored analysis's, or, for a
-        node not analysed yet, that of the analyser ``items`` make it match (so a first
-        server answer carries the ``parsed`` later ones will)."""
-        record = await self._db.nodes.get_node(*key)
+    async def parser_for(
+        self, key: NodeKey, items: list[PubsubItem], record: NodeRecord | None
+    ) -> Parser | None:
+        """The parser the node's items are parsed with: its stored analysis's (``record``,
+        the node as the cache knows it, None when it does not), or, for a node not
+        analysed yet, that of the analyser ``items`` make it match (so a first server
+        answer carries the ``parsed`` later ones will)."""
         if record is not None and record.extra.get("analysed"):
             analyser = self.analyser_of(record)
         else:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -48,6 +48,7 @@ from roost.service.cache.source import SyncSource, is_pep_service
 from roost.service.cache.stored_form import stored_forms
 from roost.service.cache.subscriptions import CacheSubscriptions
 from roost.service.cache.sync import DEFAULT_MIN_FREE_BYTES, NodeSynchroniser
+from roost.service.concurrently import both
 from roost.service.errors import InvalidArgument, NotConnected
 from roost.service.events import (
     ContactChanged,
@@ -283,14 +284,22 @@ class PubsubCache:
         return None if self.scheduler.is_syncing(record.id) else reply
 
     async def server_answered(
-        self, profile: str, service: str, node: str, request: ItemsRequest, reply: ItemsReply
+        self,
+        profile: str,
+        service: str,
+        node: str,
+        request: ItemsRequest,
+        answer: Awaitable[ItemsReply],
     ) -> ItemsReply:
-        """A server answer, given the ``parsed`` data a cached answer would carry; the
-        node is analysed beside the reply the first time the server path meets it."""
+        """The server's ``answer``, given the ``parsed`` data a cached answer would
+        carry; the node is analysed beside the reply the first time the server path
+        meets it."""
         key = (profile, service, node)
-        # The parser is looked up before the analysis starts: started first, the
-        # analysis's own database work went ahead of the lookup and held the reply.
-        parser = await self.analysis.parser_for(key, reply.items)
+        # What the cache knows of the node is read while the server answers, not after.
+        reply, record = await both(answer, self._db.nodes.get_node(*key))
+        # The parser is known before the analysis starts: started first, the analysis's
+        # own database work went ahead of the reply.
+        parser = await self.analysis.parser_for(key, reply.items, record)
         self.analysis.server_answered(key, reply.items)
         if parser is None or not reply.items:
             return reply

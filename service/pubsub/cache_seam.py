@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Protocol
 
 from roost.service.events import ItemsEvent
@@ -23,11 +24,17 @@ class PubsubCache(Protocol):
         ``cache_age`` set; None when the cache holds no such copy that answers ``request``."""
 
     async def server_answered(
-        self, profile: str, service: str, node: str, request: ItemsRequest, reply: ItemsReply
+        self,
+        profile: str,
+        service: str,
+        node: str,
+        request: ItemsRequest,
+        answer: Awaitable[ItemsReply],
     ) -> ItemsReply:
-        """Called after a server answered ``request``: returns the reply as the cache
-        would give it (``parsed`` added for a node with a parser); the cache analyses
-        the node here."""
+        """Called as ``request`` goes to the server, with the server's ``answer`` to
+        await (the cache's own reads may go on meanwhile): returns the reply as the
+        cache would give it (``parsed`` added for a node with a parser); the cache
+        analyses the node here."""
 
     def accepts(self, event: ItemsEvent) -> bool:
         """Whether the event comes from a service the profile chose to hear; an event

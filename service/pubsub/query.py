@@ -28,15 +28,14 @@ that the daemon's memory does not grow with the node.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import xml.etree.ElementTree as ET
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from dataclasses import replace
-from typing import TypeVar
 
+from roost.service.concurrently import both
 from roost.service.errors import XmppError
 from roost.service.pubsub import protocol as p
 from roost.service.pubsub import rsm
@@ -53,9 +52,6 @@ from roost.service.xmpp.client import RoostClient
 from roost.storage.paging import Window, bounded_length, page_window
 
 log = logging.getLogger(__name__)
-
-First = TypeVar("First")
-Second = TypeVar("Second")
 
 FETCH_PAGE_SIZE = 500
 # ejabberd reads the whole node for every page it answers, so a page costs nearly the
@@ -360,7 +356,7 @@ class ItemsQuery:
         size = request.max_items
         assert size is not None
         if answered is None:
-            reply, listing = await _together(
+            reply, listing = await both(
                 self._ask(client, service, node, max_items=size),
                 self._try_listing(client, service, node),
             )
@@ -420,7 +416,7 @@ class ItemsQuery:
             return p.parse_items(await asked)
         if answer_order is AnswerOrder.NEWEST_FIRST:
             return p.parse_items(await asked)[::-1]
-        reply, listing = await _together(asked, self._try_listing(client, service, node))
+        reply, listing = await both(asked, self._try_listing(client, service, node))
         items = p.parse_items(reply)
         if len(items) < 2:
             return items
@@ -615,24 +611,6 @@ class ItemsQuery:
             async for names in pages:
                 ids += names
         return ids
-
-
-async def _together(first: Awaitable[First], second: Awaitable[Second]) -> tuple[First, Second]:
-    """Both results, the two asked at once; when one fails, the other is cancelled and
-    the failure raised (a plain gather would leave it running, unawaited)."""
-    tasks = (asyncio.ensure_future(first), asyncio.ensure_future(second))
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-    finally:
-        for task in tasks:
-            task.cancel()
-        # Each outcome is taken, so that none is reported as never retrieved.
-        await asyncio.gather(*tasks, return_exceptions=True)
-    for task in tasks:
-        failure = None if task.cancelled() else task.exception()
-        if failure is not None:
-            raise failure
-    return tasks[0].result(), tasks[1].result()
 
 
 class PageGuard:

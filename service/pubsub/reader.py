@@ -89,10 +89,10 @@ class ItemsReader:
             cached = await cache.answer(profile, service, node, request)
             if cached is not None:
                 return cached
-        reply = await self._server.get_items(profile, service, node, request)
-        if cache is not None:
-            reply = await cache.server_answered(profile, service, node, request, reply)
-        return reply
+        answer = self._server.get_items(profile, service, node, request)
+        if cache is None:
+            return await answer
+        return await cache.server_answered(profile, service, node, request, answer)
 
     async def _offline(
         self, cache: PubsubCache, profile: str, service: str, node: str, request: ItemsRequest

@@ -12,7 +12,6 @@ tests/cache/test_read_paths.py.)
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -20,7 +19,7 @@ import pytest
 from roost.service.errors import XmppError
 from roost.service.events import EventHub
 from roost.service.pubsub.model import ItemsReply, ItemsRequest, PubsubItem
-from roost.service.pubsub.query import ItemsQuery, _together
+from roost.service.pubsub.query import ItemsQuery
 from roost.service.pubsub.rsm import decode_token, page_items
 from roost.service.xmpp.client import RoostClient
 from roost.service.xmpp.sessions import SessionManager
@@ -216,25 +215,3 @@ async def test_items_by_id_need_the_listing_only_to_order_two_or_more(
     node.item_listing = None
     two = await query.get_items(bob, evil.jid, NODE, ItemsRequest(item_ids=("i09", "i07")))
     assert [item.id for item in two.items] == ["i07", "i09"]
-
-
-async def test_two_requests_together_give_both_answers_or_the_first_failure() -> None:
-    async def answer(value: int, after: float) -> int:
-        await asyncio.sleep(after)
-        return value
-
-    async def fail(condition: str, after: float) -> int:
-        await asyncio.sleep(after)
-        raise XmppError(condition)
-
-    assert await _together(answer(1, 0.01), answer(2, 0)) == (1, 2)
-    slow = asyncio.ensure_future(answer(3, 10))
-    with pytest.raises(XmppError) as first:
-        await _together(slow, fail("forbidden", 0))
-    # The other request is not left running.
-    assert slow.cancelled()
-    assert first.value.condition == "forbidden"
-    # Both fail: the one that failed first.
-    with pytest.raises(XmppError) as both:
-        await _together(fail("item-not-found", 0.05), fail("forbidden", 0))
-    assert both.value.condition == "forbidden"
