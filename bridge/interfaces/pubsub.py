@@ -14,8 +14,10 @@ from roost.service.backend import Backend
 from roost.service.events import Event, ItemsEvent
 from roost.service.pubsub.model import ItemsReply
 
-# Replies whose marshalled items are kept (the reply is kept too, so its id stays its own).
-MARSHALLED_REPLIES = 256
+# Replies whose marshalled items are kept (the reply is kept too, so its id stays its own):
+# the most recent ones, which a repeated request asks again. Each record is a few objects
+# the garbage collector walks (see roost.service.cache.currency.HOT_ITEMS).
+MARSHALLED_REPLIES = 64
 
 DBusRecords = Annotated[list[DBusDict], DBusSignature("aa{sv}")]
 _ItemsReply = Annotated[list[Any], DBusSignature("aa{sv}a{sv}")]

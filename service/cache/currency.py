@@ -33,9 +33,12 @@ Awaited = tuple[str, str | None]
 # How long a node Roost changed waits for the change's notification before a resync.
 HOLD_SECONDS = 10.0
 # Hot answers kept in memory: at most this many answers, holding at most this many items
-# in all (a few tens of MB of item XML at most).
+# in all (200 pages of 20; about 14 MB of items the size of a blog post's). Every kept
+# item is an object the garbage collector walks in its young passes, which a sync makes
+# frequent: 20,000 items made those passes 25-60 ms and the reads' p99 during a sync a
+# fifth longer (docs/performance.md, "Responsiveness during a sync").
 HOT_REPLIES = 1_024
-HOT_ITEMS = 20_000
+HOT_ITEMS = 4_000
 
 
 def node_key(record: NodeRecord) -> NodeKey:
