@@ -20,16 +20,17 @@ from typing import Any, NamedTuple
 DEFAULT_PAGE_SIZE = 100
 
 
-def parsed_text(value: Any) -> str | None:
+def parsed_text(value: Any, *, strict: bool = False) -> str | None:
     """The JSON text of parsed data as the store writes it and every reader receives it
     (compact, non-ASCII characters as they are); None for no parsed data.
 
     An answer that did not come from the store (a server's) writes its parsed data with
-    this too, so that both give the same text.
+    this too, so that both give the same text. With ``strict``, NaN and infinities raise
+    ``ValueError`` (as they are not JSON) instead of being written as JavaScript names.
     """
     if value is None:
         return None
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=not strict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +46,10 @@ class ItemInput:
             parsed data's strings, else the XML's text content, never tag names).
         created: when the item was first seen (seconds since the epoch); None for now.
             An item already stored keeps its own ``created``.
+        parsed_json: ``parsed`` as the store writes it (:func:`parsed_text`). Computed
+            when the item is made unless given: a caller that has the text already (its
+            check of a parser's output made it) passes it, and the item is made where
+            the caller's work runs (a worker thread for a sync), not where it is stored.
     """
 
     item_id: str
@@ -53,6 +58,11 @@ class ItemInput:
     parsed: Any
     search_text: str
     created: float | None = None
+    parsed_json: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.parsed_json is None and self.parsed is not None:
+            object.__setattr__(self, "parsed_json", parsed_text(self.parsed))
 
 
 class ItemRecord(NamedTuple):

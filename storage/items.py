@@ -55,7 +55,6 @@ from roost.storage.item_records import (
     ItemInput,
     ItemPage,
     ItemRecord,
-    parsed_text,
 )
 from roost.storage.models import Profile, PubsubItem, PubsubNode
 from roost.storage.reads import SHORT_READ_ROWS, EngineReads, ReadConnection, ReadRunner
@@ -255,7 +254,7 @@ class ItemStore:
                     "publisher": it.publisher,
                     "position": base + n,
                     "data": it.data,
-                    "parsed": parsed_text(it.parsed),
+                    "parsed": it.parsed_json,
                     "search_text": self._dialect.indexed_text(it.search_text),
                     "created": now if it.created is None else it.created,
                     "updated": now,
@@ -624,7 +623,7 @@ class ItemStore:
             {
                 "b_item_id": it.item_id,
                 "b_updated": when,
-                "b_parsed": parsed_text(it.parsed),
+                "b_parsed": it.parsed_json,
                 "b_search_text": self._dialect.indexed_text(it.search_text),
             }
             for it, when in zip(items, written, strict=True)

@@ -306,7 +306,7 @@ class PubsubCache:
         rows = await stored_forms(reply.items, parser, ParserContext(profile, service, node))
         # The text the store would give: the two paths' parsed are equal to the byte.
         items = [
-            replace(item, parsed=parsed_text(row.parsed))
+            replace(item, parsed=row.parsed_json)
             for item, row in zip(reply.items, rows, strict=True)
         ]
         return replace(reply, items=items)

@@ -26,7 +26,7 @@ not touch loop-bound objects; a pure function of its arguments is always right).
 a batch at a time, each given :data:`ASYNC_PARSE_TIMEOUT` seconds: it may await the
 network, but CPU-heavy work belongs in a plain parser (or ``asyncio.to_thread``).
 
-What it returns (:func:`output_problem`): a ``dict`` that ``json.dumps`` accepts with
+What it returns (:func:`output_json`): a ``dict`` that ``json.dumps`` accepts with
 ``allow_nan=False`` (no ``datetime``, set, bytes, NaN or infinity), at most
 :data:`MAX_PARSED_BYTES` as compact UTF-8 JSON and nesting at most
 :data:`MAX_PARSED_DEPTH` levels; or ``None`` for an item it has nothing to say about.
@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import json
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,6 +46,7 @@ from typing import Any
 
 from roost.service.errors import InvalidArgument
 from roost.service.safe_xml import MAX_XML_DEPTH
+from roost.storage.item_records import parsed_text
 
 Parsed = dict[str, Any]
 # Any of the four forms above: which one a parser has is checked when its Analyser is
@@ -162,29 +162,43 @@ def _call_of(parser: Parser) -> ParserCall:
     )
 
 
-def output_problem(parsed: object) -> str | None:
-    """What is wrong with a parser's output, or None when it may be stored as parsed data.
+class RefusedOutput(ValueError):
+    """A parser's output that may not be stored as parsed data; ``reason`` says why
+    (types and sizes only, never values: they come from the payload)."""
 
-    The reason names types and sizes only, never values (they come from the payload).
-    ``None`` is not checked here: it means no parsed data.
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def output_json(parsed: object) -> str:
+    """A parser's output as the store keeps it (:func:`~roost.storage.parsed_text`),
+    once checked: the check needs the text, so the text is what it gives.
+
+    Raises:
+        RefusedOutput: the output may not be stored as parsed data. ``None`` (no parsed
+            data) is refused too: it has no text, and callers tell it apart first.
     """
     if not isinstance(parsed, dict):
-        return f"it returned a {type(parsed).__name__}, not a dict"
+        raise RefusedOutput(f"it returned a {type(parsed).__name__}, not a dict")
     try:
-        text = json.dumps(parsed, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        text = parsed_text(parsed, strict=True)
     except (TypeError, ValueError) as exc:
         # The json module's messages name types only ("Object of type datetime is not
         # JSON serializable", "Out of range float values are not JSON compliant").
-        return f"its output is not JSON: {exc}"
+        raise RefusedOutput(f"its output is not JSON: {exc}") from None
     except RecursionError:
-        return f"its output nests more than {MAX_PARSED_DEPTH} levels deep"
+        raise RefusedOutput(f"its output nests more than {MAX_PARSED_DEPTH} levels deep") from None
+    assert text is not None  # a dict
     size = len(text) if text.isascii() else len(text.encode("utf-8"))
     if size > MAX_PARSED_BYTES:
-        return f"its output is {size} bytes as JSON, over the {MAX_PARSED_BYTES} bytes kept"
+        raise RefusedOutput(
+            f"its output is {size} bytes as JSON, over the {MAX_PARSED_BYTES} bytes kept"
+        )
     # Every level opens a bracket: few brackets, whatever their place, means shallow.
     if text.count("{") + text.count("[") > MAX_PARSED_DEPTH and _nests_deeper(parsed):
-        return f"its output nests more than {MAX_PARSED_DEPTH} levels deep"
-    return None
+        raise RefusedOutput(f"its output nests more than {MAX_PARSED_DEPTH} levels deep")
+    return text
 
 
 def _nests_deeper(parsed: Parsed) -> bool:

@@ -45,7 +45,8 @@ from roost.service.cache.parsers import (
     Parser,
     ParserCall,
     ParserContext,
-    output_problem,
+    RefusedOutput,
+    output_json,
 )
 from roost.service.cache.search_text import search_text_for
 from roost.service.errors import InvalidArgument
@@ -194,8 +195,12 @@ def _finished(
         return ItemInput(item.id, item.publisher, item.xml, None, "")
     payload, size = checked
     parsed, problem = outcome if outcome is not None else (None, None)
+    text = None
     if problem is None and parsed is not None:
-        problem = output_problem(parsed)
+        try:
+            text = output_json(parsed)
+        except RefusedOutput as refused:
+            problem = refused.reason
     if problem is not None:
         log.warning(
             "%s: the parser failed on item %s (%d bytes): %s; stored without parsed data",
@@ -205,7 +210,14 @@ def _finished(
             problem,
         )
         parsed = None
-    return ItemInput(item.id, item.publisher, item.xml, parsed, search_text_for(parsed, payload))
+    return ItemInput(
+        item.id,
+        item.publisher,
+        item.xml,
+        parsed,
+        search_text_for(parsed, payload),
+        parsed_json=text,
+    )
 
 
 # -- on the event loop ---------------------------------------------------------------------

@@ -224,6 +224,27 @@ async def test_plain_parsers_run_off_the_event_loop() -> None:
     assert threading.get_ident() not in threads
 
 
+async def test_parsed_data_is_encoded_once_and_off_the_event_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The check of a parser's output makes its JSON text; the stored form carries that
+    # text to the store, which then writes it as it is (tests/storage/test_items.py).
+    encoded_on: list[int] = []
+    real_dumps = json.dumps
+
+    def dumps(value: Any, *args: Any, **kwargs: Any) -> str:
+        if isinstance(value, dict) and "node" in value:
+            encoded_on.append(threading.get_ident())
+        return real_dumps(value, *args, **kwargs)
+
+    monkeypatch.setattr(json, "dumps", dumps)
+    forms = await sf.stored_forms(
+        [item(n) for n in range(3)], lambda payload: {"node": "é"}, CONTEXT
+    )
+    assert [f.parsed_json for f in forms] == ['{"node":"é"}'] * 3
+    assert len(encoded_on) == 3 and threading.get_ident() not in encoded_on
+
+
 async def test_async_parsers_run_a_few_items_at_a_time_in_order() -> None:
     running = most = 0
 

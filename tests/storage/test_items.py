@@ -86,6 +86,32 @@ def ids(records: Sequence[object]) -> list[str]:
     return [r.item_id for r in records]  # type: ignore[attr-defined]
 
 
+async def test_parsed_text_is_made_with_the_item_and_written_as_it_is(
+    db: Stores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blog = db.nodes["blog"]
+    # Made with the item: a sync makes its items in a worker thread, and the store
+    # writes them from the event loop.
+    made = item("a", parsed={"title": "é", "n": 1})
+    given = ItemInput("b", "", "<item/>", {"n": 2}, "", parsed_json='{"n":2}')
+    assert made.parsed_json == '{"title":"é","n":1}'
+
+    def no_encoding(*_args: Any, **_kwargs: Any) -> str:
+        raise AssertionError("the store encoded parsed data again")
+
+    reparsed = item("a", parsed={"n": 3})
+    with monkeypatch.context() as patched:
+        patched.setattr(json, "dumps", no_encoding)
+        await db.items.upsert_items(blog, [made, given])
+    stored = await db.items.get_item(blog, "a")
+    assert stored is not None and stored.parsed == {"title": "é", "n": 1}
+    with monkeypatch.context() as patched:
+        patched.setattr(json, "dumps", no_encoding)
+        assert await db.items.set_parsed(blog, [reparsed], [stored.updated]) == 1
+    records = {r.item_id: r for r in (await db.items.get_items(blog)).items}
+    assert records["a"].parsed == {"n": 3} and records["b"].parsed == {"n": 2}
+
+
 async def test_upsert_orders_items_and_republish_moves_to_end(db: Stores) -> None:
     blog = db.nodes["blog"]
     assert await db.items.upsert_items(blog, [item("a"), item("b"), item("c")]) == 3
