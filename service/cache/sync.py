@@ -282,10 +282,17 @@ class NodeSynchroniser:
         if not kept_places:
             log.info("%s: no cached item is among the server's newest; full resync", where)
             return None
-        older, new = window[: kept_places[0]], window[kept_places[-1] + 1 :]
-        if set(older) | set(new) != in_window - cached_set:
-            log.info("%s: new items are not all newer than the cached ones; full resync", where)
-            return None
+        # Fetched from the first item after the oldest kept one that the cache lacks:
+        # usually the new items, but a cached item after that one is fetched again and
+        # moved after it. A notification can bring a node's newest item before its
+        # resync (ejabberd sends each subscribed node's last item at every connection):
+        # the cache then holds it, and not the items published before it meanwhile.
+        older = window[: kept_places[0]]
+        gap = next(
+            (n for n in range(kept_places[0], len(window)) if window[n] not in cached_set),
+            len(window),
+        )
+        new = window[gap:]
         if older and not node.extra.get("truncated"):
             # The cache held the whole node: an item older than the cached ones was
             # never published after them.
@@ -317,14 +324,15 @@ class NodeSynchroniser:
         )
         progress(stored, len(wanted))
         log.info(
-            "%s: incremental resync: %d new, %d older back among the newest, %d gone, "
-            "%d trimmed, %d unchanged",
+            "%s: incremental resync: %d new (%d of them cached already), %d older back "
+            "among the newest, %d gone, %d trimmed, %d unchanged",
             where,
             len(new),
+            len(set(new) & cached_set),
             len(older),
             len(gone),
             len(trimmed),
-            len(kept_places),
+            len(kept_places) - len(set(new) & cached_set),
         )
         return SyncResult(
             currency=currency,

@@ -23,6 +23,7 @@ from roost.service.pubsub.server import PubsubServer
 from roost.service.pubsub_stack import CacheOptions, build_pubsub_stack
 from roost.service.xmpp.sessions import SessionManager
 from roost.storage import Database
+from roost.storage.item_records import ItemInput
 from tests.fixtures.sessions import Recorder
 from tests.fixtures.xmpp import XmppServer
 
@@ -373,6 +374,43 @@ async def test_restart_resyncs_incrementally_before_serving(
         await both(roost, xmpp_server, node)
         state = await cache.get_node_state("bob", svc, node)
         assert state["item_count"] == 43 and state["current"]
+
+
+async def test_a_resync_after_the_newest_item_came_by_notification_stays_incremental(
+    roost: Roost, xmpp_server: XmppServer, recorder: Recorder
+) -> None:
+    # ejabberd sends each subscribed node's last item when a session starts: the cache
+    # can hold a node's newest item before its resync has fetched the ones published
+    # before it while Roost was away.
+    node = await synced_blog(roost, xmpp_server, recorder, 40)
+    svc = xmpp_server.pubsub_service
+    await roost.cache.close()
+    await roost.sessions.disconnect("bob")
+    for n in range(40, 45):
+        await roost.pubsub.publish("alice", svc, node, f"p{n:03d}", entry(n))
+    # What the notification of the newest item stores, there before the resync.
+    [newest] = (
+        await roost.pubsub.get_items(
+            "alice", svc, node, ItemsRequest(item_ids=["p044"], use_cache=False)
+        )
+    ).items
+    record = await roost.db.nodes.get_node("bob", svc, node)
+    assert record is not None
+    await roost.db.items.upsert_items(
+        record.id, [ItemInput(newest.id, newest.publisher, newest.xml, None, "")]
+    )
+    source = CountingSource(roost.server, roost.sessions)
+    async with roost.restarted_cache(source) as cache:
+        mark = len([e for e in recorder.of(SyncStateChanged) if e.node == node])
+        await roost.sessions.connect("bob")
+        await wait_state(recorder, node, "completed", after=mark)
+        # The items from the first one missing on: the newest is fetched again and
+        # stored after those published before it.
+        assert source.fetched_by_id[node] == [f"p{n:03d}" for n in range(40, 45)]
+        assert node not in source.fetched_whole
+        await both(roost, xmpp_server, node)
+        state = await cache.get_node_state("bob", svc, node)
+        assert state["item_count"] == 45 and state["current"]
 
 
 async def test_disconnection_stops_serving_until_resynced(
