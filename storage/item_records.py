@@ -50,6 +50,8 @@ class ItemInput:
             when the item is made unless given: a caller that has the text already (its
             check of a parser's output made it) passes it, and the item is made where
             the caller's work runs (a worker thread for a sync), not where it is stored.
+            A copy with other parsed data (``dataclasses.replace``) passes
+            ``parsed_json=None`` too, or it keeps the old text.
     """
 
     item_id: str
