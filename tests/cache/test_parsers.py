@@ -530,7 +530,8 @@ async def test_a_slow_parser_never_holds_the_event_loop(
             await asyncio.sleep(0.01)
         # Another request is answered while the sync is still parsing.
         state = await roost.cache.get_node_state("bob", svc, node)
-        assert state["state"] == "in_progress" and parser.calls < 150
+        assert state["state"] == "in_progress", state
+        assert parser.calls < 150, f"{parser.calls} items parsed before the state was read"
         await wait_state(recorder, node, "completed")
     finally:
         await probe.stop()
