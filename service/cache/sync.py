@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -31,6 +32,11 @@ log = logging.getLogger(__name__)
 PAGES_AHEAD = 1
 STORE_BATCH = 500
 DEFAULT_MIN_FREE_BYTES = 200 * 1024 * 1024
+
+
+def _batches(page: list[PubsubItem]) -> deque[list[PubsubItem]]:
+    """The page in batches of :data:`STORE_BATCH`, to be taken off the front."""
+    return deque(page[start : start + STORE_BATCH] for start in range(0, len(page), STORE_BATCH))
 
 
 def _with_ids(page: list[PubsubItem], where: str) -> list[PubsubItem]:
@@ -183,6 +189,7 @@ class NodeSynchroniser:
                     node.profile, node.service, node.name, FETCH_PAGE_SIZE, newest=self._limit
                 ):
                     await queue.put(page)
+                    del page  # not held while the next page is asked for
             finally:
                 await queue.put(None)
 
@@ -194,11 +201,15 @@ class NodeSynchroniser:
         writing: asyncio.Task[int] | None = None
         try:
             while (page := await queue.get()) is not None:
-                page = _with_ids(page, where)
                 # A server without RSM answers with the whole node at once: store it in
                 # batches all the same, so each transaction stays short and progress shows.
-                for start in range(0, len(page), STORE_BATCH):
-                    batch = page[start : start + STORE_BATCH]
+                # The page is taken apart as its batches go: an item keeps its element
+                # tree until its stored form is made, and a page of 4,000 trees is about
+                # 20 MB of objects that each young collection would walk again.
+                batches = _batches(_with_ids(page, where))
+                del page
+                while batches:
+                    batch = batches.popleft()
                     rows = await stored_forms(
                         batch, parser, ParserContext(node.profile, node.service, node.name)
                     )

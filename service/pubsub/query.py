@@ -526,13 +526,16 @@ class ItemsQuery:
                 raise walk.diverged(f"more items than the {count} its count announced")
             if walk.over_budget:
                 raise walk.too_large()
+            got, got_bytes = len(items), sum(len(item.xml) for item in items)
             if items:
                 yield items
-            fetched += len(items)
-            fetched_bytes += sum(len(item.xml) for item in items)
+            # The caller has the page: not held here while the next one is asked for.
+            del items, reply
+            fetched += got
+            fetched_bytes += got_bytes
             size = next_fetch_page_size(page_size, fetched, count, fetched_bytes)
-            done = (index or 0) + len(items) >= (count if count is not None else 0)
-            if not items or done or last is None:
+            done = (index or 0) + got >= (count if count is not None else 0)
+            if not got or done or last is None:
                 return
             after = last
 

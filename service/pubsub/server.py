@@ -85,6 +85,7 @@ class PubsubServer:
             client, self._service(client, service), node, page_size, newest=newest
         ):
             yield page
+            del page  # the caller has it: not held while the next one is asked for
 
     def walked_total(self, profile: str, service: str, node: str) -> int | None:
         """The node's item count learnt by the last :meth:`fetch_all_items` of it."""
