@@ -348,17 +348,22 @@ class CountingSource(XmppSyncSource):
         return self._count(node, pages)
 
 
+async def published_while_away(roost: Roost, server: XmppServer, recorder: Recorder) -> str:
+    """A node of 40 items synchronised, then Roost stopped (its cache closed, bob
+    offline) while alice published 5 more: the node a restart finds changed."""
+    node = await synced_blog(roost, server, recorder, 40)
+    await roost.cache.close()
+    await roost.sessions.disconnect("bob")
+    for n in range(40, 45):
+        await roost.pubsub.publish("alice", server.pubsub_service, node, f"p{n:03d}", entry(n))
+    return node
+
+
 async def test_restart_resyncs_incrementally_before_serving(
     roost: Roost, xmpp_server: XmppServer, recorder: Recorder, hub: EventHub
 ) -> None:
-    node = await synced_blog(roost, xmpp_server, recorder, 40)
+    node = await published_while_away(roost, xmpp_server, recorder)
     svc = xmpp_server.pubsub_service
-    # Roost stops: its cache is gone and bob goes offline.
-    await roost.cache.close()
-    await roost.sessions.disconnect("bob")
-    # Meanwhile the node changes on the server.
-    for n in range(40, 45):
-        await roost.pubsub.publish("alice", svc, node, f"p{n:03d}", entry(n))
     await roost.pubsub.retract("alice", svc, node, ["p003", "p010"], {})
     # Roost starts again on the same database.
     source = CountingSource(roost.server, roost.sessions)
@@ -382,12 +387,8 @@ async def test_a_resync_after_the_newest_item_came_by_notification_stays_increme
     # ejabberd sends each subscribed node's last item when a session starts: the cache
     # can hold a node's newest item before its resync has fetched the ones published
     # before it while Roost was away.
-    node = await synced_blog(roost, xmpp_server, recorder, 40)
+    node = await published_while_away(roost, xmpp_server, recorder)
     svc = xmpp_server.pubsub_service
-    await roost.cache.close()
-    await roost.sessions.disconnect("bob")
-    for n in range(40, 45):
-        await roost.pubsub.publish("alice", svc, node, f"p{n:03d}", entry(n))
     # What the notification of the newest item stores, there before the resync.
     [newest] = (
         await roost.pubsub.get_items(
