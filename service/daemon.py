@@ -32,6 +32,7 @@ from typing import Protocol
 from roost.service.backend import Backend
 from roost.service.config import LOG_LEVELS, Config, ConfigError, load_config
 from roost.service.loop_lag import LoopLagProbe
+from roost.service.loop_priority import LOOP_PRIORITY
 from roost.service.memory_trace import MemoryTrace
 from roost.storage.errors import DatabaseTooNew, StorageError
 
@@ -230,7 +231,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     gc.set_threshold(*GC_THRESHOLDS)
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     try:
-        status = asyncio.run(serve(config, options, bridge_classes))
+        # Its selector tells the worker threads when the loop's thread has work.
+        with asyncio.Runner(loop_factory=LOOP_PRIORITY.loop_factory) as runner:
+            status = runner.run(serve(config, options, bridge_classes))
     except StartupError as err:
         print(f"roostd: {err}", file=sys.stderr)
         raise SystemExit(EXIT_FAILURE) from None

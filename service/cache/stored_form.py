@@ -50,6 +50,7 @@ from roost.service.cache.parsers import (
 )
 from roost.service.cache.search_text import search_text_for
 from roost.service.errors import InvalidArgument
+from roost.service.loop_priority import LOOP_PRIORITY
 from roost.service.pubsub.model import PubsubItem
 from roost.service.safe_xml import MAX_XML_DEPTH, nests_deeper, parse_xml
 from roost.storage.item_records import ItemInput
@@ -125,6 +126,7 @@ def _slice(work: Callable[[_V], _T], values: Sequence[_V], start: int) -> list[_
     deadline = time.monotonic() + WORKER_SLICE
     done: list[_T] = []
     for index in range(start, len(values)):
+        LOOP_PRIORITY.step_aside()
         done.append(work(values[index]))
         if time.monotonic() >= deadline:
             break

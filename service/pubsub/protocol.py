@@ -17,6 +17,7 @@ from xml.sax.saxutils import escape
 from slixmpp.exceptions import IqError, IqTimeout
 
 from roost.service.errors import InvalidArgument, NotConnected, XmppError
+from roost.service.loop_priority import LOOP_PRIORITY
 from roost.service.pubsub.model import PubsubItem
 from roost.service.xmpp.client import RoostClient
 from roost.service.xmpp.item_stream import DISCO_ITEMS_PATH, PUBSUB_ITEMS_PATH
@@ -272,15 +273,18 @@ def _item_elements(reply: ET.Element) -> list[ET.Element]:
 
 
 def _pubsub_items(elements: list[ET.Element]) -> list[PubsubItem]:
-    return [
-        PubsubItem(
-            id=item.get("id", ""),
-            publisher=item.get("publisher", ""),
-            xml=item_text(item),
-            element=item,
+    items = []
+    for item in elements:
+        LOOP_PRIORITY.step_aside()
+        items.append(
+            PubsubItem(
+                id=item.get("id", ""),
+                publisher=item.get("publisher", ""),
+                xml=item_text(item),
+                element=item,
+            )
         )
-        for item in elements
-    ]
+    return items
 
 
 def parse_rsm(reply: ET.Element) -> tuple[int | None, str | None, str | None, int | None] | None:

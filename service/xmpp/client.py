@@ -30,7 +30,9 @@ from roost.service.xmpp.item_stream import (
     ItemStream,
     StreamingItemsParser,
 )
+from roost.service.xmpp.sliced_feed import SlicedFeed
 from roost.service.xmpp.stream_parser import (
+    RestrictedStreamParser,
     RestrictedXmlError,
     stream_error,
 )
@@ -244,6 +246,10 @@ class RoostClient(ClientXMPP):
         self._queried_vers: set[str] = set()
         self._unanswered: set[str] = set()  # stanza ids
         self._caps_moved = asyncio.Event()
+        # Reasons the connection is not read now (item streams behind, slices of a read
+        # waiting to be parsed): it reads again when none is left.
+        self._reading_holds = 0
+        self._feed = SlicedFeed(self._parse_received, self._hold_reading, self._release_reading)
         self.add_filter("in", self._watch_caps_query)
         self.add_filter("out_sync", self._watch_caps_sent)
         self.add_event_handler("session_start", self._on_session_start)
@@ -279,7 +285,7 @@ class RoostClient(ClientXMPP):
         """The stream the items of the iq result ``iq_id`` will go to as they are parsed
         (the elements at ``path`` under the iq), reading the connection only while its
         reader keeps up; :meth:`forget_items` when done with it."""
-        stream = ItemStream(self._pause_reading, self._resume_reading, path)
+        stream = ItemStream(self._hold_reading, self._release_reading, path)
         if isinstance(self.parser, StreamingItemsParser):
             self.parser.expect(iq_id, stream)
         return stream
@@ -290,16 +296,42 @@ class RoostClient(ClientXMPP):
             self.parser.forget(iq_id)
         stream.close()
 
-    def _pause_reading(self) -> None:
-        if self.transport is not None:
+    def _hold_reading(self) -> None:
+        self._reading_holds += 1
+        if self._reading_holds == 1 and self.transport is not None:
             self.transport.pause_reading()
 
-    def _resume_reading(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.resume_reading()
+    def _release_reading(self) -> None:
+        if self._reading_holds == 0:
+            # A hold of a connection that has ended since.
+            return
+        self._reading_holds -= 1
+        transport = self.transport
+        if self._reading_holds == 0 and transport is not None and not transport.is_closing():
+            transport.resume_reading()
+
+    def connection_made(self, transport: Any, send_event: bool = True) -> None:
+        """A new connection (or the same one upgraded to TLS) reads from the start."""
+        self._feed.clear()
+        self._reading_holds = 0
+        super().connection_made(transport, send_event)
+
+    def connection_lost(self, exception: BaseException | None) -> None:
+        """Parse what the server sent before it went (slices still waiting), then end."""
+        self._feed.flush()
+        self._reading_holds = 0
+        super().connection_lost(exception)
 
     def data_received(self, data: bytes | str) -> None:
-        """Parse the server's data; a stream the parser refuses ends the connection."""
+        """Parse the server's data, a large read a slice at a time
+        (:class:`~roost.service.xmpp.sliced_feed.SlicedFeed`)."""
+        if isinstance(data, str):
+            data = data.encode()
+        self._feed.receive(data)
+
+    def _parse_received(self, data: bytes) -> None:
+        """Parse one piece of the stream; a stream the parser refuses, or any failure to
+        read it, ends the connection."""
         try:
             super().data_received(data)
         except RestrictedXmlError as exc:
@@ -314,7 +346,20 @@ class RoostClient(ClientXMPP):
                 self.send_raw(stream_error(exc.condition))
             log.warning("closing the connection to %s: %s", server, exc)
             self.disconnect_reason = str(exc)
+            self._feed.clear()
             self.abort()
+        except Exception:
+            # What asyncio's transport does with a protocol that fails on its data, now
+            # that a slice may be parsed outside of the transport's own call.
+            log.exception("reading the stream from %s failed", self.boundjid.domain)
+            self._feed.clear()
+            self.abort()
+        else:
+            parser = self.parser
+            if isinstance(parser, RestrictedStreamParser) and parser.failed:
+                # slixmpp answered the malformed stream and is closing it; the rest of
+                # the read would only fail again.
+                self._feed.clear()
 
     def _build_stanza(self, xml: ET.Element, default_ns: str | None = None) -> StanzaBase:
         """The stanza object of a received element; the items of an iq result's lists

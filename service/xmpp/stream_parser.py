@@ -81,6 +81,9 @@ class RestrictedStreamParser(_PullParser):
         self._tail = ""
         self._in_prolog = True
         self._refused: RestrictedXmlError | None = None
+        #: The stream was found not well-formed: the error is among the events (or was
+        #: read), and the parser reads nothing more of it.
+        self.failed = False
 
     def feed(self, data: str | Buffer) -> None:
         """Parse the next piece of the stream, ``bytes`` (as slixmpp gives) or ``str``.
@@ -92,7 +95,7 @@ class RestrictedStreamParser(_PullParser):
         if self._refused is not None:
             raise RestrictedXmlError(str(self._refused), self._refused.condition)
         if self._decoder is None:
-            super().feed(data)
+            self._parse(data)
             return
         if not self._in_prolog:
             # Past the prolog there is nothing left to search, and expat, having been
@@ -101,8 +104,8 @@ class RestrictedStreamParser(_PullParser):
             pending, _flags = self._decoder.getstate()
             self._decoder = None
             if pending:
-                super().feed(pending)
-            super().feed(data)
+                self._parse(pending)
+            self._parse(data)
             return
         if isinstance(data, str):
             text = data
@@ -119,7 +122,14 @@ class RestrictedStreamParser(_PullParser):
                 raise self._refused from None
         if text:
             self._check_prolog(text)
-            super().feed(text)
+            self._parse(text)
+
+    def _parse(self, data: str | Buffer) -> None:
+        super().feed(data)
+        # XMLPullParser keeps expat's error as the next event rather than raising it.
+        queue = self._events_queue  # type: ignore[attr-defined]
+        if queue and isinstance(queue[-1], SyntaxError):
+            self.failed = True
 
     def read_events(self) -> Iterator[tuple[Any, ...]]:
         """The parsing events produced so far, as ``XMLPullParser.read_events``."""
