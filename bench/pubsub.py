@@ -27,6 +27,7 @@ from slixmpp import ClientXMPP
 from bench.figures import emit
 from roost.bridge.client import RoostClient
 from roost.bridge.constants import PUBSUB_INTERFACE
+from roost.service.daemon import daemon_runner
 from roost.service.events import EventHub
 from roost.service.pubsub.model import ItemsRequest
 from roost.service.pubsub.operations import PubsubService
@@ -272,7 +273,9 @@ def measure(kind: str, *, bus: bool) -> None:
                 (Path(tmp) / "roostd").mkdir()
                 launcher = RoostdLauncher(Path(tmp) / "roostd", private.address)
                 launcher.start("--log-level", "warning")
-            asyncio.run(run(server, private.address if private else None))
+            # Roost's side runs in this process: as roostd runs it.
+            with daemon_runner() as runner:
+                runner.run(run(server, private.address if private else None))
         finally:
             if launcher is not None:
                 launcher.stop_all()

@@ -51,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from slixmpp import ClientXMPP
 
 from bench.figures import emit, progress, spread, upper
+from roost.service.daemon import daemon_runner
 from roost.service.events import EventHub
 from roost.service.pubsub.model import ItemsReply, ItemsRequest
 from roost.service.pubsub.operations import PubsubService
@@ -451,7 +452,9 @@ def main() -> None:
                 server.setup()
                 if kind == "prosody":
                     server.start()
-                asyncio.run(measure(server, Path(tmp)))
+                # Roost's side runs in this process: as roostd runs it.
+                with daemon_runner() as runner:
+                    runner.run(measure(server, Path(tmp)))
             finally:
                 server.stop()
 

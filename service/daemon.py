@@ -218,6 +218,18 @@ async def serve(
     return status
 
 
+def daemon_runner() -> asyncio.Runner:
+    """An ``asyncio.Runner`` with the interpreter set as ``roostd`` runs: the collector's
+    thresholds, the GIL's switch interval, and the event loop that lets worker threads
+    know when it has work (:mod:`roost.service.loop_priority`).
+
+    The benchmarks that measure the service layer in their own process run it so too.
+    """
+    gc.set_threshold(*GC_THRESHOLDS)
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+    return asyncio.Runner(loop_factory=LOOP_PRIORITY.loop_factory)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``roostd`` console script."""
     bridge_classes = load_bridge_classes()
@@ -228,11 +240,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"roostd: {err}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE) from None
     setup_logging(logging.getLevelName((options.log_level or config.log_level).upper()))
-    gc.set_threshold(*GC_THRESHOLDS)
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     try:
-        # Its selector tells the worker threads when the loop's thread has work.
-        with asyncio.Runner(loop_factory=LOOP_PRIORITY.loop_factory) as runner:
+        with daemon_runner() as runner:
             status = runner.run(serve(config, options, bridge_classes))
     except StartupError as err:
         print(f"roostd: {err}", file=sys.stderr)

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from roost.service.xmpp.client import ConnectionOptions, RoostClient
-from roost.service.xmpp.sliced_feed import PARSE_SLICE, SlicedFeed
+from roost.service.xmpp.sliced_feed import HOLD_ABOVE, PARSE_SLICE, SlicedFeed
 
 HEADER = (
     b"<?xml version='1.0'?>"
@@ -27,7 +27,14 @@ class Recorder:
         self.parsed: list[bytes] = []
         self.holds = 0
         self.releases = 0
-        self.feed = SlicedFeed(self.parsed.append, self._hold, self._release, slice_size=10)
+        self.feed = SlicedFeed(
+            self.parsed.append,
+            self._hold,
+            self._release,
+            slice_size=10,
+            hold_above=20,
+            read_again_at=5,
+        )
 
     def _hold(self) -> None:
         self.holds += 1
@@ -52,16 +59,35 @@ async def test_a_read_within_a_slice_is_parsed_at_once() -> None:
     assert (rec.holds, rec.releases) == (0, 0)
 
 
-async def test_a_large_read_is_parsed_one_slice_a_turn_and_holds_reading_meanwhile() -> None:
+async def test_a_large_read_is_parsed_one_slice_a_turn() -> None:
     rec = Recorder()
-    data = bytes(range(35))
+    data = bytes(range(18))
     rec.feed.receive(data)
-    # The first slice at once; the rest wait for the loop's next turns.
+    # The first slice at once; the rest waits for the loop's next turn, and the
+    # connection goes on reading meanwhile.
     assert rec.parsed == [data[:10]]
-    assert rec.feed.waiting == 25
+    assert rec.feed.waiting == 8
+    assert await _turns_until_parsed(rec.feed) == 1
+    assert rec.parsed == [data[:10], data[10:]]
+    assert (rec.holds, rec.releases) == (0, 0)
+
+
+async def test_reading_stops_while_too_much_waits_and_starts_again_once_parsed_down() -> None:
+    rec = Recorder()
+    data = bytes(range(45))
+    rec.feed.receive(data)
+    assert rec.feed.waiting == 35
     assert (rec.holds, rec.releases) == (1, 0)
-    assert await _turns_until_parsed(rec.feed) == 3
-    assert rec.parsed == [data[:10], data[10:20], data[20:30], data[30:]]
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    # 15 bytes wait: still above the level reading starts again at.
+    assert rec.feed.waiting == 15
+    assert (rec.holds, rec.releases) == (1, 0)
+    await asyncio.sleep(0)
+    assert rec.feed.waiting == 5
+    assert (rec.holds, rec.releases) == (1, 1)
+    await _turns_until_parsed(rec.feed)
+    assert b"".join(rec.parsed) == data
     assert (rec.holds, rec.releases) == (1, 1)
 
 
@@ -73,20 +99,19 @@ async def test_reads_arriving_while_slices_wait_are_parsed_after_them() -> None:
     await _turns_until_parsed(rec.feed)
     assert b"".join(rec.parsed) == b"a" * 15 + b"b" * 3 + b"c" * 12
     assert all(len(piece) <= 10 for piece in rec.parsed)
-    assert (rec.holds, rec.releases) == (1, 1)
 
 
 async def test_flush_parses_what_waits_now_and_clear_drops_it() -> None:
     rec = Recorder()
-    rec.feed.receive(b"x" * 25)
+    rec.feed.receive(b"x" * 35)
     rec.feed.flush()
-    assert b"".join(rec.parsed) == b"x" * 25
+    assert b"".join(rec.parsed) == b"x" * 35
     assert (rec.holds, rec.releases) == (1, 1)
     await asyncio.sleep(0)
-    assert b"".join(rec.parsed) == b"x" * 25
+    assert b"".join(rec.parsed) == b"x" * 35
 
     rec = Recorder()
-    rec.feed.receive(b"y" * 25)
+    rec.feed.receive(b"y" * 35)
     rec.feed.clear()
     for _ in range(3):
         await asyncio.sleep(0)
@@ -163,19 +188,20 @@ async def test_the_client_parses_a_large_read_in_turns_in_order(
 ) -> None:
     client, _server = connected
     stanzas = _spy_stanzas(client)
-    stream = HEADER + _messages(1000)
-    assert len(stream) > 10 * PARSE_SLICE
+    count = HOLD_ABOVE // 200
+    stream = HEADER + _messages(count)
+    assert len(stream) > HOLD_ABOVE + PARSE_SLICE
     transport = client.transport
     assert transport is not None
 
     client.data_received(stream)
-    # One slice parsed; the connection reads no more while the rest waits.
+    # One slice parsed; with this much waiting, the connection reads no more for now.
     assert 0 < len(stanzas) < 100
     assert client._feed.waiting == len(stream) - PARSE_SLICE
     assert not transport.is_reading()
-    assert await _parse_waiting(client) >= 10
+    assert await _parse_waiting(client) >= HOLD_ABOVE // PARSE_SLICE
     assert transport.is_reading()
-    assert stanzas == [f"m{n}" for n in range(1000)]
+    assert stanzas == [f"m{n}" for n in range(count)]
 
 
 async def test_slices_do_not_resume_reading_an_item_stream_holds(
@@ -186,7 +212,7 @@ async def test_slices_do_not_resume_reading_an_item_stream_holds(
     assert transport is not None
     # As an ItemStream behind its reader does.
     client._hold_reading()
-    client.data_received(HEADER + _messages(300))
+    client.data_received(HEADER + _messages(HOLD_ABOVE // 200))
     await _parse_waiting(client)
     assert not transport.is_reading()
     client._release_reading()
