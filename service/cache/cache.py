@@ -347,6 +347,7 @@ class PubsubCache:
         Returns the event with ``parsed`` added to its items when the node's analyser
         has a parser, so that frontends get the same records as from GetItems.
         """
+        received = time.monotonic()
         record = await self._db.nodes.get_node(event.profile, event.service, event.node)
         if record is None or not record.extra.get("analysed"):
             await self.analysis.notification(event)
@@ -366,7 +367,11 @@ class PubsubCache:
             # A sync is storing the node in server order; apply after it, in order.
             self.scheduler.buffer(record.id, event)
         elif record.sync_state == "completed":
-            if await self.applier.apply(record, event, rows):
+            must_resync = await self.applier.apply(record, event, rows)
+            # A sync that started while this was applied reads the server after the
+            # notification and bounds the node itself: another, right after it, would
+            # only take the node from frontends again.
+            if must_resync and not self.scheduler.started_since(record.id, received):
                 self.scheduler.resync(record)
             else:
                 await self.currency.notification_applied(node_key(record), event)
