@@ -273,7 +273,7 @@ def measure(kind: str, *, bus: bool) -> None:
                 (Path(tmp) / "roostd").mkdir()
                 launcher = RoostdLauncher(Path(tmp) / "roostd", private.address)
                 launcher.start("--log-level", "warning")
-            # Roost's side runs in this process: as roostd runs it.
+            # Without the bus, Roost's side runs in this process: as roostd runs it.
             with daemon_runner() as runner:
                 runner.run(run(server, private.address if private else None))
         finally:
