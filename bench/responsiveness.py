@@ -21,6 +21,12 @@ Two kinds of calls take turns:
 * ``repeated``: the newest 20 of one of the 20 nodes in turn, which the memo answers
   (except just after a node's copy changed).
 
+The whole run is made twice. First every process shares the machine's cores, the
+server's work on the syncs included; then (on a machine of two cores or more) ejabberd
+runs on a core of its own and the rest on the others (figures under
+``responsiveness_server_apart``), as for a person whose server is on another machine:
+what is left is the daemon's own work competing with the reads, not the server's.
+
 Figures: the p99 (the maximum with fewer than 100 calls) of each kind, idle and during
 the syncs; the target is a p99 during the syncs at most 3 times the idle one. The
 daemon's log gives the event loop's largest stall in each phase and what it was running
@@ -198,12 +204,12 @@ def within(found: list[Stall], windows: list[tuple[float, float]]) -> list[Stall
 # -- the run -------------------------------------------------------------------------------
 
 
-def report(kind: str, idle: list[float], busy: list[float]) -> None:
+def report(bench: str, kind: str, idle: list[float], busy: list[float]) -> None:
     """Idle and during-sync latencies of one kind of call; the target on their ratio."""
     idle_name, idle_value = upper(idle)
     busy_name, busy_value = upper(busy)
     emit(
-        BENCH,
+        bench,
         f"get_items_{kind}_idle_{idle_name}",
         idle_value,
         "ms",
@@ -211,7 +217,7 @@ def report(kind: str, idle: list[float], busy: list[float]) -> None:
         median=round(spread(idle)["median"], 3),
     )
     emit(
-        BENCH,
+        bench,
         f"get_items_{kind}_during_sync_{busy_name}",
         busy_value,
         "ms",
@@ -223,13 +229,13 @@ def report(kind: str, idle: list[float], busy: list[float]) -> None:
     )
 
 
-def report_stalls(phase: str, found: list[Stall], seconds: float) -> None:
+def report_stalls(bench: str, phase: str, found: list[Stall], seconds: float) -> None:
     """The largest stall of a phase as a figure, with how much of it the loop's thread
     ran and collected; the largest few on stderr, with what they ran."""
     ordered = sorted(found, key=lambda s: -s.ms)
     worst = ordered[0] if ordered else Stall(0.0, 0, 0, 0, "")
     emit(
-        BENCH,
+        bench,
         f"loop_max_stall_{phase}",
         float(worst.ms),
         "ms",
@@ -242,15 +248,15 @@ def report_stalls(phase: str, found: list[Stall], seconds: float) -> None:
     )
     for stall in ordered[:6]:
         progress(
-            BENCH,
+            bench,
             f"{phase} stall {stall.ms} ms (on the CPU {stall.on_cpu_ms} ms, collecting "
             f"{stall.collecting_ms} ms): {stall.running[:900]}",
         )
 
 
-async def measure(address: str, server: EjabberdServer, daemon: Roostd) -> None:
+async def measure(bench: str, address: str, server: EjabberdServer, daemon: Roostd) -> None:
     """Cache the small nodes, read them idle, then while each large node syncs."""
-    progress(BENCH, f"filling {OTHER_NODES} nodes of {OTHER_ITEMS} and {SYNCS} of {SYNC_ITEMS}")
+    progress(bench, f"filling {OTHER_NODES} nodes of {OTHER_ITEMS} and {SYNCS} of {SYNC_ITEMS}")
     nodes = await make_nodes(server, [OTHER_ITEMS] * OTHER_NODES + [SYNC_ITEMS] * SYNCS)
     small, large = nodes[:OTHER_NODES], nodes[OTHER_NODES:]
     client = await RoostClient.connect(address)
@@ -258,7 +264,7 @@ async def measure(address: str, server: EjabberdServer, daemon: Roostd) -> None:
     await client.create_profile("bob", jid, password, options)
     await client.connect_profile("bob")
     service = server.pubsub_service
-    progress(BENCH, "caching the small nodes")
+    progress(bench, "caching the small nodes")
     for node in small:
         await sync_node(client, "bob", service, node, 600)
     reader = Reader(client, service, small)
@@ -267,7 +273,7 @@ async def measure(address: str, server: EjabberdServer, daemon: Roostd) -> None:
     asyncio.get_running_loop().call_later(2.0, done.set)
     await reader.run(warm, done)  # the daemon's and the client's first calls
 
-    progress(BENCH, f"idle reads, {IDLE_SECONDS:.0f} s at {CALLS_PER_S} calls/s")
+    progress(bench, f"idle reads, {IDLE_SECONDS:.0f} s at {CALLS_PER_S} calls/s")
     idle = Samples()
     done = asyncio.Event()
     asyncio.get_running_loop().call_later(IDLE_SECONDS, done.set)
@@ -276,7 +282,7 @@ async def measure(address: str, server: EjabberdServer, daemon: Roostd) -> None:
     busy = Samples()
     rates = []
     for node in large:
-        progress(BENCH, f"reads while {node} syncs")
+        progress(bench, f"reads while {node} syncs")
         done = asyncio.Event()
         reading = asyncio.create_task(reader.run(busy, done))
         try:
@@ -287,17 +293,17 @@ async def measure(address: str, server: EjabberdServer, daemon: Roostd) -> None:
         state = await client.get_node_state("bob", service, node)
         assert state["item_count"] == SYNC_ITEMS, state
         rates.append(SYNC_ITEMS / seconds)
-        progress(BENCH, f"synchronised in {seconds:.2f} s")
+        progress(bench, f"synchronised in {seconds:.2f} s")
     client.close()
 
     for kind in ("distinct", "repeated"):
-        report(kind, idle.times[kind], busy.times[kind])
+        report(bench, kind, idle.times[kind], busy.times[kind])
     found = stalls(daemon)
     for phase, samples in (("idle", idle), ("during_sync", busy)):
         seconds = sum(end - start for start, end in samples.windows)
-        report_stalls(phase, within(found, samples.windows), seconds)
+        report_stalls(bench, phase, within(found, samples.windows), seconds)
     emit(
-        BENCH,
+        bench,
         f"sync_{SYNC_ITEMS // 1000}k_rate_under_reads",
         sum(rates) / len(rates),
         "items/s",
@@ -305,20 +311,55 @@ async def measure(address: str, server: EjabberdServer, daemon: Roostd) -> None:
     )
 
 
-def main() -> None:
-    """Run the benchmark on loopback in a temporary directory."""
+def server_apart(data_dir: Path, core: int) -> None:
+    """Move every thread of the server's processes (those whose command line names its
+    data directory) to ``core``."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if str(data_dir).encode() not in (proc / "cmdline").read_bytes():
+                continue
+            for task in (proc / "task").iterdir():
+                os.sched_setaffinity(int(task.name), {core})
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue  # ended meanwhile, or not ours
+
+
+def run(bench: str, apart: bool) -> None:
+    """One run in a world of its own; with ``apart``, the server on a core of its own
+    and everything else (the bus, roostd, this client) on the others."""
     began = time.perf_counter()
-    with ejabberd_world("roost-bench-responsiveness-", max_items_per_node=1_000_000) as world:
-        daemon = world.launcher.spawn(
-            "--log-level",
-            "warning",
-            "--config",
-            str(world.config),
-            env={"ROOST_LOOP_LAG_MS": str(LAG_THRESHOLD_MS)},
-        )
-        wait_for_name(world.bus.address, timeout=120)
-        asyncio.run(measure(world.bus.address, world.server, daemon))
-    progress(BENCH, f"done in {time.perf_counter() - began:.0f} s")
+    cores = sorted(os.sched_getaffinity(0))
+    if apart:
+        # Set before anything starts: the bus, the server and roostd inherit it.
+        os.sched_setaffinity(0, cores[:-1])
+    try:
+        with ejabberd_world(f"roost-bench-{bench}-", max_items_per_node=1_000_000) as world:
+            if apart:
+                server_apart(world.server.data_dir, cores[-1])
+                progress(bench, f"ejabberd on core {cores[-1]}, the rest on {cores[:-1]}")
+            daemon = world.launcher.spawn(
+                "--log-level",
+                "warning",
+                "--config",
+                str(world.config),
+                env={"ROOST_LOOP_LAG_MS": str(LAG_THRESHOLD_MS)},
+            )
+            wait_for_name(world.bus.address, timeout=120)
+            asyncio.run(measure(bench, world.bus.address, world.server, daemon))
+    finally:
+        os.sched_setaffinity(0, cores)
+    progress(bench, f"done in {time.perf_counter() - began:.0f} s")
+
+
+def main() -> None:
+    """Run the benchmark on loopback, twice: every process sharing the machine's cores,
+    then (on a machine of two cores or more) the server on a core of its own, as a
+    person's server is on another machine."""
+    run(BENCH, apart=False)
+    if len(os.sched_getaffinity(0)) >= 2:
+        run(f"{BENCH}_server_apart", apart=True)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
 from contextlib import aclosing
 from typing import Any
 from xml.sax.saxutils import escape
@@ -99,18 +99,25 @@ async def _answer(client: RoostClient, iq: Any, to: str, wait: float) -> ET.Elem
 
 
 async def stream_items(
-    client: RoostClient, to: str, payload: ET.Element, batch: int
+    client: RoostClient,
+    to: str,
+    payload: ET.Element,
+    batch: int,
+    answered: Callable[[ET.Element], None] | None = None,
 ) -> AsyncGenerator[list[PubsubItem]]:
     """The items of an items query's answer, in the server's order, in batches of
     ``batch`` as the answer arrives (:mod:`roost.service.xmpp.item_stream`): what is held
-    of the answer stays bounded however many items it has.
+    of the answer stays bounded however many items it has. ``answered``, when given, gets
+    the answer itself (its items taken out, its RSM ``<set/>`` left) once its last batch
+    has been given.
 
     Raises:
         XmppError: as :func:`send_iq`; ``remote-server-timeout`` also when nothing of the
             answer came for the client's ``request_timeout``.
         NotConnected: as :func:`send_iq`.
     """
-    async with aclosing(_streamed(client, to, payload, PUBSUB_ITEMS_PATH, batch)) as answer:
+    streamed = _streamed(client, to, payload, PUBSUB_ITEMS_PATH, batch, answered)
+    async with aclosing(streamed) as answer:
         async for elements in answer:
             yield await asyncio.to_thread(_pubsub_items, elements)
 
@@ -128,10 +135,15 @@ async def stream_listing(
 
 
 async def _streamed(
-    client: RoostClient, to: str, payload: ET.Element, path: tuple[str, ...], batch: int
+    client: RoostClient,
+    to: str,
+    payload: ET.Element,
+    path: tuple[str, ...],
+    batch: int,
+    answered: Callable[[ET.Element], None] | None = None,
 ) -> AsyncGenerator[list[ET.Element]]:
     """The elements at ``path`` of the answer to an iq get of ``payload``, in batches of
-    ``batch`` as they are parsed; the errors of :func:`stream_items`."""
+    ``batch`` as they are parsed; ``answered`` and the errors of :func:`stream_items`."""
     if not client.is_connected():
         raise NotConnected("the profile's XMPP session is down")
     iq = client.make_iq_get(ito=to)
@@ -155,7 +167,9 @@ async def _streamed(
                 yield elements
             elif answer.done():
                 break
-        await answer
+        reply = await answer
+        if answered is not None:
+            answered(reply)
     finally:
         client.forget_items(iq_id, stream)
         if not answer.done():

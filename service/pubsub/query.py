@@ -147,14 +147,7 @@ class ItemsQuery:
         item_ids: tuple[str, ...] = (),
         max_items: int | None = None,
     ) -> ET.Element:
-        payload = p.pubsub()
-        items = ET.SubElement(payload, f"{{{p.NS_PUBSUB}}}items", node=node)
-        if max_items is not None:
-            items.set("max_items", str(max_items))
-        for item_id in item_ids:
-            ET.SubElement(items, f"{{{p.NS_PUBSUB}}}item", id=item_id)
-        if rsm is not None:
-            payload.append(rsm)
+        payload = _items_query(node, rsm, item_ids, max_items)
         reply = await p.send_iq(client, "get", service, payload)
         if rsm is not None:
             self._rsm[service] = p.parse_rsm(reply) is not None
@@ -502,42 +495,64 @@ class ItemsQuery:
                     yield items
             return
         walk = PageGuard(service, node, byte_budget)
-        after: str | None = None
-        size, fetched, fetched_bytes = page_size, 0, 0
+        # The first page is read whole: its count decides how the node is walked.
+        reply = await self._ask(client, service, node, p.rsm_set(page_size))
+        items = await p.parse_items_off_loop(reply)
+        meta = p.parse_rsm(reply)
+        del reply
+        if meta is None:
+            # No RSM after all: the whole node came at once.
+            self._walked[(service, node)] = len(items)
+            yield items if newest is None else items[-newest:]
+            return
+        count, _first, last, index = meta
+        if count is not None:
+            self._walked[(service, node)] = count
+        if newest is not None and count is not None and count > newest:
+            # Only the newest are kept: walk back from the end instead.
+            for page in await self._newest(client, service, node, newest, page_size, walk):
+                yield page
+            return
+        arriving: AsyncGenerator[list[PubsubItem]] = _given(items)
+        del items
+        answers: list[ET.Element] = []
+        fetched, fetched_bytes = 0, 0
         while True:
-            reply = await self._ask(client, service, node, p.rsm_set(size, after=after))
-            items = await p.parse_items_off_loop(reply)
-            meta = p.parse_rsm(reply)
-            if meta is None:
-                # No RSM after all: the whole node came at once.
-                self._walked[(service, node)] = len(items)
-                yield items if newest is None else items[-newest:]
-                return
-            count, _first, last, index = meta
-            if count is not None:
-                self._walked[(service, node)] = count
-            if fetched == 0 and newest is not None and count is not None and count > newest:
-                # Only the newest are kept: walk back from the end instead.
-                for page in await self._newest(client, service, node, newest, page_size, walk):
-                    yield page
-                return
-            walk.check(items, count)
-            if newest is not None and fetched + len(items) > newest:
-                raise walk.diverged(f"more items than the {count} its count announced")
-            if walk.over_budget:
-                raise walk.too_large()
-            got, got_bytes = len(items), sum(len(item.xml) for item in items)
-            if items:
-                yield items
-            # The caller has the page: not held here while the next one is asked for.
-            del items, reply
+            got, got_bytes = 0, 0
+            async with aclosing(arriving) as batches:
+                async for batch in batches:
+                    walk.check(batch, count)
+                    if newest is not None and fetched + got + len(batch) > newest:
+                        raise walk.diverged(f"more items than the {count} its count announced")
+                    if walk.over_budget:
+                        raise walk.too_large()
+                    got += len(batch)
+                    got_bytes += sum(len(item.xml) for item in batch)
+                    yield batch
+                    # The caller has the batch: not held while the next one is parsed.
+                    del batch
+            if answers:
+                # A page taken in as it arrived: its RSM <set/> came with its end.
+                meta = p.parse_rsm(answers.pop())
+                if meta is None:
+                    raise walk.diverged("a page came without its RSM <set/>")
+                count, _first, last, index = meta
+                walk.check([], count)
+                if count is not None:
+                    self._walked[(service, node)] = count
             fetched += got
             fetched_bytes += got_bytes
-            size = next_fetch_page_size(page_size, fetched, count, fetched_bytes)
             done = (index or 0) + got >= (count if count is not None else 0)
             if not got or done or last is None:
                 return
-            after = last
+            size = next_fetch_page_size(page_size, fetched, count, fetched_bytes)
+            # Later pages, of thousands of items, are taken in as they arrive, a trip's
+            # worth at a time: a page never stands whole in memory, and each batch is
+            # stored and let go while the rest is read. A whole page's item trees lived
+            # long enough for every young collection of the garbage collector to walk
+            # them again, on the event loop's thread or holding the GIL it waits for.
+            query = _items_query(node, p.rsm_set(size, after=last))
+            arriving = p.stream_items(client, service, query, p.ITEMS_PER_TRIP, answers.append)
 
     async def _streamed_whole(
         self, client: RoostClient, service: str, node: str, newest: int | None
@@ -552,8 +567,7 @@ class ItemsQuery:
         items are kept (as text: their trees take five times as much) and given at the
         end; with more, every page is given as it comes, and the caller keeps the newest.
         """
-        payload = p.pubsub()
-        ET.SubElement(payload, f"{{{p.NS_PUBSUB}}}items", node=node)
+        payload = _items_query(node)
         held: deque[PubsubItem] | None = None
         if newest is not None and newest <= STREAMED_HOLD_ITEMS:
             held = deque(maxlen=newest)
@@ -614,6 +628,29 @@ class ItemsQuery:
             async for names in pages:
                 ids += names
         return ids
+
+
+def _items_query(
+    node: str,
+    rsm: ET.Element | None = None,
+    item_ids: tuple[str, ...] = (),
+    max_items: int | None = None,
+) -> ET.Element:
+    """The ``<pubsub/>`` of an items query of ``node``."""
+    payload = p.pubsub()
+    items = ET.SubElement(payload, f"{{{p.NS_PUBSUB}}}items", node=node)
+    if max_items is not None:
+        items.set("max_items", str(max_items))
+    for item_id in item_ids:
+        ET.SubElement(items, f"{{{p.NS_PUBSUB}}}item", id=item_id)
+    if rsm is not None:
+        payload.append(rsm)
+    return payload
+
+
+async def _given(items: list[PubsubItem]) -> AsyncGenerator[list[PubsubItem]]:
+    """A page already read whole, as the batches of one taken in as it arrives."""
+    yield items
 
 
 class PageGuard:

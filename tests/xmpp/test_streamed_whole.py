@@ -26,19 +26,16 @@ from roost.service.xmpp.client import RoostClient
 from roost.service.xmpp.item_stream import (
     DISCO_ITEMS_PATH,
     HIGH_WATER,
-    PUBSUB_ITEMS_PATH,
     ItemStream,
 )
 from roost.service.xmpp.sessions import SessionManager
+from tests.fixtures.item_streams import held_at_most, plain_whole, until, watch_streams
 from tests.fixtures.prosody_store import write_prosody_node
 from tests.fixtures.sessions import make_lookup
 from tests.fixtures.xmpp import ProsodyServer
 
 ATOM = "http://www.w3.org/2005/Atom"
 ITEMS = 9000
-# The most items one read of the socket can bring in past the pause (256 KiB of items of
-# about 450 bytes), beside what the reader holds.
-ONE_READ = 600
 
 
 def entries(count: int) -> list[tuple[str, str, list[tuple[str, str]]]]:
@@ -68,35 +65,6 @@ async def node(prosody_server: ProsodyServer, sessions: SessionManager) -> str:
     return name
 
 
-async def plain_whole(client: RoostClient, service: str, node: str) -> list[tuple[str, str]]:
-    """(id, xml) of every item of one plain whole read, the stanza built whole."""
-    payload = p.pubsub()
-    ET.SubElement(payload, f"{{{p.NS_PUBSUB}}}items", node=node)
-    return [(i.id, i.xml) for i in p.parse_items(await p.send_iq(client, "get", service, payload))]
-
-
-def watch_streams(client: RoostClient) -> list[ItemStream]:
-    """The item streams the client makes from now on."""
-    made: list[ItemStream] = []
-    expect = client.expect_items
-
-    def recording(iq_id: str, path: tuple[str, ...] = PUBSUB_ITEMS_PATH) -> ItemStream:
-        stream = expect(iq_id, path)
-        made.append(stream)
-        return stream
-
-    client.expect_items = recording  # type: ignore[method-assign]
-    return made
-
-
-async def until(check: object, within: float = 30.0) -> None:
-    """Wait for ``check()`` to hold, looking at every turn of the loop."""
-    deadline = asyncio.get_running_loop().time() + within
-    while not check():  # type: ignore[operator]
-        assert asyncio.get_running_loop().time() < deadline, "not reached in time"
-        await asyncio.sleep(0.01)
-
-
 async def learnt(
     server: ProsodyServer, sessions: SessionManager, node: str
 ) -> tuple[RoostClient, str, ItemsQuery]:
@@ -124,7 +92,8 @@ async def test_whole_node_read_in_bounded_pages(
             # The reader stays behind: the connection must stop reading, not fill memory.
             stream = streams[0]
             await until(lambda: client.transport is not None and not client.transport.is_reading())
-            assert stream.held <= HIGH_WATER + ONE_READ
+            assert stream.held <= held_at_most(min(len(xml) for _, xml in expected))
+            assert stream.held < ITEMS
         pages += 1
         assert len(page) <= STREAMED_PAGE_ITEMS
         got += [(i.id, i.xml) for i in page]
