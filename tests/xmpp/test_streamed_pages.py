@@ -27,8 +27,9 @@ from tests.fixtures.xmpp import XmppServer
 
 ATOM = "http://www.w3.org/2005/Atom"
 # Enough for a second page past what the stream holds before the connection stops
-# reading: 500 items, then a page of half the node up to 4,000.
-ITEMS = 8000
+# reading (2,000 beside the reader's first batch of 500): 500 items, then a page of half
+# the node, 3,000.
+ITEMS = 6000
 
 
 def item_id(n: int) -> str:
