@@ -649,8 +649,10 @@ def _items_query(
 
 
 async def _given(items: list[PubsubItem]) -> AsyncGenerator[list[PubsubItem]]:
-    """A page already read whole, as the batches of one taken in as it arrives."""
-    yield items
+    """A page already read whole, as the batches of one taken in as it arrives (none
+    for an empty page)."""
+    if items:
+        yield items
 
 
 class PageGuard:
