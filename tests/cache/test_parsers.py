@@ -538,8 +538,10 @@ async def test_a_slow_parser_never_holds_the_event_loop(
     assert parser.calls >= 200  # (and one more for a notification ejabberd sends)
     # Parsed on the loop, the batch held it 4 s at once. In a worker thread the loop waits
     # for the GIL about the switch interval (5 ms) at each wake-up, so it woke up hundreds
-    # of times meanwhile; the bound on the longest wait leaves room for a busy machine.
-    assert probe.worst < 0.5, f"the event loop was held {probe.worst * 1000:.0f} ms"
+    # of times meanwhile; the bound on the longest wait leaves room for a busy machine
+    # (three test workers and the servers on two cores held it 609 ms once), and half
+    # the time the batch would hold it.
+    assert probe.worst < 2.0, f"the event loop was held {probe.worst * 1000:.0f} ms"
     assert probe.wakeups > 200
     parsed = await parsed_by_id(roost, xmpp_server, node)
     assert parsed["p199"] == {"title": "Post 199"}
