@@ -17,14 +17,12 @@ from collections.abc import AsyncIterator
 import pytest
 
 from roost.service.errors import XmppError
-from roost.service.events import EventHub
 from roost.service.pubsub.model import ItemsReply, ItemsRequest, PubsubItem
 from roost.service.pubsub.query import ItemsQuery
 from roost.service.pubsub.rsm import decode_token, page_items
 from roost.service.xmpp.client import RoostClient
-from roost.service.xmpp.sessions import SessionManager
 from tests.fixtures.hostile import HostileService, Node
-from tests.fixtures.sessions import make_lookup
+from tests.fixtures.sessions import connected
 from tests.fixtures.xmpp import ProsodyServer
 
 NODE = "urn:example:newest"
@@ -38,10 +36,8 @@ def payload(item_id: str) -> str:
 @pytest.fixture
 async def bob(prosody_server: ProsodyServer) -> AsyncIterator[RoostClient]:
     """bob's session on the test Prosody."""
-    sessions = SessionManager(make_lookup(prosody_server), EventHub())
-    await sessions.connect("bob")
-    yield sessions.client("bob")
-    await sessions.close()
+    async with connected(prosody_server, "bob") as sessions:
+        yield sessions.client("bob")
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from roost.service.pubsub.query import FETCH_PAGE_SIZE, ItemsQuery
 from roost.service.xmpp.sessions import SessionManager
 from tests.fixtures.item_streams import until, watch_streams
 from tests.fixtures.node_fill import fill_node
-from tests.fixtures.sessions import make_lookup
+from tests.fixtures.sessions import connected
 from tests.fixtures.xmpp import XmppServer
 
 ATOM = "http://www.w3.org/2005/Atom"
@@ -38,11 +38,8 @@ def item_id(n: int) -> str:
 
 @pytest.fixture
 async def sessions(ejabberd_server: XmppServer) -> AsyncIterator[SessionManager]:
-    manager = SessionManager(make_lookup(ejabberd_server), EventHub())
-    await manager.connect("alice")
-    await manager.connect("bob")
-    yield manager
-    await manager.close()
+    async with connected(ejabberd_server, "alice", "bob") as manager:
+        yield manager
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ from roost.service.xmpp.item_stream import (
 from roost.service.xmpp.sessions import SessionManager
 from tests.fixtures.item_streams import held_at_most, plain_whole, until, watch_streams
 from tests.fixtures.prosody_store import write_prosody_node
-from tests.fixtures.sessions import make_lookup
+from tests.fixtures.sessions import connected
 from tests.fixtures.xmpp import ProsodyServer
 
 ATOM = "http://www.w3.org/2005/Atom"
@@ -47,11 +47,8 @@ def entries(count: int) -> list[tuple[str, str, list[tuple[str, str]]]]:
 
 @pytest.fixture
 async def sessions(prosody_server: ProsodyServer) -> AsyncIterator[SessionManager]:
-    manager = SessionManager(make_lookup(prosody_server), EventHub())
-    await manager.connect("alice")
-    await manager.connect("bob")
-    yield manager
-    await manager.close()
+    async with connected(prosody_server, "alice", "bob") as manager:
+        yield manager
 
 
 @pytest.fixture
