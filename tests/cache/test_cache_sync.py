@@ -24,6 +24,7 @@ from roost.service.pubsub_stack import CacheOptions, build_pubsub_stack
 from roost.service.xmpp.sessions import SessionManager
 from roost.storage import Database
 from roost.storage.item_records import ItemInput
+from tests.fixtures.node_fill import fill_node
 from tests.fixtures.sessions import Recorder
 from tests.fixtures.xmpp import XmppServer
 
@@ -185,8 +186,35 @@ async def both(roost: Roost, server: XmppServer, node: str, **options: Any) -> I
     return cached
 
 
-async def synced_blog(roost: Roost, server: XmppServer, recorder: Recorder, count: int) -> str:
-    node = await make_blog(roost, server, count)
+def entry_children(n: int) -> list[tuple[str, str]]:
+    """What :func:`entry` holds, as the (element name, text) pairs of a filled node."""
+    stamp = f"2026-01-01T00:00:{n % 60:02d}Z"
+    return [
+        ("id", f"urn:uuid:{n}"),
+        ("title", f"Post {n}"),
+        ("content", f"Body of post {n} word{n}"),
+        ("published", stamp),
+        ("updated", stamp),
+    ]
+
+
+async def filled_blog(roost: Roost, server: XmppServer, count: int) -> str:
+    """A blog of ``count`` posts whose items were written to the server's store, as
+    another client's years of publishing would leave it (publishing hundreds of items one
+    by one takes Prosody tens of seconds)."""
+    node = f"blog-{uuid.uuid4().hex[:8]}"
+    await roost.pubsub.create_node(
+        "alice", server.pubsub_service, node, {"pubsub#max_items": "10000"}
+    )
+    entries = ((f"p{n:03d}", ATOM, entry_children(n)) for n in range(count))
+    await fill_node(server, node, server.jid("alice"), entries)
+    return node
+
+
+async def synced_blog(
+    roost: Roost, server: XmppServer, recorder: Recorder, count: int, *, filled: bool = False
+) -> str:
+    node = await (filled_blog if filled else make_blog)(roost, server, count)
     first = await roost.pubsub.get_items(
         "bob", server.pubsub_service, node, ItemsRequest(use_cache=True)
     )
@@ -196,7 +224,7 @@ async def synced_blog(roost: Roost, server: XmppServer, recorder: Recorder, coun
 
 
 async def test_transparent_reads(roost: Roost, xmpp_server: XmppServer, recorder: Recorder) -> None:
-    node = await synced_blog(roost, xmpp_server, recorder, 300)
+    node = await synced_blog(roost, xmpp_server, recorder, 300, filled=True)
     state = await roost.cache.get_node_state("bob", xmpp_server.pubsub_service, node)
     assert state["state"] == "completed" and state["item_count"] == 300
     assert state["analyser"] == "test-blog" and state["type"] == "blog"

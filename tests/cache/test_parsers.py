@@ -31,7 +31,8 @@ from roost.service.cache.parsers import (
 from roost.service.errors import InvalidArgument
 from roost.service.events import ItemsEvent
 from roost.service.pubsub.model import ItemsRequest, PubsubItem
-from tests.cache.test_cache_sync import Roost, entry, roost, wait_state
+from tests.cache.test_cache_sync import Roost, entry, entry_children, roost, wait_state
+from tests.fixtures.node_fill import fill_node
 from tests.fixtures.sessions import Recorder
 from tests.fixtures.xmpp import XmppServer
 
@@ -324,19 +325,14 @@ async def test_a_cancelled_batch_stops_its_worker_thread() -> None:
 
 
 async def write_node(roost: Roost, server: XmppServer, prefix: str, count: int) -> str:
-    """A node of ``count`` entries. Subscribing to it sends no notification of its last
-    item, so that what a sync stores is what the tests read back."""
+    """A node of ``count`` entries, written to the server's store as another client's
+    publishing would leave it (no notification is sent, so what a sync stores is what the
+    tests read back)."""
     node = f"{prefix}{uuid.uuid4().hex[:8]}"
-    svc = server.pubsub_service
     config = {"pubsub#max_items": "10000", "pubsub#send_last_published_item": "never"}
-    await roost.pubsub.create_node("alice", svc, node, config)
-    for start in range(0, count, 50):
-        await asyncio.gather(
-            *(
-                roost.pubsub.publish("alice", svc, node, f"p{n:03d}", entry(n))
-                for n in range(start, min(start + 50, count))
-            )
-        )
+    await roost.pubsub.create_node("alice", server.pubsub_service, node, config)
+    entries = ((f"p{n:03d}", ATOM_NS, entry_children(n)) for n in range(count))
+    await fill_node(server, node, server.jid("alice"), entries)
     return node
 
 

@@ -37,7 +37,7 @@ pytestmark = pytest.mark.xmpp
 # Prosody's file storage, which makes filling a node quadratic.
 POSTS = 160
 # The page size of the walks with max_items: no divisor of POSTS, so the last page is short.
-PAGE = 7
+PAGE = 13
 # By-id requests asked in random order, each answered in node order.
 BY_ID_ROUNDS = 30
 
