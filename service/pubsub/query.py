@@ -607,8 +607,12 @@ class ItemsQuery:
             reply = await self._ask(client, service, node, p.rsm_set(size, before=before))
             items = await p.parse_items_off_loop(reply)
             meta = p.parse_rsm(reply)
-            if meta is None or not items:
+            if not items:
                 break
+            if meta is None:
+                # As in the forward walk: without it, nothing says where the next page
+                # starts, nor that the node still has the count the walk was sized by.
+                raise walk.diverged("a page came without its RSM <set/>")
             count, first, _last, _index = meta
             walk.check(items, count)
             items = items[-(newest - held) :]
