@@ -45,9 +45,12 @@ EXIT_FAILURE = 1
 # A sync allocates tens of thousands of short-lived objects a page (XML elements, rows):
 # with the default thresholds (700, 10, 10) the collector ran so often that it took
 # about a third of the daemon's CPU time while syncing. Synapse raises them likewise.
-# The middle one bounds a generation-1 pass (up to 10 x 10,000 objects): at 50 such a
-# pass held the event loop 80 ms during a sync.
-GC_THRESHOLDS = (10_000, 10, 100)
+# The first two bound a generation-1 pass, which walks what a sync holds at that moment
+# (the items being parsed, stored and read ahead) and holds the event loop meanwhile:
+# up to 10 x 10,000 objects held it 40-90 ms during a sync, 2 x 3,000 about 20 ms at
+# most, for the same sync rate (docs/performance.md, "Responsiveness"). Below 3,000 the
+# full collections came often enough to stall longer again.
+GC_THRESHOLDS = (3_000, 2, 100)
 # A short database read runs on the event loop's thread, and SQLite's driver lets the GIL
 # go for each step of a statement (each row of a page). With a worker thread running
 # Python meanwhile (a sync's items being parsed), the loop's thread then waits for the
