@@ -24,7 +24,7 @@ from roost.service.pubsub_stack import CacheOptions, build_pubsub_stack
 from roost.service.xmpp.sessions import SessionManager
 from roost.storage import Database
 from roost.storage.item_records import ItemInput
-from tests.fixtures.node_fill import fill_node
+from tests.fixtures.node_fill import entry_xml, fill_node
 from tests.fixtures.sessions import Recorder
 from tests.fixtures.xmpp import XmppServer
 
@@ -33,14 +33,22 @@ pytestmark = pytest.mark.xmpp
 ATOM = "http://www.w3.org/2005/Atom"
 
 
+def entry_children(n: int, title: str | None = None) -> list[tuple[str, str]]:
+    """The children of :func:`entry`'s payload, as (element name, text) pairs (how
+    :func:`~tests.fixtures.node_fill.fill_node` takes them)."""
+    stamp = f"2026-01-01T00:00:{n % 60:02d}Z"
+    return [
+        ("id", f"urn:uuid:{n}"),
+        ("title", title or f"Post {n}"),
+        ("content", f"Body of post {n} word{n}"),
+        ("published", stamp),
+        ("updated", stamp),
+    ]
+
+
 def entry(n: int, title: str | None = None) -> str:
-    return (
-        f"<entry xmlns='{ATOM}'><id>urn:uuid:{n}</id>"
-        f"<title>{title or f'Post {n}'}</title>"
-        f"<content type='text'>Body of post {n} word{n}</content>"
-        f"<published>2026-01-01T00:00:{n % 60:02d}Z</published>"
-        f"<updated>2026-01-01T00:00:{n % 60:02d}Z</updated></entry>"
-    )
+    """Post ``n`` of a blog, as an Atom entry."""
+    return entry_xml(ATOM, entry_children(n, title))
 
 
 class Roost:
@@ -184,18 +192,6 @@ async def both(roost: Roost, server: XmppServer, node: str, **options: Any) -> I
     )
     same(cached, fresh)
     return cached
-
-
-def entry_children(n: int) -> list[tuple[str, str]]:
-    """What :func:`entry` holds, as the (element name, text) pairs of a filled node."""
-    stamp = f"2026-01-01T00:00:{n % 60:02d}Z"
-    return [
-        ("id", f"urn:uuid:{n}"),
-        ("title", f"Post {n}"),
-        ("content", f"Body of post {n} word{n}"),
-        ("published", stamp),
-        ("updated", stamp),
-    ]
 
 
 async def filled_blog(roost: Roost, server: XmppServer, count: int) -> str:
