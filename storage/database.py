@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from dataclasses import replace
 
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -117,10 +118,14 @@ class Database:
         resolved = resolve_database_url(url, from_config=from_config)
         engine = create_engine(resolved)
         try:
-            outcome = await prepare_database(engine, resolved, check_fulltext=check_fulltext)
+            outcome = await prepare_database(engine, resolved, check_fulltext=False)
             database = cls(engine, resolved, outcome)
-            if not check_fulltext:
-                database.search.fulltext_checked.clear()
+            if not await database._stopped_cleanly():
+                if check_fulltext:
+                    rebuilt = await repair_fulltext(engine)
+                    database.migration = replace(outcome, fts_rebuilt=rebuilt)
+                else:
+                    database.search.fulltext_checked.clear()
         except BaseException:
             await engine.dispose()
             raise
@@ -158,11 +163,35 @@ class Database:
         except OSError:
             return None
 
+    async def _stopped_cleanly(self) -> bool:
+        """Whether the database was last closed by :meth:`close` with its full-text
+        index known to be in step, and at the schema it has now; forgotten as it is
+        read, so that a crash of this run leaves the index to be checked again."""
+        database = engine_for(self.url)
+        if not database.fulltext_can_drift:
+            return False
+        async with self.engine.begin() as conn:
+            clean = await database.take_clean_stop(conn)
+        return clean and self.migration.action == "current"
+
     async def close(self) -> None:
         """Let reads under way finish, then give the leases back and close every
-        connection."""
+        connection.
+
+        .. versionchanged:: the last write says whether the full-text index was in step
+           (checked, or found so at open): the next :meth:`open` then skips its check,
+           which reads every cached item. The index is written by triggers in the items'
+           own transactions, so only a change made outside Roost can make it drift, and a
+           crash leaves no such mark behind.
+        """
         await self.reads.close()
         await self.writes.close()
+        if self.search.fulltext_checked.is_set() and engine_for(self.url).fulltext_can_drift:
+            try:
+                async with self.engine.begin() as conn:
+                    await engine_for(self.url).mark_clean_stop(conn)
+            except Exception as exc:  # the next start checks the index: nothing is lost
+                logger.warning("cannot mark the database as closed cleanly: %s", exc)
         await self.leases.close()
         await self.engine.dispose()
 

@@ -236,8 +236,8 @@ async def repair_fulltext(engine: AsyncEngine) -> bool:
         await database.rebuild_fulltext(conn)
         await conn.commit()
     logger.warning(
-        "the full-text index had drifted from the cached items (an interrupted write?); "
-        "rebuilt it in %.1f s",
+        "the full-text index had drifted from the cached items (a change made outside "
+        "Roost, a damaged file?); rebuilt it in %.1f s",
         time.perf_counter() - started,
     )
     return True

@@ -184,6 +184,16 @@ class DatabaseEngine(ABC):
         """Rebuild the full-text index from the items."""
         return None
 
+    async def mark_clean_stop(self, conn: AsyncConnection) -> None:
+        """Record, as the last write before the database is closed, that the full-text
+        index was in step with the items (where :attr:`fulltext_can_drift`)."""
+        return None
+
+    async def take_clean_stop(self, conn: AsyncConnection) -> bool:
+        """Whether the database was last closed by :meth:`mark_clean_stop`, forgetting
+        it (a stop that does not mark it again, a crash, leaves nothing to find)."""
+        return False
+
     # -- JSON and patterns ---------------------------------------------------------------
 
     @abstractmethod

@@ -70,6 +70,10 @@ PROGRESS_STEPS = 1_000
 
 log = logging.getLogger(__name__)
 
+#: ``PRAGMA user_version`` of a file closed by a daemon whose full-text index was in step
+#: with the items (:meth:`SqliteEngine.mark_clean_stop`); 0 while a daemon has it open.
+CLEAN_STOP = 1
+
 _SQLITE_KINDS: dict[str, tuple[str, ...]] = {
     "number": ("integer", "real"),
     "string": ("text",),
@@ -237,9 +241,9 @@ class SqliteEngine(DatabaseEngine):
     async def fulltext_is_consistent(self, conn: AsyncConnection) -> bool:
         """Run FTS5's integrity check against the content table.
 
-        Returns False when the index has drifted from ``pubsub_items`` (a crash between
-        the two writes, a manual edit), True when it is in step or when the database has
-        no index yet.
+        Returns False when the index has drifted from ``pubsub_items`` (a manual edit, a
+        damaged file: the triggers write it in the items' own transactions), True when it
+        is in step or when the database has no index yet.
         """
         tables = await conn.run_sync(
             lambda c: c.exec_driver_sql(
@@ -263,6 +267,19 @@ class SqliteEngine(DatabaseEngine):
     async def rebuild_fulltext(self, conn: AsyncConnection) -> None:
         """See :meth:`DatabaseEngine.rebuild_fulltext`: FTS5's ``rebuild``."""
         await conn.execute(sql_text(f"INSERT INTO {FTS_TABLE}({FTS_TABLE}) VALUES ('rebuild')"))
+
+    async def mark_clean_stop(self, conn: AsyncConnection) -> None:
+        """See :meth:`DatabaseEngine.mark_clean_stop`: the file header's
+        ``user_version``, which nothing else in Roost uses, set to :data:`CLEAN_STOP`."""
+        await conn.exec_driver_sql(f"PRAGMA user_version = {CLEAN_STOP}")
+
+    async def take_clean_stop(self, conn: AsyncConnection) -> bool:
+        """See :meth:`DatabaseEngine.take_clean_stop`."""
+        found = (await conn.exec_driver_sql("PRAGMA user_version")).scalar()
+        if found != CLEAN_STOP:
+            return False
+        await conn.exec_driver_sql("PRAGMA user_version = 0")
+        return True
 
     # -- JSON and patterns ---------------------------------------------------------------
 

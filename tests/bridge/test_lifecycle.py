@@ -16,6 +16,7 @@ from dbus_fast import Variant
 
 from roost.bridge.client import RoostClient, RoostDBusError
 from roost.bridge.constants import BUS_NAME, OBJECT_PATH
+from roost.storage.engines.sqlite import CLEAN_STOP
 from tests.fixtures.dbus import RoostdLauncher, name_owner_pid, roostd_env, start_bus, stop_bus
 
 pytestmark = pytest.mark.dbus
@@ -39,6 +40,28 @@ def test_sigint_stops_cleanly(roostd_launcher: RoostdLauncher) -> None:
     daemon = roostd_launcher.start()
     daemon.process.send_signal(signal.SIGINT)
     assert daemon.process.wait(20) == 0
+
+
+def user_version(database: Path) -> int:
+    with sqlite3.connect(database) as db:
+        return int(db.execute("PRAGMA user_version").fetchone()[0])
+
+
+# A clean stop marks the file so that the next start trusts the full-text index (its
+# check reads every cached item, and full-text searches wait for it); a start spends the
+# mark, so a daemon killed afterwards leaves the index to be checked.
+def test_a_clean_stop_marks_the_database_and_a_kill_leaves_no_mark(
+    roostd_launcher: RoostdLauncher,
+) -> None:
+    daemon = roostd_launcher.start()
+    assert user_version(daemon.database) == 0
+    assert daemon.terminate() == 0
+    assert user_version(daemon.database) == CLEAN_STOP
+    again = roostd_launcher.start(database=daemon.database)
+    assert user_version(daemon.database) == 0
+    again.process.kill()
+    again.process.wait(20)
+    assert user_version(daemon.database) == 0
 
 
 # The daemon makes its database and directory itself: owner-only from the first start.

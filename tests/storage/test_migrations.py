@@ -18,6 +18,7 @@ import sys
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -48,6 +49,7 @@ from roost.storage.migrate import (
     script_directory,
 )
 from roost.storage.models import Base
+from tests.fixtures.database import close_as_killed
 
 # Every database here starts empty: these tests are about what the migrations make of it.
 pytestmark = pytest.mark.empty_database
@@ -501,11 +503,14 @@ async def _fts_hits(db: Database, term: str) -> int:
     ids=["ghost-row", "lost-row", "shadow-data"],
 )
 async def test_damaged_fulltext_index_is_rebuilt_at_next_open(sqlite_url: str, damage: str) -> None:
-    async with await Database.open(sqlite_url) as db:
-        await _items_with_fts(db)
-        assert await _fts_hits(db, "word7") == 1
-        async with db.engine.begin() as conn:
-            await conn.exec_driver_sql(damage)
+    db = await Database.open(sqlite_url)
+    await _items_with_fts(db)
+    assert await _fts_hits(db, "word7") == 1
+    async with db.engine.begin() as conn:
+        await conn.exec_driver_sql(damage)
+    # Not closed cleanly: a clean close vouches for the index, and the next open would
+    # trust it.
+    await close_as_killed(db)
 
     async with await Database.open(sqlite_url) as db:
         assert db.migration.fts_rebuilt is True
@@ -683,12 +688,13 @@ async def test_older_database_is_backed_up_then_upgraded(sqlite_url: str, tmp_pa
 
 
 async def test_fulltext_check_can_be_left_for_after_start(sqlite_url: str) -> None:
-    async with await Database.open(sqlite_url) as db:
-        await _items_with_fts(db)
-        async with db.engine.begin() as conn:
-            await conn.exec_driver_sql(
-                "INSERT INTO pubsub_items_fts(rowid, search_text) VALUES (99999, 'ghost')"
-            )
+    db = await Database.open(sqlite_url)
+    await _items_with_fts(db)
+    async with db.engine.begin() as conn:
+        await conn.exec_driver_sql(
+            "INSERT INTO pubsub_items_fts(rowid, search_text) VALUES (99999, 'ghost')"
+        )
+    await close_as_killed(db)
     async with await Database.open(sqlite_url, check_fulltext=False) as db:
         assert db.migration.fts_rebuilt is False
         assert await _fts_hits(db, "ghost") == 1  # still drifted: nothing checked yet
@@ -700,20 +706,21 @@ async def test_fulltext_check_can_be_left_for_after_start(sqlite_url: str) -> No
 async def test_a_fulltext_search_waits_for_the_check_left_for_after_start(
     sqlite_url: str,
 ) -> None:
-    async with await Database.open(sqlite_url) as db:
-        await _items_with_fts(db)
-        # Drift: one item's words leave the index (an interrupted write, a manual edit).
-        async with db.engine.begin() as conn:
-            row_id = (
-                await conn.execute(text("SELECT id FROM pubsub_items WHERE item_id = 'i3'"))
-            ).scalar()
-            await conn.execute(
-                text(
-                    "INSERT INTO pubsub_items_fts(pubsub_items_fts, rowid, search_text) "
-                    "VALUES ('delete', :r, 'word3 common')"
-                ),
-                {"r": row_id},
-            )
+    db = await Database.open(sqlite_url)
+    await _items_with_fts(db)
+    # Drift: one item's words leave the index (a manual edit), and no clean close.
+    async with db.engine.begin() as conn:
+        row_id = (
+            await conn.execute(text("SELECT id FROM pubsub_items WHERE item_id = 'i3'"))
+        ).scalar()
+        await conn.execute(
+            text(
+                "INSERT INTO pubsub_items_fts(pubsub_items_fts, rowid, search_text) "
+                "VALUES ('delete', :r, 'word3 common')"
+            ),
+            {"r": row_id},
+        )
+    await close_as_killed(db)
     async with await Database.open(sqlite_url, check_fulltext=False) as db:
         searching = asyncio.create_task(db.search.search({"fts": "word3"}))
         # Other searches go on meanwhile.
@@ -723,6 +730,38 @@ async def test_a_fulltext_search_waits_for_the_check_left_for_after_start(
         hits = await asyncio.wait_for(searching, 30)
         # Answered from the rebuilt index, not the drifted one (which had no match).
         assert [hit.item_id for hit in hits] == ["i3"]
+
+
+async def test_a_clean_close_spares_the_next_open_the_fulltext_check(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with await Database.open(sqlite_url) as db:
+        await _items_with_fts(db)
+    checks: list[bool] = []
+    check = SqliteEngine.fulltext_is_consistent
+
+    async def counted(self: SqliteEngine, conn: Any) -> bool:
+        checks.append(True)
+        return await check(self, conn)
+
+    monkeypatch.setattr(SqliteEngine, "fulltext_is_consistent", counted)
+    db = await Database.open(sqlite_url, check_fulltext=False)
+    # Nothing to wait for: a full-text search answers at once.
+    assert db.search.fulltext_checked.is_set()
+    assert [hit.item_id for hit in await db.search.search({"fts": "word3"})] == ["i3"]
+    assert checks == []
+    # The mark is spent as the database opens: a daemon killed now leaves the index to
+    # be checked at the next start.
+    await close_as_killed(db)
+    db = await Database.open(sqlite_url, check_fulltext=False)
+    assert not db.search.fulltext_checked.is_set()
+    assert await db.repair_fulltext() is False
+    assert checks == [True]
+    await db.close()
+    # Closed cleanly once checked: the next open trusts it again.
+    async with await Database.open(sqlite_url) as db:
+        assert db.migration.fts_rebuilt is False
+    assert checks == [True]
 
 
 def test_head_revision_constant_is_the_script_directory_head() -> None:
