@@ -186,10 +186,11 @@ class Database:
         """
         await self.reads.close()
         await self.writes.close()
-        if self.search.fulltext_checked.is_set() and engine_for(self.url).fulltext_can_drift:
+        database = engine_for(self.url)
+        if self.search.fulltext_checked.is_set() and database.fulltext_can_drift:
             try:
                 async with self.engine.begin() as conn:
-                    await engine_for(self.url).mark_clean_stop(conn)
+                    await database.mark_clean_stop(conn)
             except Exception as exc:  # the next start checks the index: nothing is lost
                 logger.warning("cannot mark the database as closed cleanly: %s", exc)
         await self.leases.close()
